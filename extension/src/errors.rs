@@ -1,0 +1,191 @@
+//! Every error steward raises, in one place.
+//!
+//! Each variant carries its SQLSTATE from the `ST` class (DESIGN.md), a message that names the
+//! object and the values involved, and a hint on what to do.
+//!
+//! pgrx's `ErrorReport` only knows Postgres' built-in SQLSTATEs (it turns any other code into
+//! XX000), so [`raise`] calls `errstart`/`errcode`/`errfinish` itself, exactly as pgrx's own
+//! `do_ereport` does. It must only be called where no Rust value with a destructor is still alive
+//! in the calling frames: use [`or_raise`] as the last expression of a `#[pg_extern]` or
+//! `#[pg_trigger]` function, never deeper.
+
+use std::ffi::{c_char, c_int, CString};
+use std::fmt;
+
+/// An error that steward reports to the client with its own SQLSTATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StewardError {
+    /// ST001: a governed table (or `current_tenant()`) was used with no tenant context.
+    NoTenantContext { what: String, hint: String },
+    /// ST002: the caller may not enter this tenant, or the tenant/token is not valid.
+    TenantNotPermitted { message: String, hint: String },
+    /// ST400: a bad argument to a steward function.
+    BadArgument { message: String, hint: String },
+    /// ST403: an operation steward forbids.
+    Forbidden { message: String, hint: String },
+}
+
+impl StewardError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            StewardError::NoTenantContext { .. } => "ST001",
+            StewardError::TenantNotPermitted { .. } => "ST002",
+            StewardError::BadArgument { .. } => "ST400",
+            StewardError::Forbidden { .. } => "ST403",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            StewardError::NoTenantContext { what, .. } => {
+                format!("no tenant context: {what}")
+            }
+            StewardError::TenantNotPermitted { message, .. }
+            | StewardError::BadArgument { message, .. }
+            | StewardError::Forbidden { message, .. } => message.clone(),
+        }
+    }
+
+    pub fn hint(&self) -> &str {
+        match self {
+            StewardError::NoTenantContext { hint, .. }
+            | StewardError::TenantNotPermitted { hint, .. }
+            | StewardError::BadArgument { hint, .. }
+            | StewardError::Forbidden { hint, .. } => hint,
+        }
+    }
+
+    pub fn not_permitted(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StewardError::TenantNotPermitted {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn bad_argument(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StewardError::BadArgument {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        StewardError::Forbidden {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl fmt::Display for StewardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.sqlstate(), self.message())
+    }
+}
+
+impl std::error::Error for StewardError {}
+
+pub type Result<T> = std::result::Result<T, StewardError>;
+
+/// Postgres packs a five-character SQLSTATE into an int six bits a character (`MAKE_SQLSTATE`).
+pub fn make_sqlstate(code: &str) -> c_int {
+    let b = code.as_bytes();
+    assert_eq!(b.len(), 5, "a SQLSTATE has five characters");
+    b.iter()
+        .enumerate()
+        .map(|(i, ch)| (((*ch as c_int) - ('0' as c_int)) & 0x3F) << (6 * i))
+        .sum()
+}
+
+// Postgres' error reporting entry points. pgrx keeps these out of its bindings on purpose; we
+// declare exactly the ones `ereport(ERROR, ...)` expands to.
+extern "C-unwind" {
+    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+    fn errcode(sqlerrcode: c_int) -> c_int;
+    fn errmsg(fmt: *const c_char, ...) -> c_int;
+    fn errhint(fmt: *const c_char, ...) -> c_int;
+    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+/// Unwraps `result`, or reports its error to the client and never returns.
+///
+/// Call this as the outermost expression of a function Postgres calls (see the module docs).
+#[inline]
+pub fn or_raise<T>(result: Result<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => raise(e),
+    }
+}
+
+/// Reports `err` as an ERROR with its own SQLSTATE. Does not return: Postgres longjmps to the
+/// nearest error handler, which aborts the (sub)transaction.
+#[cold]
+pub fn raise(err: StewardError) -> ! {
+    // Everything Rust owns is turned into palloc'd C strings first and then dropped, so the
+    // longjmp below skips no destructor. The palloc'd copies die with the error's memory context.
+    let code = make_sqlstate(err.sqlstate());
+    let message = pg_cstring(&err.message());
+    let hint = pg_cstring(err.hint());
+    drop(err);
+    const PERCENT_S: &[u8] = b"%s\0";
+    const FILE: &[u8] = b"steward/errors.rs\0";
+    const FUNC: &[u8] = b"steward\0";
+    unsafe {
+        if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+            errcode(code);
+            errmsg(PERCENT_S.as_ptr().cast(), message);
+            if !hint.is_null() {
+                errhint(PERCENT_S.as_ptr().cast(), hint);
+            }
+            errfinish(FILE.as_ptr().cast(), line!() as c_int, FUNC.as_ptr().cast());
+        }
+        // errstart(ERROR, ...) always returns true and errfinish(ERROR) never returns.
+        std::process::abort()
+    }
+}
+
+fn pg_cstring(s: &str) -> *mut c_char {
+    if s.is_empty() {
+        return std::ptr::null_mut();
+    }
+    // Interior NULs cannot travel in a C string; a message never needs them.
+    let owned = CString::new(s.replace('\0', " ")).unwrap_or_default();
+    unsafe { pgrx::pg_sys::pstrdup(owned.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_packing_matches_postgres() {
+        // ERRCODE_INSUFFICIENT_PRIVILEGE is MAKE_SQLSTATE('4','2','5','0','1')
+        assert_eq!(
+            make_sqlstate("42501"),
+            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as c_int
+        );
+        assert_ne!(make_sqlstate("ST001"), make_sqlstate("ST002"));
+    }
+
+    #[test]
+    fn every_variant_has_an_st_code_a_message_and_a_hint() {
+        let cases = [
+            (
+                StewardError::NoTenantContext {
+                    what: "x".into(),
+                    hint: "h".into(),
+                },
+                "ST001",
+            ),
+            (StewardError::not_permitted("m", "h"), "ST002"),
+            (StewardError::bad_argument("m", "h"), "ST400"),
+            (StewardError::forbidden("m", "h"), "ST403"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.sqlstate(), code);
+            assert!(!err.message().is_empty());
+            assert!(!err.hint().is_empty());
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! steward: tenant isolation, audit trail and outbox for shared PostgreSQL tables.
+//!
+//! This file only wires the modules together; each concept has its own module.
+
+use pgrx::prelude::*;
+
+pub mod errors;
+pub mod govern;
+pub mod tenancy;
+
+pg_module_magic!(name, version);
+
+// The catalogs (tables) come first; the hand-written SQL API last, once every Rust function
+// it names exists.
+extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    tenancy::init();
+    // No setting under steward.* can exist: a client's `SET steward.tenant = ...` is an error
+    // once the library is loaded, and a placeholder set before that is removed with a warning.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    // Units that need a backend. The SQL surface as users see it is specified by pg_regress/.
+    use pgrx::prelude::*;
+
+    const A: &str = "00000000-0000-4000-8000-00000000000a";
+    const B: &str = "00000000-0000-4000-8000-00000000000b";
+
+    /// Runs `sql` in a subtransaction and returns "ok" or the SQLSTATE it failed with, then
+    /// its message and hint.
+    fn outcome(sql: &str) -> (String, String, String) {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.outcome(q text, OUT code text, OUT msg text, OUT hint text)
+             LANGUAGE plpgsql AS $f$
+             BEGIN
+               EXECUTE q; code := 'ok';
+             EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+             END $f$",
+        )
+        .unwrap();
+        let (code, msg, hint) = Spi::get_three_with_args::<String, String, String>(
+            "SELECT * FROM pg_temp.outcome($1)",
+            &[sql.into()],
+        )
+        .unwrap();
+        (
+            code.unwrap_or_default(),
+            msg.unwrap_or_default(),
+            hint.unwrap_or_default(),
+        )
+    }
+
+    fn fixture() {
+        Spi::run(&format!(
+            "INSERT INTO steward.tenants (tenant_id, slug, display_name)
+                  VALUES ('{A}', 'a', 'A'), ('{B}', 'b', 'B');
+             CREATE TABLE public.t (id int PRIMARY KEY, tenant_id uuid NOT NULL, v text);
+             SELECT steward.govern('public.t');"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn no_context_is_st001_with_a_message_and_a_hint() {
+        let (code, msg, hint) = outcome("SELECT steward.current_tenant()");
+        assert_eq!(code, "ST001");
+        assert!(msg.starts_with("no tenant context"), "{msg}");
+        assert!(hint.contains("steward.enter_tenant"), "{hint}");
+    }
+
+    #[pg_test]
+    fn entered_context_is_current_and_a_failed_subtransaction_undoes_it() {
+        fixture();
+        Spi::run(&format!("SELECT steward.enter_tenant('{A}', 'alice')")).unwrap();
+        let t = Spi::get_one::<String>("SELECT steward.current_tenant()::text").unwrap();
+        assert_eq!(t.as_deref(), Some(A));
+        // Entered inside a subtransaction that fails: back to A.
+        let (code, _, _) = outcome(&format!(
+            "DO $$ BEGIN PERFORM steward.enter_tenant('{B}', 'bob'); PERFORM 1/0; END $$"
+        ));
+        assert_eq!(code, "22012");
+        let actor = Spi::get_one::<String>("SELECT steward.current_actor()").unwrap();
+        assert_eq!(actor.as_deref(), Some("alice"));
+    }
+
+    #[pg_test]
+    fn row_guard_rejects_other_tenants_and_fills_the_column() {
+        fixture();
+        Spi::run(&format!("SELECT steward.enter_tenant('{A}')")).unwrap();
+        Spi::run("INSERT INTO public.t (id, v) VALUES (1, 'mine')").unwrap();
+        let t =
+            Spi::get_one::<String>("SELECT tenant_id::text FROM public.t WHERE id = 1").unwrap();
+        assert_eq!(t.as_deref(), Some(A));
+        let (code, msg, _) = outcome(&format!(
+            "INSERT INTO public.t (id, tenant_id) VALUES (2, '{B}')"
+        ));
+        assert_eq!(code, "ST403");
+        assert!(msg.contains("public.t") && msg.contains(B), "{msg}");
+        let (code, msg, _) = outcome(&format!("UPDATE public.t SET tenant_id = '{B}'"));
+        assert_eq!(code, "ST403");
+        assert!(msg.contains(A) && msg.contains(B), "{msg}");
+        let (code, _, _) = outcome("TRUNCATE public.t");
+        assert_eq!(code, "ST403");
+    }
+
+    #[pg_test]
+    fn untrusted_actor_and_unknown_tenant_are_st002() {
+        fixture();
+        Spi::run(
+            "CREATE ROLE pgtest_tenant LOGIN;
+             SELECT steward.grant_tenant('pgtest_tenant', '00000000-0000-4000-8000-00000000000a');",
+        )
+        .unwrap();
+        // SET SESSION AUTHORIZATION changes session_user, which is who steward asks about.
+        Spi::run("SET SESSION AUTHORIZATION pgtest_tenant").unwrap();
+        let (code, _, _) = outcome(&format!("SELECT steward.enter_tenant('{B}')"));
+        assert_eq!(code, "ST002");
+        let (code, msg, _) = outcome(&format!(
+            "SELECT steward.enter_tenant('{A}', 'someone-else')"
+        ));
+        assert_eq!(code, "ST002");
+        assert!(msg.contains("someone-else"), "{msg}");
+        let t = Spi::get_one::<String>("SELECT steward.current_tenant()::text").unwrap();
+        assert_eq!(t.as_deref(), Some(A), "one grant: implicit context");
+        Spi::run("RESET SESSION AUTHORIZATION").unwrap();
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,458 @@
+//! The tenant context: which tenant the current transaction acts in, and as which actor.
+//!
+//! The context lives here, in this backend's memory, and nowhere a client can reach with `SET`,
+//! `set_config`, `RESET` or startup options. It is set only by [`enter_tenant`] and
+//! [`enter_tenant_token`], which check the caller, and it is cleared by a transaction callback at
+//! COMMIT, ROLLBACK, PREPARE and when the transaction errors. A context entered inside a
+//! subtransaction that rolls back is undone with it.
+//!
+//! The caller is always `session_user`: `SET ROLE` changes which privileges apply, not who is
+//! asking, and `SET SESSION AUTHORIZATION` is only open to superusers. A role that holds exactly one
+//! tenant grant is in that tenant without any call (the *implicit* context), looked up once per
+//! transaction.
+
+pub mod token;
+
+use std::cell::RefCell;
+use std::ffi::{c_void, CStr};
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, Uuid};
+
+use crate::errors::{or_raise, Result, StewardError};
+
+/// A context set by `enter_tenant` or `enter_tenant_token` in (sub)transaction `subxid`.
+#[derive(Clone, Debug)]
+struct Entered {
+    tenant: Uuid,
+    actor: String,
+    subxid: pg_sys::SubTransactionId,
+}
+
+/// The "why" of the transaction, from `steward.annotate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotations {
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// The tenant a statement runs in, and who acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub tenant: Uuid,
+    pub actor: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Contexts entered in this transaction; the last one is in force.
+    entered: Vec<Entered>,
+    /// The implicit context looked up for this transaction (only when nothing was entered).
+    implicit: Option<Result<Context>>,
+    /// Annotations, with the subtransaction that set them.
+    annotations: Vec<(Annotations, pg_sys::SubTransactionId)>,
+}
+
+impl State {
+    fn clear(&mut self) {
+        self.entered.clear();
+        self.implicit = None;
+        self.annotations.clear();
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+    static EXTENSION_OWNER: RefCell<Option<pg_sys::Oid>> = const { RefCell::new(None) };
+}
+
+/// Registers the transaction callbacks that clear the context. Called from `_PG_init`.
+pub fn init() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_COMMIT
+        | XACT_EVENT_PARALLEL_COMMIT
+        | XACT_EVENT_ABORT
+        | XACT_EVENT_PARALLEL_ABORT
+        | XACT_EVENT_PREPARE => STATE.with_borrow_mut(State::clear),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    STATE.with_borrow_mut(|s| match event {
+        SUBXACT_EVENT_ABORT_SUB => {
+            s.entered.retain(|e| e.subxid != my_subid);
+            s.annotations.retain(|(_, id)| *id != my_subid);
+        }
+        SUBXACT_EVENT_COMMIT_SUB => {
+            // What the subtransaction set now belongs to its parent, and dies with it.
+            for e in s.entered.iter_mut().filter(|e| e.subxid == my_subid) {
+                e.subxid = parent_subid;
+            }
+            for (_, id) in s.annotations.iter_mut().filter(|(_, id)| *id == my_subid) {
+                *id = parent_subid;
+            }
+        }
+        _ => {}
+    });
+}
+
+fn current_subxid() -> pg_sys::SubTransactionId {
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
+}
+
+/// The role that is asking: `session_user`, which `SET ROLE` does not change.
+fn session_user() -> pg_sys::Oid {
+    unsafe { pg_sys::GetSessionUserId() }
+}
+
+pub fn role_name(role: pg_sys::Oid) -> String {
+    unsafe {
+        let p = pg_sys::GetUserNameFromId(role, true);
+        if p.is_null() {
+            format!("oid {}", role.to_u32())
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Runs `f` with the privileges of the extension's owner, so that steward's own catalogs (which
+/// tenant roles cannot read) can be consulted. Only fixed, schema-qualified queries run inside.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
+        }
+    }
+    let owner = extension_owner();
+    let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+        pg_sys::SetUserIdAndSecContext(owner, ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let _restore = Restore(uid, ctx);
+    f()
+}
+
+fn extension_owner() -> pg_sys::Oid {
+    if let Some(oid) = EXTENSION_OWNER.with_borrow(|o| *o) {
+        return oid;
+    }
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'steward'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+    EXTENSION_OWNER.with_borrow_mut(|o| *o = Some(owner));
+    owner
+}
+
+/// What the catalogs say about one tenant, from the point of view of the session user.
+struct TenantFacts {
+    slug: String,
+    status: String,
+    caller_trusted: bool,
+    caller_granted: bool,
+}
+
+fn tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
+    // pg_has_role is evaluated on rows of pg_roles, so a grant to a dropped role is simply
+    // ignored instead of raising "role with OID ... does not exist".
+    const Q: &str = "
+        SELECT t.slug, t.status::text,
+               (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2)
+               OR EXISTS (SELECT 1 FROM steward.trusted_roles x
+                            JOIN pg_catalog.pg_roles r ON r.oid = x.role_oid
+                           WHERE pg_catalog.pg_has_role($2, r.oid, 'USAGE')),
+               EXISTS (SELECT 1 FROM steward.tenant_grants g
+                         JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
+                        WHERE g.tenant_id = t.tenant_id
+                          AND pg_catalog.pg_has_role($2, r.oid, 'USAGE'))
+          FROM steward.tenants t
+         WHERE t.tenant_id = $1";
+    as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(Q, Some(1), &[tenant.into(), caller.into()])?;
+            if rows.is_empty() {
+                return Ok::<_, pgrx::spi::Error>(None);
+            }
+            let row = rows.first();
+            Ok(Some(TenantFacts {
+                slug: row.get::<String>(1)?.unwrap_or_default(),
+                status: row.get::<String>(2)?.unwrap_or_default(),
+                caller_trusted: row.get::<bool>(3)?.unwrap_or(false),
+                caller_granted: row.get::<bool>(4)?.unwrap_or(false),
+            }))
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: reading the tenant catalog failed: {e}"))
+}
+
+fn check_active(tenant: Uuid, facts: &TenantFacts) -> Result<()> {
+    if facts.status != "active" {
+        return Err(StewardError::not_permitted(
+            format!("tenant \"{}\" ({tenant}) is {}", facts.slug, facts.status),
+            "A suspended or offboarded tenant cannot be entered; a DBA can set its status back \
+             to 'active' in steward.tenants.",
+        ));
+    }
+    Ok(())
+}
+
+fn unknown_tenant(tenant: Uuid, caller: &str) -> StewardError {
+    StewardError::not_permitted(
+        format!("tenant {tenant} does not exist or is not permitted for role \"{caller}\""),
+        "Check the tenant id; a DBA grants access with steward.grant_tenant(role, tenant).",
+    )
+}
+
+/// `steward.enter_tenant`: checks the caller and sets the context for this transaction.
+pub fn enter(tenant: Uuid, actor: Option<&str>) -> Result<()> {
+    let caller = session_user();
+    let caller_name = role_name(caller);
+    let facts = tenant_facts(tenant, caller).ok_or_else(|| unknown_tenant(tenant, &caller_name))?;
+    let actor = if facts.caller_trusted {
+        actor
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&caller_name)
+            .to_string()
+    } else {
+        if !facts.caller_granted {
+            return Err(StewardError::not_permitted(
+                format!(
+                    "role \"{caller_name}\" is not permitted to enter tenant \"{}\" ({tenant})",
+                    facts.slug
+                ),
+                "A DBA grants access with steward.grant_tenant(role, tenant).",
+            ));
+        }
+        match actor {
+            Some(a) if a != caller_name => {
+                return Err(StewardError::not_permitted(
+                    format!(
+                        "role \"{caller_name}\" may not name actor \"{a}\": only trusted roles \
+                         act on behalf of others"
+                    ),
+                    "Leave the actor out (it is always session_user for this role), or have a DBA \
+                     mark the service role with steward.trust_role(role).",
+                ));
+            }
+            _ => caller_name,
+        }
+    };
+    check_active(tenant, &facts)?;
+    push(tenant, actor);
+    Ok(())
+}
+
+fn push(tenant: Uuid, actor: String) {
+    let subxid = current_subxid();
+    STATE.with_borrow_mut(|s| {
+        s.entered.push(Entered {
+            tenant,
+            actor,
+            subxid,
+        })
+    });
+}
+
+/// `steward.enter_tenant_token`: the token's signature is the authority; the actor is its `sub`.
+pub fn enter_token(jwt: &str) -> Result<()> {
+    let keys: Vec<Vec<u8>> = as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT secret FROM steward.signing_keys WHERE revoked_at IS NULL",
+                None,
+                &[],
+            )?;
+            let mut keys = Vec::new();
+            for row in rows {
+                if let Some(k) = row.get::<Vec<u8>>(1)? {
+                    keys.push(k);
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(keys)
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: reading signing keys failed: {e}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = token::verify(jwt, &keys, now).map_err(|e| {
+        StewardError::not_permitted(
+            format!("token refused: {e}"),
+            "Obtain a fresh token signed with a key in steward.signing_keys (HS256, with \
+             tenant_id, sub and exp claims).",
+        )
+    })?;
+    let tenant = Uuid::from_bytes(claims.tenant_id);
+    let facts = tenant_facts(tenant, session_user())
+        .ok_or_else(|| unknown_tenant(tenant, &role_name(session_user())))?;
+    check_active(tenant, &facts)?;
+    push(tenant, claims.sub);
+    Ok(())
+}
+
+/// The context in force: the one entered last in this transaction, else the implicit one.
+pub fn context() -> Result<Context> {
+    if let Some(e) = STATE.with_borrow(|s| s.entered.last().cloned()) {
+        return Ok(Context {
+            tenant: e.tenant,
+            actor: e.actor,
+        });
+    }
+    if let Some(cached) = STATE.with_borrow(|s| s.implicit.clone()) {
+        return cached;
+    }
+    let found = implicit_context();
+    STATE.with_borrow_mut(|s| s.implicit = Some(found.clone()));
+    found
+}
+
+/// The tenant of a role granted exactly one tenant.
+fn implicit_context() -> Result<Context> {
+    let caller = session_user();
+    let caller_name = role_name(caller);
+    const Q: &str = "
+        SELECT t.tenant_id, t.slug, t.status::text
+          FROM steward.tenants t
+         WHERE EXISTS (SELECT 1 FROM steward.tenant_grants g
+                         JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
+                        WHERE g.tenant_id = t.tenant_id
+                          AND pg_catalog.pg_has_role($1, r.oid, 'USAGE'))
+         LIMIT 2";
+    let granted: Vec<(Uuid, String, String)> = as_extension_owner(|| {
+        Spi::connect(|client| {
+            let mut out = Vec::new();
+            for row in client.select(Q, None, &[caller.into()])? {
+                out.push((
+                    row.get::<Uuid>(1)?.expect("tenant_id is not null"),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: reading tenant grants failed: {e}"));
+    match granted.as_slice() {
+        [] => Err(StewardError::NoTenantContext {
+            what: format!(
+                "role \"{caller_name}\" has not entered a tenant and holds no tenant grant"
+            ),
+            hint: "Call steward.enter_tenant(tenant) first, or have a DBA run \
+                   steward.grant_tenant(role, tenant)."
+                .into(),
+        }),
+        [(tenant, slug, status)] => {
+            check_active(
+                *tenant,
+                &TenantFacts {
+                    slug: slug.clone(),
+                    status: status.clone(),
+                    caller_trusted: false,
+                    caller_granted: true,
+                },
+            )?;
+            Ok(Context {
+                tenant: *tenant,
+                actor: caller_name,
+            })
+        }
+        _ => Err(StewardError::NoTenantContext {
+            what: format!(
+                "role \"{caller_name}\" is granted more than one tenant and has not chosen one"
+            ),
+            hint: "Call steward.enter_tenant(tenant) at the start of each transaction.".into(),
+        }),
+    }
+}
+
+/// The tenant in force, or ST001 with a message naming `what` was being done.
+pub fn require_tenant() -> Result<Uuid> {
+    context().map(|c| c.tenant)
+}
+
+pub fn annotations() -> Annotations {
+    STATE.with_borrow(|s| {
+        s.annotations
+            .last()
+            .map(|(a, _)| a.clone())
+            .unwrap_or_default()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SQL functions.
+// ---------------------------------------------------------------------------------------------
+
+/// Sets the tenant context for the current transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn enter_tenant(tenant: Uuid, actor: default!(Option<&str>, "NULL")) {
+    or_raise(enter(tenant, actor))
+}
+
+/// Sets the tenant context from an HS256 JWT with `tenant_id`, `sub` and `exp` claims.
+#[pg_extern(volatile, parallel_unsafe)]
+fn enter_tenant_token(token: &str) {
+    or_raise(enter_token(token))
+}
+
+/// The tenant of the current transaction; ST001 when there is none. The policies call it once
+/// per statement, as an InitPlan.
+#[pg_extern(stable, parallel_restricted)]
+fn current_tenant() -> Uuid {
+    or_raise(require_tenant())
+}
+
+/// The actor of the current transaction, or NULL when there is no tenant context.
+#[pg_extern(stable, parallel_restricted)]
+fn current_actor() -> Option<String> {
+    context().ok().map(|c| c.actor)
+}
+
+/// Records why this transaction runs, for the audit and outbox rows it writes.
+#[pg_extern(volatile, parallel_unsafe)]
+fn annotate(
+    reason: Option<&str>,
+    request_id: default!(Option<&str>, "NULL"),
+    traceparent: default!(Option<&str>, "NULL"),
+) {
+    let a = Annotations {
+        reason: reason.map(str::to_string),
+        request_id: request_id.map(str::to_string),
+        traceparent: traceparent.map(str::to_string),
+    };
+    let subxid = current_subxid();
+    STATE.with_borrow_mut(|s| s.annotations.push((a, subxid)));
+}
+
+/// The annotations of the current transaction, as JSON (for tests and the service's logs).
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_annotations() -> pgrx::JsonB {
+    let a = annotations();
+    pgrx::JsonB(serde_json::json!({
+        "reason": a.reason, "request_id": a.request_id, "traceparent": a.traceparent,
+    }))
+}

@@ -1,0 +1,58 @@
+-- A tenant role against another tenant's rows: reads see nothing, writes change nothing or
+-- fail with ST403, and nothing committed is lost.
+\set SHOW_CONTEXT never
+\c - acme_app
+
+-- Reading: only acme's rows, whatever the query asks for.
+SELECT id, name FROM app.projects ORDER BY id;
+SELECT id, name FROM app.projects WHERE tenant_id = '00000000-0000-4000-8000-00000000000b';
+SELECT id, name FROM app.projects WHERE id = 3;
+SELECT count(*) FROM app.projects p1 JOIN app.projects p2 USING (tenant_id);
+WITH everything AS (SELECT * FROM app.projects) SELECT count(*) FROM everything;
+
+-- Updating and deleting another tenant's row: zero rows touched.
+UPDATE app.projects SET name = 'pwned' WHERE id = 3 RETURNING id;
+DELETE FROM app.projects WHERE id = 3 RETURNING id;
+DELETE FROM app.projects WHERE tenant_id = '00000000-0000-4000-8000-00000000000b' RETURNING id;
+
+-- Inserting into another tenant: ST403.
+INSERT INTO app.projects (tenant_id, name) VALUES ('00000000-0000-4000-8000-00000000000b', 'planted by acme');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO app.projects (tenant_id, name) SELECT '00000000-0000-4000-8000-00000000000b', 'planted in bulk' FROM generate_series(1, 3);
+\echo :LAST_ERROR_SQLSTATE
+
+-- Inserting without naming the tenant: steward fills it in.
+INSERT INTO app.projects (name) VALUES ('acme: tornado seeds') RETURNING tenant_id, name;
+-- Naming one's own tenant is fine.
+INSERT INTO app.projects (tenant_id, name) VALUES ('00000000-0000-4000-8000-00000000000a', 'acme: earthquake pills') RETURNING tenant_id, name;
+
+-- Moving one's own row to another tenant: ST403.
+UPDATE app.projects SET tenant_id = '00000000-0000-4000-8000-00000000000b' WHERE id = 1;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE app.projects SET tenant_id = '00000000-0000-4000-8000-00000000000b';
+\echo :LAST_ERROR_SQLSTATE
+
+-- TRUNCATE, even with the privilege: ST403.
+TRUNCATE app.projects;
+\echo :LAST_ERROR_SQLSTATE
+
+-- Turning row security off for the session: refused by Postgres (42501).
+SET row_security = off;
+SELECT count(*) FROM app.projects;
+\echo :LAST_ERROR_SQLSTATE
+RESET row_security;
+
+-- The other tenant sees its own row, untouched, and none of acme's.
+\c - globex_app
+SELECT id, name FROM app.projects ORDER BY id;
+
+-- The table's owner is subject to the policies too (FORCE ROW LEVEL SECURITY).
+\c - app_owner
+SELECT count(*) FROM app.projects;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE app.projects;
+\echo :LAST_ERROR_SQLSTATE
+
+-- Nothing was lost or moved.
+\c - postgres
+SELECT id, tenant_id, name FROM app.projects ORDER BY id;

@@ -1,0 +1,256 @@
+-- steward's administrative SQL API. These functions run with the caller's privileges and are
+-- not executable by PUBLIC: a DBA (superuser or the extension's owner) calls them, or grants
+-- EXECUTE on them to an administrator role.
+
+------------------------------------------------------------------------------------------------
+-- Tenants
+------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION steward.create_tenant(slug text, display_name text)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid;
+BEGIN
+    IF slug IS NULL OR slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid tenant slug "%"', slug
+            USING ERRCODE = 'ST400',
+                  HINT = 'A slug is 1 to 63 lower-case letters, digits, "_" or "-", starting with a letter or digit.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM steward.tenants t WHERE t.slug = create_tenant.slug) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', slug
+            USING ERRCODE = 'ST400',
+                  HINT = 'Slugs are unique; look the tenant up in steward.tenants.';
+    END IF;
+    INSERT INTO steward.tenants (slug, display_name)
+    VALUES (create_tenant.slug, coalesce(create_tenant.display_name, create_tenant.slug))
+    RETURNING tenant_id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION steward._tenant_slug(tenant uuid)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found text;
+BEGIN
+    SELECT t.slug INTO found FROM steward.tenants t WHERE t.tenant_id = tenant;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'tenant % does not exist', tenant
+            USING ERRCODE = 'ST400',
+                  HINT = 'Create it with steward.create_tenant(slug, display_name).';
+    END IF;
+    RETURN found;
+END
+$$;
+
+CREATE FUNCTION steward.grant_tenant(role regrole, tenant uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._tenant_slug(tenant);
+    INSERT INTO steward.tenant_grants (role_oid, tenant_id)
+    VALUES (role::oid, tenant)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION steward.revoke_tenant(role regrole, tenant uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._tenant_slug(tenant);
+    DELETE FROM steward.tenant_grants g WHERE g.role_oid = role::oid AND g.tenant_id = tenant;
+END
+$$;
+
+CREATE FUNCTION steward.trust_role(role regrole)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO steward.trusted_roles (role_oid) VALUES (role::oid) ON CONFLICT DO NOTHING;
+$$;
+
+------------------------------------------------------------------------------------------------
+-- Governed tables
+------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION steward.govern(
+    rel regclass,
+    tenant_column name DEFAULT 'tenant_id',
+    versioned boolean DEFAULT true,
+    version_required boolean DEFAULT false,
+    audited boolean DEFAULT true,
+    events boolean DEFAULT true,
+    soft_delete boolean DEFAULT false
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    c     record;
+    col   record;
+    tbl   text;
+    cond  text;
+    cmd   text;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'steward.govern: no table given'
+            USING ERRCODE = 'ST400', HINT = 'Pass the table, e.g. steward.govern(''app.orders'').';
+    END IF;
+    SELECT n.nspname, cl.relname, cl.relkind INTO c
+      FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
+     WHERE cl.oid = rel;
+    IF c.relkind IS NULL OR c.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'cannot govern %: it is not a table', rel
+            USING ERRCODE = 'ST400', HINT = 'Only ordinary and partitioned tables can be governed.';
+    END IF;
+    tbl := format('%I.%I', c.nspname, c.relname);
+
+    SELECT a.attname, a.atttypid, a.attnotnull INTO col
+      FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF col.attname IS NULL THEN
+        RAISE EXCEPTION 'table % has no tenant column "%"', tbl, tenant_column
+            USING ERRCODE = 'ST400',
+                  HINT = 'Add a "uuid not null" column for the tenant, or name it with tenant_column => ...';
+    END IF;
+    IF col.atttypid <> 'uuid'::regtype OR NOT col.attnotnull THEN
+        RAISE EXCEPTION 'tenant column "%" of table % is % %, not uuid not null',
+                        tenant_column, tbl, format_type(col.atttypid, NULL),
+                        CASE WHEN col.attnotnull THEN 'not null' ELSE 'nullable' END
+            USING ERRCODE = 'ST400',
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
+                                tbl, tenant_column, tenant_column);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE EXCEPTION 'table % has no primary key', tbl
+            USING ERRCODE = 'ST400',
+                  HINT = 'steward names rows by their primary key: add one (it may be composite).';
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+
+    -- The tenant function is wrapped in a scalar sub-select so the planner runs it once per
+    -- statement (an InitPlan) and can use an index on the tenant column.
+    cond := format('%I = (SELECT steward.current_tenant())', tenant_column);
+    -- One permissive policy grants the tenant's rows; one restrictive policy per command makes
+    -- sure that no other permissive policy on the table can ever widen that.
+    EXECUTE format('DROP POLICY IF EXISTS steward_tenant ON %s', tbl);
+    EXECUTE format('CREATE POLICY steward_tenant ON %s AS PERMISSIVE FOR ALL USING (%s) WITH CHECK (%s)',
+                   tbl, cond, cond);
+    FOREACH cmd IN ARRAY ARRAY['select', 'insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS %I ON %s', 'steward_' || cmd, tbl);
+        EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR %s %s',
+                       'steward_' || cmd, tbl, upper(cmd),
+                       CASE cmd
+                           WHEN 'insert' THEN format('WITH CHECK (%s)', cond)
+                           WHEN 'update' THEN format('USING (%s) WITH CHECK (%s)', cond, cond)
+                           ELSE format('USING (%s)', cond)
+                       END);
+    END LOOP;
+
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT steward.current_tenant()',
+                   tbl, tenant_column);
+
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L)',
+                   tbl, tenant_column);
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_truncate_guard()', tbl);
+
+    INSERT INTO steward.governed AS g
+           (rel, tenant_column, versioned, version_required, audited, events, soft_delete)
+    VALUES (govern.rel, govern.tenant_column, govern.versioned, govern.version_required,
+            govern.audited, govern.events, govern.soft_delete)
+    ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
+       SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
+           version_required = excluded.version_required, audited = excluded.audited,
+           events = excluded.events, soft_delete = excluded.soft_delete;
+END
+$$;
+
+CREATE FUNCTION steward.ungovern(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    g   record;
+    tbl text;
+    cmd text;
+BEGIN
+    SELECT * INTO g FROM steward.governed WHERE governed.rel = ungovern.rel;
+    IF g.rel IS NULL THEN
+        RAISE EXCEPTION 'table % is not governed', rel
+            USING ERRCODE = 'ST400', HINT = 'steward.governed_tables lists the governed tables.';
+    END IF;
+    SELECT format('%I.%I', n.nspname, cl.relname) INTO tbl
+      FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = rel;
+    FOREACH cmd IN ARRAY ARRAY['tenant', 'select', 'insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS %I ON %s', 'steward_' || cmd, tbl);
+    END LOOP;
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, g.tenant_column);
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', tbl);
+    DELETE FROM steward.governed WHERE governed.rel = ungovern.rel;
+END
+$$;
+
+CREATE VIEW steward.governed_tables AS
+SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.events,
+       g.soft_delete, g.governed_at
+  FROM steward.governed g;
+
+-- A dropped table leaves the catalog with it.
+CREATE FUNCTION steward._forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM steward.governed g
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND g.rel::oid = d.objid;
+END
+$$;
+
+CREATE EVENT TRIGGER steward_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION steward._forget_dropped_tables();
+
+------------------------------------------------------------------------------------------------
+-- Privileges
+------------------------------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION
+    steward.create_tenant(text, text),
+    steward._tenant_slug(uuid),
+    steward.grant_tenant(regrole, uuid),
+    steward.revoke_tenant(regrole, uuid),
+    steward.trust_role(regrole),
+    steward.govern(regclass, name, boolean, boolean, boolean, boolean, boolean),
+    steward.ungovern(regclass),
+    steward._forget_dropped_tables()
+FROM PUBLIC;
+REVOKE ALL ON steward.governed_tables FROM PUBLIC;
+
+-- Everyone may use the schema (the policies call steward.current_tenant()) and the context
+-- functions, which check the caller themselves.
+GRANT USAGE ON SCHEMA steward TO PUBLIC;

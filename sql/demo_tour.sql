@@ -1,0 +1,43 @@
+-- The demo's walkthrough: run by `cargo xtask demo`, one role at a time.
+\set SHOW_CONTEXT never
+\pset footer off
+
+\echo '\n### 1. acme_analyst connects with plain psql: it sees Acme''s invoices only'
+\c - acme_analyst
+SELECT steward.current_tenant() AS my_tenant, session_user;
+SELECT id, customer, amount FROM app.invoices ORDER BY id;
+
+\echo '\n### 2. globex_analyst, same table, same query: Globex''s invoices only'
+\c - globex_analyst
+SELECT id, customer, amount FROM app.invoices ORDER BY id;
+
+\echo '\n### 3. acme_analyst tries to reach Globex'
+\c - acme_analyst
+\echo '--- read a Globex invoice by id: no rows'
+SELECT id, customer FROM app.invoices WHERE id = 4;
+\echo '--- update it: nothing to update'
+UPDATE app.invoices SET amount = 0 WHERE id = 4 RETURNING id;
+\echo '--- plant a row in Globex: ST403'
+INSERT INTO app.invoices (tenant_id, customer, amount) VALUES ('0193a4d2-0000-7000-8000-0000000000b1', 'planted', 1);
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '--- enter Globex: ST002'
+SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000b1');
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '--- forge the context with a setting: refused'
+SET steward.tenant_id = '0193a4d2-0000-7000-8000-0000000000b1';
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '--- empty the whole table (it holds the TRUNCATE privilege): ST403'
+TRUNCATE app.invoices;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+
+\echo '\n### 4. the service role has no tenant until it enters one: ST001, never all rows'
+\c - api_service
+SELECT count(*) FROM app.invoices;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000b1', 'hank@globex.example');
+SELECT count(*) AS globex_invoices, steward.current_actor() FROM app.invoices;
+COMMIT;
+\echo '--- the next transaction on the same connection starts with no tenant again'
+SELECT count(*) FROM app.invoices;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE

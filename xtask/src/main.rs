@@ -1,0 +1,201 @@
+//! `cargo xtask`: the project's commands.
+//!
+//! - `cargo xtask test`  installs what is missing, then runs every suite: unit tests, the
+//!   `#[pg_test]`s, the `pg_regress/` suite and the end-to-end `tests/` crate against a private
+//!   cluster; one summary line per suite; non-zero exit on any failure.
+//! - `cargo xtask demo`  starts a local cluster with the extension and a two-tenant schema and
+//!   shows tenant isolation at work (`--stop` stops it).
+//! - `cargo xtask bench` runs the benchmarks and writes docs/benchmarks.md.
+//! - `cargo xtask setup` only installs what is missing.
+
+mod cluster;
+mod demo;
+mod run;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Result};
+
+use cluster::Cluster;
+use run::{cargo_test_counts, pg_regress_counts, step, tee, Counts};
+use setup::{cargo, ensure_base, install_extension, repo_root};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => ensure_base(),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::demo(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <setup | test | demo [--stop]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Suite {
+    name: &'static str,
+    counts: Counts,
+    ok: bool,
+}
+
+impl Suite {
+    fn line(&self) -> String {
+        format!(
+            "{:<10} {} passed, {} failed{}{}",
+            format!("{}:", self.name),
+            self.counts.passed,
+            self.counts.failed,
+            if self.counts.ignored > 0 {
+                format!(", {} skipped", self.counts.ignored)
+            } else {
+                String::new()
+            },
+            if !self.ok && self.counts.failed == 0 {
+                "  (the runner itself failed)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn cargo_suite(name: &'static str, cmd: &mut Command) -> Result<Suite> {
+    step(&format!("suite {name}"));
+    let (ok, out) = tee(cmd)?;
+    let counts = cargo_test_counts(&out);
+    // A suite that ran nothing has not shown anything: count it as failed.
+    Ok(Suite {
+        name,
+        counts,
+        ok: ok && counts.failed == 0 && counts.passed > 0,
+    })
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let only: Option<&str> = args.first().map(String::as_str);
+    let wants = |s: &str| only.is_none_or(|o| o == s);
+    ensure_base()?;
+    let root = repo_root();
+    let mut suites = Vec::new();
+
+    if wants("lint") || only.is_none() {
+        step("lint: cargo fmt --check and cargo clippy -D warnings");
+        run::run(cargo(&root).args(["fmt", "--all", "--check"]))?;
+        run::run(cargo(&root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    if wants("unit") {
+        suites.push(cargo_suite(
+            "unit",
+            cargo(&root).args(["test", "-p", "xtask", "-p", "steward-service"]),
+        )?);
+    }
+    if wants("pg_test") {
+        // The test cluster's directory must belong to postgres; pgrx creates data/ in it and
+        // puts the socket beside it.
+        let dir = std::path::PathBuf::from("/tmp/steward-pgtest");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        run::run(Command::new("chown").args(["postgres:postgres", "/tmp/steward-pgtest"]))?;
+        suites.push(cargo_suite(
+            "pg_test",
+            cargo(&root.join("extension")).args([
+                "pgrx",
+                "test",
+                "pg15",
+                "--runas",
+                "postgres",
+                "--pgdata",
+                "/tmp/steward-pgtest/data",
+            ]),
+        )?);
+    }
+    if wants("pg_regress") || wants("e2e") {
+        install_extension(false)?;
+        let mut cluster = Cluster::create("test", None, "fsync = off\nsynchronous_commit = off")?;
+        cluster.start()?;
+        if wants("pg_regress") {
+            suites.push(pg_regress_suite(&cluster)?);
+        }
+        if wants("e2e") {
+            suites.push(cargo_suite(
+                "e2e",
+                cargo(&root)
+                    .args(["test", "-p", "steward-tests", "--", "--test-threads=2"])
+                    .env("STEWARD_TEST_PGHOST", cluster.host())
+                    .env("STEWARD_TEST_PGPORT", cluster.port.to_string()),
+            )?);
+        }
+        cluster.stop();
+    }
+
+    if suites.is_empty() && only != Some("lint") {
+        bail!(
+            "no suite is named {:?}; suites: unit, pg_test, pg_regress, e2e",
+            only
+        );
+    }
+    let mut total = Counts::default();
+    println!("\n==> summary");
+    for s in &suites {
+        println!("{}", s.line());
+        total.add(s.counts);
+    }
+    let failed_suites: Vec<&str> = suites.iter().filter(|s| !s.ok).map(|s| s.name).collect();
+    println!("steward: {} passed, {} failed", total.passed, total.failed);
+    if !failed_suites.is_empty() {
+        bail!("failing suites: {}", failed_suites.join(", "));
+    }
+    Ok(())
+}
+
+fn pg_regress_suite(cluster: &Cluster) -> Result<Suite> {
+    step("suite pg_regress");
+    let root = repo_root();
+    let outdir = root.join("target/pg_regress");
+    let _ = std::fs::remove_dir_all(&outdir);
+    std::fs::create_dir_all(&outdir)?;
+    let mut cmd = Command::new(setup::pg_regress()?);
+    cmd.arg(format!("--bindir={}", setup::PG_BIN))
+        .arg(format!("--host={}", cluster.host()))
+        .arg(format!("--port={}", cluster.port))
+        .arg("--user=postgres")
+        .arg("--dbname=steward_regress")
+        .arg(format!("--inputdir={}", root.join("pg_regress").display()))
+        .arg(format!("--outputdir={}", outdir.display()))
+        .arg(format!(
+            "--schedule={}",
+            root.join("pg_regress/schedule").display()
+        ));
+    let (ok, out) = tee(&mut cmd)?;
+    let counts = pg_regress_counts(&out);
+    if !ok {
+        let diffs = std::fs::read_to_string(outdir.join("regression.diffs")).unwrap_or_default();
+        println!("--- regression.diffs (first 200 lines) ---");
+        for l in diffs.lines().take(200) {
+            println!("{l}");
+        }
+    }
+    Ok(Suite {
+        name: "pg_regress",
+        counts,
+        ok: ok && counts.failed == 0 && counts.passed > 0,
+    })
+}

@@ -1,0 +1,131 @@
+//! Installs what a fresh machine lacks, idempotently: Debian packages, cargo-pgrx at the
+//! pinned version, and pgrx's configuration (kept inside the repository's target directory).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::run::{output, run, step};
+
+/// Must equal the `pgrx` pin in the workspace Cargo.toml.
+pub const PGRX_VERSION: &str = "0.18.1";
+pub const PG_CONFIG: &str = "/usr/bin/pg_config";
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Debian packages every command needs.
+const BASE_PACKAGES: &[&str] = &[
+    "postgresql-15",
+    "postgresql-client-15",
+    "postgresql-server-dev-15",
+    "libclang-dev",
+    "clang",
+    "sudo",
+];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo")
+        .to_path_buf()
+}
+
+pub fn pgrx_home() -> PathBuf {
+    repo_root().join("target").join("pgrx-home")
+}
+
+/// A `cargo` command with pgrx's home set, run from `dir`.
+pub fn cargo(dir: &Path) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(dir).env("PGRX_HOME", pgrx_home());
+    c
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the missing packages among `pkgs` (running `apt-get update` once, first).
+pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn ensure_cargo_pgrx() -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["pgrx", "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if have.ends_with(PGRX_VERSION) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing cargo-pgrx {PGRX_VERSION} (found: {}; takes a few minutes once)",
+        if have.is_empty() { "none" } else { &have }
+    ));
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-pgrx",
+        "--version",
+        PGRX_VERSION,
+        "--locked",
+    ]))
+}
+
+fn ensure_pgrx_init() -> Result<()> {
+    let config = pgrx_home().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    if text.contains(&format!("pg15 = \"{PG_CONFIG}\"")) {
+        return Ok(());
+    }
+    step("configuring pgrx for Debian's PostgreSQL 15");
+    std::fs::create_dir_all(pgrx_home())?;
+    run(cargo(&repo_root()).args(["pgrx", "init", "--pg15", PG_CONFIG]))
+}
+
+/// Everything the build and the clusters need.
+pub fn ensure_base() -> Result<()> {
+    ensure_packages(BASE_PACKAGES)?;
+    ensure_cargo_pgrx()?;
+    ensure_pgrx_init()?;
+    Ok(())
+}
+
+/// Builds the extension and installs it into Debian's PostgreSQL 15.
+pub fn install_extension(release: bool) -> Result<()> {
+    step(&format!(
+        "building and installing the steward extension ({})",
+        if release { "release" } else { "debug" }
+    ));
+    let mut c = cargo(&repo_root().join("extension"));
+    c.args(["pgrx", "install", "--pg-config", PG_CONFIG]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}
+
+/// The path of Debian's pg_regress.
+pub fn pg_regress() -> Result<PathBuf> {
+    let pkglib = output(Command::new(PG_CONFIG).arg("--pkglibdir"))?;
+    let p = Path::new(pkglib.trim()).join("pgxs/src/test/regress/pg_regress");
+    p.exists()
+        .then_some(p.clone())
+        .with_context(|| format!("{} is missing", p.display()))
+}
