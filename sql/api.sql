@@ -235,6 +235,15 @@ $$;
 CREATE EVENT TRIGGER steward_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION steward._forget_dropped_tables();
 
+-- Every backend caches what these catalogs say; a change to any of them drops those caches
+-- when it commits.
+CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON steward.tenants FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON steward.tenant_grants FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON steward.trusted_roles FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+
 ------------------------------------------------------------------------------------------------
 -- Privileges
 ------------------------------------------------------------------------------------------------

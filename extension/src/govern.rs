@@ -134,6 +134,18 @@ fn truncate_guard(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     ))
 }
 
+/// AFTER INSERT, UPDATE, DELETE or TRUNCATE FOR EACH STATEMENT on steward's own catalogs: every
+/// backend's cached view of grants, trust and tenant status is dropped at commit.
+#[pg_trigger]
+fn _internal_catalog_changed<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    if let Ok(relid) = trigger.relid() {
+        tenancy::catalog_changed(relid);
+    }
+    Ok(None)
+}
+
 /// BEFORE TRUNCATE FOR EACH STATEMENT on every governed table.
 #[pg_trigger]
 fn _internal_truncate_guard<'a>(

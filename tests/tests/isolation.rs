@@ -181,3 +181,105 @@ fn concurrent_sessions_stay_in_their_tenants() {
         "a superuser (RLS bypass) sees both tenants' rows: nothing lost"
     );
 }
+
+/// Grants, trust and tenant status are cached per backend; a change committed elsewhere takes
+/// effect in an open session at its next transaction, never later.
+#[test]
+fn revokes_and_suspensions_reach_open_sessions_at_their_next_transaction() {
+    let db = fresh_database("e2e_invalidation");
+    let mut admin = connect(&db, "postgres");
+    let mut svc = connect(&db, "e2e_service");
+    let mut tx = svc.transaction().unwrap();
+    tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&ACME])
+        .unwrap();
+    tx.execute("INSERT INTO items (label) VALUES ('acme row')", &[])
+        .unwrap();
+    tx.commit().unwrap();
+
+    let mut acme = connect(&db, "e2e_acme");
+    let count = |c: &mut postgres::Client| {
+        c.query_one("SELECT count(*) FROM items", &[])
+            .map(|r| r.get::<_, i64>(0))
+    };
+    assert_eq!(count(&mut acme).unwrap(), 1, "one grant: implicit context");
+
+    // Inside an open transaction the grant holds; the revoke reaches the next one.
+    let mut open = acme.transaction().unwrap();
+    assert_eq!(
+        open.query_one("SELECT count(*) FROM items", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    admin
+        .execute(
+            "SELECT steward.revoke_tenant('e2e_acme', $1::text::uuid)",
+            &[&ACME],
+        )
+        .unwrap();
+    open.commit().unwrap();
+    assert_eq!(
+        sqlstate(&count(&mut acme).unwrap_err()),
+        "ST001",
+        "revoked grant still used"
+    );
+
+    admin
+        .execute(
+            "SELECT steward.grant_tenant('e2e_acme', $1::text::uuid)",
+            &[&ACME],
+        )
+        .unwrap();
+    assert_eq!(count(&mut acme).unwrap(), 1, "re-granted");
+
+    admin
+        .execute(
+            "UPDATE steward.tenants SET status = 'suspended' WHERE tenant_id = $1::text::uuid",
+            &[&ACME],
+        )
+        .unwrap();
+    assert_eq!(
+        sqlstate(&count(&mut acme).unwrap_err()),
+        "ST002",
+        "suspension not seen"
+    );
+    let err = svc
+        .execute("SELECT steward.enter_tenant($1::text::uuid)", &[&ACME])
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "ST002",
+        "a trusted role entered a suspended tenant"
+    );
+    admin
+        .execute(
+            "UPDATE steward.tenants SET status = 'active' WHERE tenant_id = $1::text::uuid",
+            &[&ACME],
+        )
+        .unwrap();
+    assert_eq!(count(&mut acme).unwrap(), 1);
+
+    // Role memberships are roles' business: a grant reached through a group role goes away
+    // when the membership does.
+    admin.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE e2e_group NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         SELECT steward.revoke_tenant('e2e_acme', '{ACME}');
+         SELECT steward.grant_tenant('e2e_group', '{ACME}');
+         GRANT e2e_group TO e2e_acme;"
+    ))
+    .unwrap();
+    assert_eq!(count(&mut acme).unwrap(), 1, "grant through a group role");
+    admin
+        .batch_execute("REVOKE e2e_group FROM e2e_acme")
+        .unwrap();
+    assert_eq!(
+        sqlstate(&count(&mut acme).unwrap_err()),
+        "ST001",
+        "membership revoked, grant kept"
+    );
+    admin
+        .batch_execute(&format!(
+            "SELECT steward.grant_tenant('e2e_acme', '{ACME}')"
+        ))
+        .unwrap();
+}

@@ -8,6 +8,7 @@
 //! - `cargo xtask bench` runs the benchmarks and writes docs/benchmarks.md.
 //! - `cargo xtask setup` only installs what is missing.
 
+mod bench;
 mod cluster;
 mod demo;
 mod run;
@@ -27,8 +28,11 @@ fn main() -> ExitCode {
         Some("setup") => ensure_base(),
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup | test | demo [--stop]>");
+            eprintln!(
+                "usage: cargo xtask <setup | test [SUITE] | demo [--stop] | bench [--quick]>"
+            );
             return ExitCode::from(2);
         }
     };

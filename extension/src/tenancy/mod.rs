@@ -8,12 +8,18 @@
 //!
 //! The caller is always `session_user`: `SET ROLE` changes which privileges apply, not who is
 //! asking, and `SET SESSION AUTHORIZATION` is only open to superusers. A role that holds exactly one
-//! tenant grant is in that tenant without any call (the *implicit* context), looked up once per
-//! transaction.
+//! tenant grant is in that tenant without any call (the *implicit* context).
+//!
+//! What the catalogs say (grants, trust, tenant status, the implicit tenant) is cached in this
+//! backend across transactions, and dropped the way Postgres drops its own caches: a statement
+//! trigger on steward's catalogs sends a relcache invalidation for the catalog at commit, and
+//! changes to roles or role memberships send syscache invalidations. Every backend processes
+//! those before its next statement that opens a governed table.
 
 pub mod token;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 
 use pgrx::prelude::*;
@@ -48,8 +54,6 @@ pub struct Context {
 struct State {
     /// Contexts entered in this transaction; the last one is in force.
     entered: Vec<Entered>,
-    /// The implicit context looked up for this transaction (only when nothing was entered).
-    implicit: Option<Result<Context>>,
     /// Annotations, with the subtransaction that set them.
     annotations: Vec<(Annotations, pg_sys::SubTransactionId)>,
 }
@@ -57,22 +61,102 @@ struct State {
 impl State {
     fn clear(&mut self) {
         self.entered.clear();
-        self.implicit = None;
         self.annotations.clear();
+    }
+}
+
+/// Catalog answers kept across transactions until an invalidation drops them.
+#[derive(Default)]
+struct CatalogCache {
+    /// steward's catalog tables (tenants, tenant_grants, trusted_roles), learned when the cache
+    /// is first filled; a relcache invalidation of any of them empties the cache.
+    catalogs: Vec<pg_sys::Oid>,
+    owner: Option<pg_sys::Oid>,
+    /// The implicit context of each session user.
+    implicit: HashMap<pg_sys::Oid, Result<Context>>,
+    /// What the catalogs say of (tenant, caller).
+    facts: HashMap<([u8; 16], pg_sys::Oid), Option<TenantFacts>>,
+}
+
+impl CatalogCache {
+    fn forget(&mut self) {
+        *self = CatalogCache::default();
     }
 }
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
-    static EXTENSION_OWNER: RefCell<Option<pg_sys::Oid>> = const { RefCell::new(None) };
+    static CACHE: RefCell<CatalogCache> = RefCell::new(CatalogCache::default());
 }
 
-/// Registers the transaction callbacks that clear the context. Called from `_PG_init`.
+/// Registers the transaction callbacks that clear the context, and the invalidation callbacks
+/// that empty the catalog cache. Called from `_PG_init`.
 pub fn init() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+        for cache in [
+            pg_sys::SysCacheIdentifier::AUTHOID,
+            pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(on_role_invalidation),
+                pg_sys::Datum::from(0),
+            );
+        }
     }
+}
+
+/// A relation's cache entry was invalidated (`relid` is InvalidOid when all were).
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    CACHE.with_borrow_mut(|c| {
+        if relid == pg_sys::InvalidOid || c.catalogs.contains(&relid) {
+            c.forget();
+        }
+    });
+}
+
+/// A role, or a role membership, changed somewhere.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_role_invalidation(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    CACHE.with_borrow_mut(CatalogCache::forget);
+}
+
+/// Called by the statement trigger on steward's catalogs: every backend drops its cache when
+/// this transaction commits (and this one at its next command).
+pub fn catalog_changed(relid: pg_sys::Oid) {
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) }
+}
+
+/// Makes sure the cache knows which relations invalidate it.
+fn learn_catalogs() {
+    if CACHE.with_borrow(|c| !c.catalogs.is_empty()) {
+        return;
+    }
+    let oids = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT 'steward.tenants'::pg_catalog.regclass::pg_catalog.oid,
+                        'steward.tenant_grants'::pg_catalog.regclass::pg_catalog.oid,
+                        'steward.trusted_roles'::pg_catalog.regclass::pg_catalog.oid",
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>(vec![
+            row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+            row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+            row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+        ])
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: looking up its catalogs failed: {e}"));
+    CACHE.with_borrow_mut(|c| c.catalogs = oids);
 }
 
 #[pg_guard]
@@ -154,7 +238,7 @@ pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn extension_owner() -> pg_sys::Oid {
-    if let Some(oid) = EXTENSION_OWNER.with_borrow(|o| *o) {
+    if let Some(oid) = CACHE.with_borrow(|c| c.owner) {
         return oid;
     }
     let owner = Spi::get_one::<pg_sys::Oid>(
@@ -163,11 +247,12 @@ fn extension_owner() -> pg_sys::Oid {
     .ok()
     .flatten()
     .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
-    EXTENSION_OWNER.with_borrow_mut(|o| *o = Some(owner));
+    CACHE.with_borrow_mut(|c| c.owner = Some(owner));
     owner
 }
 
 /// What the catalogs say about one tenant, from the point of view of the session user.
+#[derive(Clone, Debug)]
 struct TenantFacts {
     slug: String,
     status: String,
@@ -176,6 +261,17 @@ struct TenantFacts {
 }
 
 fn tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
+    let key = (*tenant.as_bytes(), caller);
+    if let Some(found) = CACHE.with_borrow(|c| c.facts.get(&key).cloned()) {
+        return found;
+    }
+    learn_catalogs();
+    let found = read_tenant_facts(tenant, caller);
+    CACHE.with_borrow_mut(|c| c.facts.insert(key, found.clone()));
+    found
+}
+
+fn read_tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
     // pg_has_role is evaluated on rows of pg_roles, so a grant to a dropped role is simply
     // ignored instead of raising "role with OID ... does not exist".
     const Q: &str = "
@@ -322,11 +418,13 @@ pub fn context() -> Result<Context> {
             actor: e.actor,
         });
     }
-    if let Some(cached) = STATE.with_borrow(|s| s.implicit.clone()) {
+    let caller = session_user();
+    if let Some(cached) = CACHE.with_borrow(|c| c.implicit.get(&caller).cloned()) {
         return cached;
     }
+    learn_catalogs();
     let found = implicit_context();
-    STATE.with_borrow_mut(|s| s.implicit = Some(found.clone()));
+    CACHE.with_borrow_mut(|c| c.implicit.insert(caller, found.clone()));
     found
 }
 
