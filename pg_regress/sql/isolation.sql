@@ -42,6 +42,40 @@ SELECT count(*) FROM app.projects;
 \echo :LAST_ERROR_SQLSTATE
 RESET row_security;
 
+-- A leaky function in the WHERE clause runs after the tenant filter: it never sees globex's rows.
+CREATE FUNCTION pg_temp.peek(t text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
+$$ BEGIN RAISE NOTICE 'peeked at: %', t; RETURN true; END $$;
+SELECT count(*) FROM app.projects WHERE pg_temp.peek(name);
+DROP FUNCTION pg_temp.peek(text);
+
+-- COPY out applies the policies; COPY in is refused by Postgres for RLS tables (0A000).
+COPY app.projects (id, name) TO STDOUT;
+COPY app.projects (name) FROM STDIN;
+planted through copy
+\.
+\echo :LAST_ERROR_SQLSTATE
+
+-- Column statistics would leak other tenants' values: pg_stats hides RLS tables.
+\c - postgres
+ANALYZE app.projects;
+\c - acme_app
+SELECT count(*) AS stats_rows_visible FROM pg_stats WHERE schemaname = 'app' AND tablename = 'projects';
+
+-- An upsert that collides with another tenant's key cannot update that row (42501).
+\c - postgres
+CREATE TABLE app.settings (key text PRIMARY KEY, tenant_id uuid NOT NULL, value text NOT NULL);
+GRANT SELECT, INSERT, UPDATE ON app.settings TO PUBLIC;
+SELECT steward.govern('app.settings');
+\c - globex_app
+INSERT INTO app.settings (key, value) VALUES ('theme', 'globex dark');
+\c - acme_app
+INSERT INTO app.settings (key, value) VALUES ('theme', 'acme light')
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+SELECT key, tenant_id, value FROM app.settings;
+DROP TABLE app.settings;
+
 -- The other tenant sees its own row, untouched, and none of acme's.
 \c - globex_app
 SELECT id, name FROM app.projects ORDER BY id;

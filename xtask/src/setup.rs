@@ -19,7 +19,6 @@ const BASE_PACKAGES: &[&str] = &[
     "postgresql-client-15",
     "postgresql-server-dev-15",
     "libclang-dev",
-    "clang",
     "sudo",
 ];
 
