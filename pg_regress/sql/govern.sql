@@ -13,7 +13,12 @@ SELECT tgname FROM pg_trigger WHERE tgrelid = 'app.projects'::regclass AND NOT t
 -- The tenant function runs once per statement (an InitPlan), and the tenant index is used.
 \c - acme_app
 SET enable_seqscan = off;
-EXPLAIN (COSTS OFF) SELECT id, name FROM app.projects ORDER BY id LIMIT 10;
+CREATE FUNCTION pg_temp.plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS
+$$ DECLARE l text; BEGIN FOR l IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP RETURN NEXT l; END LOOP; END $$;
+SELECT count(*) FILTER (WHERE line ~ 'InitPlan') AS initplans,
+       count(*) FILTER (WHERE line ~ 'current_tenant') AS per_row_calls,
+       bool_or(line ~ 'Index Cond: \(tenant_id = \$0\)') AS tenant_is_index_condition
+  FROM pg_temp.plan('SELECT id, name FROM app.projects ORDER BY id LIMIT 10') AS line;
 RESET enable_seqscan;
 \c - postgres
 
