@@ -102,9 +102,11 @@ AS $$
 DECLARE
     c     record;
     col   record;
+    ver   record;
     tbl   text;
     cond  text;
     cmd   text;
+    pk    text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'steward.govern: no table given'
@@ -135,10 +137,33 @@ BEGIN
                   HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
                                 tbl, tenant_column, tenant_column);
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord) INTO pk
+      FROM pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = rel AND i.indisprimary;
+    IF pk IS NULL THEN
         RAISE EXCEPTION 'table % has no primary key', tbl
             USING ERRCODE = 'ST400',
                   HINT = 'steward names rows by their primary key: add one (it may be composite).';
+    END IF;
+
+    IF versioned THEN
+        SELECT a.atttypid, a.attnotnull INTO ver
+          FROM pg_attribute a
+         WHERE a.attrelid = rel AND a.attname = 'version' AND a.attnum > 0 AND NOT a.attisdropped;
+        IF ver.atttypid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN version bigint NOT NULL DEFAULT 1', tbl);
+        ELSIF ver.atttypid <> 'bigint'::regtype OR NOT ver.attnotnull THEN
+            RAISE EXCEPTION 'column "version" of table % is % %, not bigint not null',
+                            tbl, format_type(ver.atttypid, NULL),
+                            CASE WHEN ver.attnotnull THEN 'not null' ELSE 'nullable' END
+                USING ERRCODE = 'ST400',
+                      HINT = 'Make it "bigint not null default 1", or govern the table with versioned => false.';
+        END IF;
+    ELSIF version_required THEN
+        RAISE EXCEPTION 'table % cannot require a version without being versioned', tbl
+            USING ERRCODE = 'ST400', HINT = 'Pass versioned => true with version_required => true.';
     END IF;
 
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
@@ -166,9 +191,16 @@ BEGIN
                    tbl, tenant_column);
 
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
-    EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L)',
-                   tbl, tenant_column);
+    EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L, %L, %s)',
+                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END, pk);
+    -- Arguments: the tenant column, the version column ('' when not versioned), whether the
+    -- version is required, then the primary key's columns (for messages).
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER steward_update_guard BEFORE UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_update_guard(%L, %L, %L, %s)',
+                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END,
+                   CASE WHEN version_required THEN 't' ELSE 'f' END, pk);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_truncate_guard()', tbl);
@@ -206,6 +238,7 @@ BEGIN
         EXECUTE format('DROP POLICY IF EXISTS %I ON %s', 'steward_' || cmd, tbl);
     END LOOP;
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, g.tenant_column);
     EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', tbl);

@@ -23,6 +23,17 @@ pub enum StewardError {
     BadArgument { message: String, hint: String },
     /// ST403: an operation steward forbids.
     Forbidden { message: String, hint: String },
+    /// ST409: an UPDATE stated a version that is not the row's version.
+    VersionConflict {
+        table: String,
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// ST409: an INSERT stated a version; a new row starts at version 1.
+    VersionPreset { table: String, stated: i64 },
+    /// ST428: an UPDATE of a table with `version_required` did not state the version.
+    VersionRequired { table: String, key: String },
 }
 
 impl StewardError {
@@ -32,6 +43,8 @@ impl StewardError {
             StewardError::TenantNotPermitted { .. } => "ST002",
             StewardError::BadArgument { .. } => "ST400",
             StewardError::Forbidden { .. } => "ST403",
+            StewardError::VersionConflict { .. } | StewardError::VersionPreset { .. } => "ST409",
+            StewardError::VersionRequired { .. } => "ST428",
         }
     }
 
@@ -43,6 +56,15 @@ impl StewardError {
             StewardError::TenantNotPermitted { message, .. }
             | StewardError::BadArgument { message, .. }
             | StewardError::Forbidden { message, .. } => message.clone(),
+            StewardError::VersionConflict { table, key, expected, actual } => format!(
+                "version conflict on {table} row {key}: expected version {expected}, actual {actual}"
+            ),
+            StewardError::VersionPreset { table, stated } => {
+                format!("a new row of {table} starts at version 1, not {stated}")
+            }
+            StewardError::VersionRequired { table, key } => {
+                format!("update of {table} row {key} does not state the version it read")
+            }
         }
     }
 
@@ -52,6 +74,18 @@ impl StewardError {
             | StewardError::TenantNotPermitted { hint, .. }
             | StewardError::BadArgument { hint, .. }
             | StewardError::Forbidden { hint, .. } => hint,
+            StewardError::VersionConflict { .. } => {
+                "Someone else changed the row since you read it: read it again, reapply your \
+                 change, and send the version you read. A version is never set by hand."
+            }
+            StewardError::VersionPreset { .. } => {
+                "Leave the version out of the INSERT: steward sets it, and raises it by one on \
+                 every update."
+            }
+            StewardError::VersionRequired { .. } => {
+                "Add \"version = <the version you read>\" to the SET list. (BEFORE UPDATE OF \
+                 version triggers fire only when the column is in the SET list.)"
+            }
         }
     }
 
@@ -181,6 +215,29 @@ mod tests {
             (StewardError::not_permitted("m", "h"), "ST002"),
             (StewardError::bad_argument("m", "h"), "ST400"),
             (StewardError::forbidden("m", "h"), "ST403"),
+            (
+                StewardError::VersionConflict {
+                    table: "t".into(),
+                    key: "k".into(),
+                    expected: 1,
+                    actual: 2,
+                },
+                "ST409",
+            ),
+            (
+                StewardError::VersionPreset {
+                    table: "t".into(),
+                    stated: 42,
+                },
+                "ST409",
+            ),
+            (
+                StewardError::VersionRequired {
+                    table: "t".into(),
+                    key: "k".into(),
+                },
+                "ST428",
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.sqlstate(), code);

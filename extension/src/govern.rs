@@ -8,7 +8,7 @@
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::{AllocatedByPostgres, Uuid};
+use pgrx::{pg_sys, AllocatedByPostgres, Uuid};
 
 use crate::errors::{or_raise, StewardError};
 
@@ -47,18 +47,84 @@ fn check_own_row(
     Ok(())
 }
 
+/// The trigger's `n`th argument (0-based), as `govern` wrote it; "" when absent.
+fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
+    let t = trigger.trigger();
+    if (t.tgnargs as usize) <= n || t.tgargs.is_null() {
+        return "";
+    }
+    unsafe { CStr::from_ptr(*t.tgargs.add(n)) }
+        .to_str()
+        .unwrap_or("")
+}
+
 /// The tenant column, passed as the trigger's first argument by `govern`.
 fn tenant_column<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
-    let t = trigger.trigger();
-    if t.tgnargs < 1 || t.tgargs.is_null() {
+    let column = trigger_arg(trigger, 0);
+    if column.is_empty() {
         pgrx::error!(
             "steward row guard on {} has no tenant column argument",
             qualified_name(trigger)
         );
     }
-    unsafe { CStr::from_ptr(*t.tgargs) }
-        .to_str()
-        .unwrap_or("tenant_id")
+    column
+}
+
+/// A row's primary key, for messages: `{"id": "42"}` (values in their text form). The key's
+/// columns are the trigger's arguments from `first_pk_arg` on.
+fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
+    let t = trigger.trigger();
+    // The row the trigger fired for: the old row of an UPDATE or DELETE, the new row of an INSERT.
+    let raw = trigger.trigger_data().tg_trigtuple;
+    let Some(tuple) = trigger.old().or_else(|| trigger.new()) else {
+        return "{}".into();
+    };
+    let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
+    let mut parts = Vec::new();
+    for n in first_pk_arg..t.tgnargs as usize {
+        let column = trigger_arg(trigger, n);
+        let value = tuple
+            .get_attribute_by_name(column)
+            .and_then(|(attnum, attr)| unsafe {
+                let datum = pgrx::heap_getattr_raw(raw, attnum, tupdesc)?;
+                let (mut out, mut varlena) = (pg_sys::InvalidOid, false);
+                pg_sys::getTypeOutputInfo(attr.atttypid, &mut out, &mut varlena);
+                let text = pg_sys::OidOutputFunctionCall(out, datum);
+                Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "NULL".into());
+        parts.push(format!(
+            "{}: {}",
+            serde_json::Value::from(column),
+            serde_json::Value::from(value)
+        ));
+    }
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// True when two versions of a row hold the same bytes, so every value is the same. (Different
+/// bytes may still hold equal values, e.g. a value compressed in one and not in the other: such an
+/// update counts as a change.)
+fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::HeapTupleData) -> bool {
+    unsafe {
+        let (o, n) = (&*old, &*new);
+        if o.t_len != n.t_len || o.t_data.is_null() || n.t_data.is_null() {
+            return false;
+        }
+        let (oh, nh) = (&*o.t_data, &*n.t_data);
+        let natts =
+            |h: &pg_sys::HeapTupleHeaderData| h.t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16;
+        let nulls = |h: &pg_sys::HeapTupleHeaderData| h.t_infomask & pg_sys::HEAP_HASNULL as u16;
+        if oh.t_hoff != nh.t_hoff || natts(oh) != natts(nh) || nulls(oh) != nulls(nh) {
+            return false;
+        }
+        // From the null bitmap to the end: bitmap, alignment padding (zeroed) and the values.
+        let start = std::mem::offset_of!(pg_sys::HeapTupleHeaderData, t_bits);
+        let len = o.t_len as usize - start;
+        let ob = std::slice::from_raw_parts((o.t_data as *const u8).add(start), len);
+        let nb = std::slice::from_raw_parts((n.t_data as *const u8).add(start), len);
+        ob == nb
+    }
 }
 
 fn row_tenant(tuple: &PgHeapTuple<'_, AllocatedByPostgres>, column: &str) -> Option<Uuid> {
@@ -75,6 +141,16 @@ fn row_guard<'a>(
         Ok(PgTriggerOperation::Insert) => {
             let new = trigger.new().expect("an INSERT row trigger has a new row");
             let tenant = tenancy::require_tenant()?;
+            let version_column = trigger_arg(trigger, 1);
+            if !version_column.is_empty() {
+                let stated = new.get_by_name::<i64>(version_column).ok().flatten();
+                if stated != Some(1) {
+                    return Err(StewardError::VersionPreset {
+                        table: qualified_name(trigger),
+                        stated: stated.unwrap_or(-1),
+                    });
+                }
+            }
             match row_tenant(&new, column) {
                 Some(row) if row != tenant => Err(StewardError::forbidden(
                     format!(
@@ -86,26 +162,6 @@ fn row_guard<'a>(
                 _ => Ok(Some(new)),
             }
         }
-        Ok(PgTriggerOperation::Update) => {
-            let old = trigger.old().expect("an UPDATE row trigger has an old row");
-            let new = trigger.new().expect("an UPDATE row trigger has a new row");
-            let (from, to) = (row_tenant(&old, column), row_tenant(&new, column));
-            if from != to {
-                return Err(StewardError::forbidden(
-                    format!(
-                        "cannot move a row of {} from tenant {} to tenant {}",
-                        qualified_name(trigger),
-                        show(from),
-                        show(to)
-                    ),
-                    format!(
-                        "\"{column}\" never changes; copy the row into the other tenant instead."
-                    ),
-                ));
-            }
-            check_own_row(trigger, from, "update")?;
-            Ok(Some(new))
-        }
         Ok(PgTriggerOperation::Delete) => {
             let old = trigger.old().expect("a DELETE row trigger has an old row");
             check_own_row(trigger, row_tenant(&old, column), "delete")?;
@@ -115,7 +171,7 @@ fn row_guard<'a>(
     }
 }
 
-/// BEFORE INSERT OR UPDATE OR DELETE FOR EACH ROW on every governed table.
+/// BEFORE INSERT OR DELETE FOR EACH ROW on every governed table.
 #[pg_trigger]
 fn _internal_row_guard<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -132,6 +188,87 @@ fn truncate_guard(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         "TRUNCATE would empty every tenant at once; DELETE the rows of one tenant, or have a DBA \
          run steward.ungovern() first.",
     ))
+}
+
+/// What a stale or missing version looks like for this update, if anything.
+fn check_version(
+    trigger: &PgTrigger<'_>,
+    old: &PgHeapTuple<'_, AllocatedByPostgres>,
+    new: &PgHeapTuple<'_, AllocatedByPostgres>,
+    version_column: &str,
+) -> crate::errors::Result<Option<(usize, i64)>> {
+    let Some((attnum, _)) = old.get_attribute_by_name(version_column) else {
+        return Ok(None);
+    };
+    let actual: i64 = old.get_by_index(attnum).ok().flatten().unwrap_or(0);
+    let updated_cols = trigger.trigger_data().tg_updatedcols;
+    let offset = attnum.get() as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber;
+    let named = unsafe { pg_sys::bms_is_member(offset, updated_cols) };
+    if named {
+        let stated: Option<i64> = new.get_by_index(attnum).ok().flatten();
+        if stated != Some(actual) {
+            return Err(StewardError::VersionConflict {
+                table: qualified_name(trigger),
+                key: key_text(trigger, 3),
+                expected: stated.unwrap_or(-1),
+                actual,
+            });
+        }
+    } else if trigger_arg(trigger, 2) == "t" {
+        return Err(StewardError::VersionRequired {
+            table: qualified_name(trigger),
+            key: key_text(trigger, 3),
+        });
+    }
+    Ok(Some((attnum.get(), actual)))
+}
+
+fn update_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> crate::errors::Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>> {
+    let column = tenant_column(trigger);
+    let old = trigger.old().expect("an UPDATE row trigger has an old row");
+    let new = trigger.new().expect("an UPDATE row trigger has a new row");
+    let (from, to) = (row_tenant(&old, column), row_tenant(&new, column));
+    if from != to {
+        return Err(StewardError::forbidden(
+            format!(
+                "cannot move a row of {} from tenant {} to tenant {}",
+                qualified_name(trigger),
+                show(from),
+                show(to)
+            ),
+            format!("\"{column}\" never changes; copy the row into the other tenant instead."),
+        ));
+    }
+    check_own_row(trigger, from, "update")?;
+    let version_column = trigger_arg(trigger, 1);
+    let bump = if version_column.is_empty() {
+        None
+    } else {
+        check_version(trigger, &old, &new, version_column)?
+    };
+    // An update that changes nothing leaves the version alone (and writes no change record).
+    let data = trigger.trigger_data();
+    let unchanged = same_bytes(data.tg_trigtuple, data.tg_newtuple);
+    let mut out = new.into_owned();
+    if let (Some((attnum, actual)), false) = (bump, unchanged) {
+        out.set_by_index(
+            std::num::NonZeroUsize::new(attnum).expect("attnum > 0"),
+            actual + 1,
+        )
+        .unwrap_or_else(|e| pgrx::error!("steward: cannot set the version: {e}"));
+    }
+    Ok(Some(out))
+}
+
+/// BEFORE UPDATE FOR EACH ROW on every governed table: rows stay in their tenant, and a
+/// versioned row's version is checked (when the UPDATE names it) and raised by exactly one.
+#[pg_trigger]
+fn _internal_update_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, StewardError> {
+    Ok(or_raise(update_guard(trigger)))
 }
 
 /// AFTER INSERT, UPDATE, DELETE or TRUNCATE FOR EACH STATEMENT on steward's own catalogs: every

@@ -41,7 +41,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS
 $$ INSERT INTO app.projects (tenant_id, name) VALUES (t, n) $$;
 CREATE FUNCTION public.move_all(t uuid) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS
-$$ UPDATE app.projects SET tenant_id = t $$;
+$$ UPDATE app.projects SET tenant_id = t WHERE tenant_id <> t $$;
 CREATE FUNCTION public.rename(p_id bigint, n text) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS
 $$ UPDATE app.projects SET name = n WHERE id = p_id $$;
