@@ -107,6 +107,9 @@ DECLARE
     cond  text;
     cmd   text;
     pk    text;
+    keyx  text;
+    cols  text;
+    head  text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'steward.govern: no table given'
@@ -137,7 +140,9 @@ BEGIN
                   HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
                                 tbl, tenant_column, tenant_column);
     END IF;
-    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord) INTO pk
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord),
+           string_agg(format('%L, x.%I', a.attname, a.attname), ', ' ORDER BY k.ord)
+      INTO pk, keyx
       FROM pg_index i
      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -205,6 +210,47 @@ BEGIN
     EXECUTE format('CREATE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_truncate_guard()', tbl);
 
+    -- The change log: one record per changed row, written once per statement from the
+    -- statement's transition tables. $1..$4 are the actor, reason, request id and traceparent.
+    FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
+    END LOOP;
+    IF audited OR events THEN
+        cols := 'tenant_id, actor, reason, request_id, traceparent, rel, table_name, row_key, action, '
+                'old_row, new_row, changed, event_id, event_type, audited, evented';
+        head := format('$1, $2, $3, $4, %s::oid, %L', rel::oid, tbl);
+        EXECUTE format(
+            'CREATE TRIGGER steward_log_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS steward_new '
+            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
+            format('INSERT INTO steward.change_log (%s) '
+                   'SELECT x.%I, %s, jsonb_build_object(%s), ''INSERT'', NULL, to_jsonb(x), NULL, '
+                   'steward._internal_uuid_v7(), %L, %L, %L FROM steward_new x',
+                   cols, tenant_column, head, keyx, c.relname || '.created', audited, events));
+        -- Old and new rows pair up by their position in the transition tables. A row whose
+        -- bytes did not change (no column in "changed") writes no record.
+        EXECUTE format(
+            'CREATE TRIGGER steward_log_update AFTER UPDATE ON %s '
+            'REFERENCING OLD TABLE AS steward_old NEW TABLE AS steward_new '
+            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
+            format('INSERT INTO steward.change_log (%s) '
+                   'SELECT n.t, %s, n.k, ''UPDATE'', o.j, n.j, d.changed, '
+                   'steward._internal_uuid_v7(), %L, %L, %L '
+                   'FROM (SELECT x.%I AS t, jsonb_build_object(%s) AS k, to_jsonb(x) AS j, '
+                   '             row_number() OVER () AS rn FROM steward_new x) n '
+                   'JOIN (SELECT to_jsonb(x) AS j, row_number() OVER () AS rn FROM steward_old x) o USING (rn) '
+                   'CROSS JOIN LATERAL (SELECT jsonb_agg(f.key ORDER BY f.key) AS changed '
+                   '                      FROM jsonb_each(n.j) f WHERE o.j -> f.key IS DISTINCT FROM f.value) d '
+                   'WHERE d.changed IS NOT NULL',
+                   cols, head, c.relname || '.updated', audited, events, tenant_column, keyx));
+        EXECUTE format(
+            'CREATE TRIGGER steward_log_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS steward_old '
+            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
+            format('INSERT INTO steward.change_log (%s) '
+                   'SELECT x.%I, %s, jsonb_build_object(%s), ''DELETE'', to_jsonb(x), NULL, NULL, '
+                   'steward._internal_uuid_v7(), %L, %L, %L FROM steward_old x',
+                   cols, tenant_column, head, keyx, c.relname || '.deleted', audited, events));
+    END IF;
+
     INSERT INTO steward.governed AS g
            (rel, tenant_column, versioned, version_required, audited, events, soft_delete)
     VALUES (govern.rel, govern.tenant_column, govern.versioned, govern.version_required,
@@ -240,6 +286,9 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
+    FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
+    END LOOP;
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, g.tenant_column);
     EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', tbl);
     DELETE FROM steward.governed WHERE governed.rel = ungovern.rel;
@@ -250,6 +299,55 @@ CREATE VIEW steward.governed_tables AS
 SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.events,
        g.soft_delete, g.governed_at
   FROM steward.governed g;
+
+------------------------------------------------------------------------------------------------
+-- The change log and its audit face
+------------------------------------------------------------------------------------------------
+
+-- Tenant roles read their own tenant's records, and nothing else.
+CREATE POLICY steward_tenant ON steward.change_log FOR SELECT
+    USING (tenant_id = (SELECT steward.current_tenant()));
+
+-- Append-only, for everyone: plain SQL cannot change or remove a record.
+CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.change_log
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.change_log
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+
+-- One record per row change: who, what, when and why.
+CREATE VIEW steward.audit_log WITH (security_invoker = true) AS
+SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id, c.table_name,
+       c.row_key, c.action, c.old_row, c.new_row, c.changed
+  FROM steward.change_log c
+ WHERE c.audited;
+GRANT SELECT ON steward.audit_log TO PUBLIC;
+
+-- A row's records, oldest first.
+CREATE FUNCTION steward.history(rel regclass, row_key jsonb)
+RETURNS SETOF steward.audit_log
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id,
+           c.table_name, c.row_key, c.action, c.old_row, c.new_row, c.changed
+      FROM steward.change_log c
+     WHERE c.audited AND c.rel = history.rel::oid AND c.row_key = history.row_key
+     ORDER BY c.id
+$$;
+
+-- The row as it was at a moment, as JSON; NULL when it did not exist then.
+CREATE FUNCTION steward.row_as_of(rel regclass, row_key jsonb, at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN c.action = 'DELETE' THEN NULL ELSE c.new_row END
+      FROM steward.change_log c
+     WHERE c.audited AND c.rel = row_as_of.rel::oid AND c.row_key = row_as_of.row_key
+       AND c.action IN ('INSERT', 'UPDATE', 'DELETE') AND c.occurred_at <= row_as_of.at
+     ORDER BY c.id DESC
+     LIMIT 1
+$$;
 
 -- A dropped table leaves the catalog with it.
 CREATE FUNCTION steward._forget_dropped_tables()

@@ -58,3 +58,35 @@ SELECT pg_catalog.pg_extension_config_dump('steward.tenant_grants', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.trusted_roles', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.governed', '');
+
+-- The change log: one append-only record per change to a governed table (and, later, per
+-- domain event). steward.audit_log and steward.outbox are its two faces.
+CREATE TABLE steward.change_log (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   uuid NOT NULL,
+    txid        xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    occurred_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    actor       text,
+    reason      text,
+    request_id  text,
+    traceparent text,
+    rel         oid,                -- the governed table (NULL for domain events)
+    table_name  text,               -- its qualified name when the record was written
+    row_key     jsonb,              -- its primary key, e.g. {"id": 42}
+    action      text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE', 'ERASE', 'EVENT')),
+    old_row     jsonb,
+    new_row     jsonb,
+    changed     jsonb,              -- the names of the columns that changed (UPDATE)
+    event_id    uuid NOT NULL,      -- UUIDv7: the outbox's id for this record
+    event_type  text,               -- e.g. projects.updated
+    audited     boolean NOT NULL,   -- shown by steward.audit_log
+    evented     boolean NOT NULL,   -- shown by steward.outbox
+    erased_at   timestamptz         -- set when steward.erase() removed the personal payload
+);
+CREATE INDEX change_log_row ON steward.change_log (rel, row_key, id);
+CREATE INDEX change_log_tenant ON steward.change_log (tenant_id, id);
+
+-- Tenant roles read their tenant's records; nobody writes them but steward.
+ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON steward.change_log FROM PUBLIC;
+GRANT SELECT ON steward.change_log TO PUBLIC;

@@ -4,6 +4,7 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod errors;
 pub mod govern;
 pub mod tenancy;

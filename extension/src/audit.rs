@@ -1,0 +1,135 @@
+//! The change log and its audit face: one append-only record per change to a governed table.
+//!
+//! `steward.govern()` writes, for each governed table, three statement-level AFTER triggers
+//! (INSERT, UPDATE, DELETE) whose argument is the set-based `INSERT INTO steward.change_log ...
+//! SELECT ... FROM <transition table>` for that table. Here that SQL is prepared once per backend
+//! and trigger, kept, and executed once per statement with the transaction's actor and
+//! annotations as parameters: no SQL is parsed per row, and the records are written in the same
+//! transaction as the change.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum};
+
+use crate::errors::{or_raise, StewardError};
+use crate::tenancy;
+
+thread_local! {
+    /// Kept plans of the log triggers, by trigger OID. `govern` re-creates the triggers (new
+    /// OIDs) whenever the SQL changes; Postgres revalidates a kept plan when the table changes.
+    static PLANS: RefCell<HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+    /// True only while `steward.erase` rewrites records.
+    static ERASING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A new UUIDv7: a millisecond timestamp, then random bits; sorts by creation time.
+#[pg_extern(volatile, parallel_safe)]
+fn _internal_uuid_v7() -> pgrx::Uuid {
+    pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
+}
+
+fn text_datum(v: Option<&str>) -> (pg_sys::Datum, std::ffi::c_char) {
+    match v.and_then(|s| s.into_datum()) {
+        Some(d) => (d, b' ' as std::ffi::c_char),
+        None => (pg_sys::Datum::from(0), b'n' as std::ffi::c_char),
+    }
+}
+
+fn log_changes(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
+    let context = tenancy::context()?;
+    let notes = tenancy::annotations();
+    let t = trigger.trigger();
+    if t.tgnargs < 1 || t.tgargs.is_null() {
+        pgrx::error!("steward: log trigger {} has no statement", t.tgoid.to_u32());
+    }
+    let sql = unsafe { CStr::from_ptr(*t.tgargs) };
+    let tgoid = t.tgoid;
+    let params = [
+        text_datum(Some(&context.actor)),
+        text_datum(notes.reason.as_deref()),
+        text_datum(notes.request_id.as_deref()),
+        text_datum(notes.traceparent.as_deref()),
+    ];
+    let mut values: Vec<pg_sys::Datum> = params.iter().map(|p| p.0).collect();
+    let nulls: Vec<std::ffi::c_char> = params.iter().map(|p| p.1).collect();
+    let trigdata = std::ptr::from_ref(trigger.trigger_data()).cast_mut();
+    tenancy::as_extension_owner(|| unsafe {
+        if pg_sys::SPI_connect() < 0 {
+            pgrx::error!("steward: SPI_connect failed");
+        }
+        // Makes this statement's transition tables visible to the query by name.
+        pg_sys::SPI_register_trigger_data(trigdata);
+        let plan = PLANS
+            .with_borrow(|p| p.get(&tgoid).copied())
+            .unwrap_or_else(|| {
+                let mut types = [pg_sys::TEXTOID; 4];
+                let plan = pg_sys::SPI_prepare(sql.as_ptr(), 4, types.as_mut_ptr());
+                if plan.is_null() {
+                    pgrx::error!("steward: preparing the change log statement failed");
+                }
+                pg_sys::SPI_keepplan(plan);
+                PLANS.with_borrow_mut(|p| p.insert(tgoid, plan));
+                plan
+            });
+        let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        if rc != pg_sys::SPI_OK_INSERT as i32 {
+            pgrx::error!("steward: writing the change log failed (SPI code {rc})");
+        }
+        pg_sys::SPI_finish();
+    });
+    Ok(())
+}
+
+/// AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT on every audited or evented table.
+#[pg_trigger]
+fn _internal_log_changes<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    or_raise(log_changes(trigger));
+    Ok(None)
+}
+
+fn log_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    let op = trigger.op().ok();
+    if matches!(op, Some(PgTriggerOperation::Update)) && ERASING.get() {
+        return Ok(trigger.new());
+    }
+    let verb = match op {
+        Some(PgTriggerOperation::Update) => "UPDATE",
+        Some(PgTriggerOperation::Delete) => "DELETE",
+        Some(PgTriggerOperation::Truncate) => "TRUNCATE",
+        _ => "change",
+    };
+    Err(StewardError::forbidden(
+        format!("steward.change_log is append-only: {verb} of its records is forbidden"),
+        "Audit records are never changed or removed; steward.erase(rel, row_key, reason) \
+         removes personal payload and keeps the record.",
+    ))
+}
+
+/// BEFORE UPDATE OR DELETE (each row) and BEFORE TRUNCATE on steward.change_log: nobody,
+/// owner and superuser included, changes or removes a record with plain SQL.
+#[pg_trigger]
+fn _internal_log_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    Ok(or_raise(log_guard(trigger)))
+}
+
+/// Runs `f` with the append-only guard letting updates through (for `steward.erase`).
+pub fn while_erasing<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ERASING.set(false);
+        }
+    }
+    ERASING.set(true);
+    let _reset = Reset;
+    f()
+}
