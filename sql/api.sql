@@ -349,6 +349,166 @@ AS $$
      LIMIT 1
 $$;
 
+------------------------------------------------------------------------------------------------
+-- Tamper evidence: a per-tenant SHA-256 hash chain over the change log
+------------------------------------------------------------------------------------------------
+
+CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.audit_seals
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.audit_seals
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+
+-- The digest of a record's personal payload.
+CREATE FUNCTION steward._payload_digest(c steward.change_log)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sha256(convert_to(jsonb_build_array(c.old_row, c.new_row, c.changed)::text, 'UTF8')) $$;
+
+-- The digest of a record: every field but the payload, which enters through its digest.
+CREATE FUNCTION steward._record_digest(c steward.change_log, payload_digest bytea)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT sha256(convert_to(jsonb_build_array(
+        c.id, c.tenant_id, c.txid::text,
+        to_char(c.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        c.actor, c.reason, c.request_id, c.traceparent, c.rel, c.table_name, c.row_key, c.action,
+        c.event_id, c.event_type, c.audited, c.evented, encode(payload_digest, 'hex'))::text, 'UTF8'))
+$$;
+
+-- Seals every record whose transaction has finished and that is not sealed yet, per tenant, in
+-- id order. A record whose transaction is still running is left for a later seal: nothing is
+-- skipped and the chain never forks. Sealers take turns (an advisory lock).
+CREATE FUNCTION steward.seal_audit()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    r       steward.change_log;
+    last    record;
+    cur_t   uuid;
+    prev    bytea;
+    pos     bigint;
+    pd      bytea;
+    total   bigint := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('steward.seal_audit'));
+    -- After the lock, with a fresh snapshot: what others sealed meanwhile is visible.
+    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    FOR r IN
+        SELECT c.*
+          FROM steward.change_log c
+         WHERE c.txid < horizon
+           AND NOT EXISTS (SELECT 1 FROM steward.audit_seals s WHERE s.record_id = c.id)
+         ORDER BY c.tenant_id, c.id
+    LOOP
+        IF cur_t IS DISTINCT FROM r.tenant_id THEN
+            cur_t := r.tenant_id;
+            SELECT s.seq, s.hash INTO last
+              FROM steward.audit_seals s WHERE s.tenant_id = cur_t ORDER BY s.seq DESC LIMIT 1;
+            pos := coalesce(last.seq, 0);
+            prev := coalesce(last.hash, ''::bytea);
+        END IF;
+        pd := steward._payload_digest(r);
+        pos := pos + 1;
+        prev := sha256(prev || steward._record_digest(r, pd));
+        INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin)
+        VALUES (r.id, cur_t, pos, pd, prev, horizon);
+        total := total + 1;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- Erasure: removes a row's personal payload from its records, keeps the records and the proof.
+CREATE FUNCTION steward.erase(rel regclass, row_key jsonb, reason text)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT steward._internal_erase(rel::oid, row_key, reason) $$;
+
+-- Each tenant's chain head: keep these outside the database as a witness.
+CREATE FUNCTION steward.audit_heads()
+RETURNS TABLE (tenant_id uuid, sealed_through bigint, head text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT ON (s.tenant_id) s.tenant_id, s.record_id, encode(s.hash, 'hex')
+      FROM steward.audit_seals s
+     ORDER BY s.tenant_id, s.seq DESC
+$$;
+
+-- Re-computes every chain (or one tenant's). ok = false, with the first bad record, when a
+-- sealed record was edited, deleted, reordered or its payload changed, when a record appears
+-- below the sealed horizon unsealed (inserted after the fact), or, given heads kept outside
+-- (the jsonb array of audit_heads() rows), when a chain no longer passes through them.
+CREATE FUNCTION steward.verify_audit(tenant uuid DEFAULT NULL, heads jsonb DEFAULT NULL)
+RETURNS TABLE (tenant_id uuid, sealed bigint, ok boolean, first_bad_id bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t     uuid;
+    s     record;
+    c     steward.change_log;
+    prev  bytea;
+    pd    bytea;
+    n     bigint;
+    bad   bigint;
+    h     jsonb;
+BEGIN
+    FOR t IN
+        SELECT DISTINCT x.tenant_id FROM steward.audit_seals x
+         WHERE verify_audit.tenant IS NULL OR x.tenant_id = verify_audit.tenant
+        UNION
+        SELECT (e ->> 'tenant_id')::uuid FROM jsonb_array_elements(coalesce(heads, '[]')) e
+         WHERE verify_audit.tenant IS NULL OR (e ->> 'tenant_id')::uuid = verify_audit.tenant
+        ORDER BY 1
+    LOOP
+        prev := ''::bytea; n := 0; bad := NULL;
+        FOR s IN SELECT * FROM steward.audit_seals x WHERE x.tenant_id = t ORDER BY x.seq LOOP
+            n := n + 1;
+            SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
+            IF c.id IS NULL OR s.seq <> n OR c.tenant_id <> t THEN
+                bad := s.record_id; EXIT;
+            END IF;
+            pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c) ELSE s.payload_digest END;
+            IF pd <> s.payload_digest THEN
+                bad := s.record_id; EXIT;
+            END IF;
+            prev := sha256(prev || steward._record_digest(c, pd));
+            IF prev <> s.hash THEN
+                bad := s.record_id; EXIT;
+            END IF;
+        END LOOP;
+        IF bad IS NULL THEN
+            -- A record that should have been sealed but is not was added after the fact.
+            SELECT min(c2.id) INTO bad
+              FROM steward.change_log c2
+             WHERE c2.tenant_id = t
+               AND c2.txid < (SELECT max(x.sealed_xmin) FROM steward.audit_seals x WHERE x.tenant_id = t)
+               AND NOT EXISTS (SELECT 1 FROM steward.audit_seals x WHERE x.record_id = c2.id);
+        END IF;
+        IF bad IS NULL AND heads IS NOT NULL THEN
+            FOR h IN SELECT e FROM jsonb_array_elements(heads) e WHERE (e ->> 'tenant_id')::uuid = t LOOP
+                IF NOT EXISTS (SELECT 1 FROM steward.audit_seals x
+                                WHERE x.tenant_id = t
+                                  AND x.record_id = (h ->> 'sealed_through')::bigint
+                                  AND encode(x.hash, 'hex') = h ->> 'head') THEN
+                    bad := coalesce((SELECT min(x.record_id) FROM steward.audit_seals x WHERE x.tenant_id = t),
+                                    (h ->> 'sealed_through')::bigint);
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        tenant_id := t; sealed := n; ok := bad IS NULL; first_bad_id := bad;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- A dropped table leaves the catalog with it.
 CREATE FUNCTION steward._forget_dropped_tables()
 RETURNS event_trigger
@@ -387,7 +547,12 @@ REVOKE ALL ON FUNCTION
     steward.trust_role(regrole),
     steward.govern(regclass, name, boolean, boolean, boolean, boolean, boolean),
     steward.ungovern(regclass),
-    steward._forget_dropped_tables()
+    steward._forget_dropped_tables(),
+    steward.seal_audit(),
+    steward.audit_heads(),
+    steward.verify_audit(uuid, jsonb),
+    steward.erase(regclass, jsonb, text),
+    steward._internal_erase(oid, jsonb, text)
 FROM PUBLIC;
 REVOKE ALL ON steward.governed_tables FROM PUBLIC;
 

@@ -90,3 +90,18 @@ CREATE INDEX change_log_tenant ON steward.change_log (tenant_id, id);
 ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 REVOKE ALL ON steward.change_log FROM PUBLIC;
 GRANT SELECT ON steward.change_log TO PUBLIC;
+
+-- Seals: each tenant's records form a SHA-256 hash chain. One row per sealed record; rows are
+-- only ever added. hash = sha256(previous hash || record digest); the record digest covers the
+-- record's fields and a digest of its personal payload, so erasure keeps the chain valid.
+CREATE TABLE steward.audit_seals (
+    record_id      bigint PRIMARY KEY,
+    tenant_id      uuid NOT NULL,
+    seq            bigint NOT NULL,           -- position in the tenant's chain, from 1
+    payload_digest bytea NOT NULL,
+    hash           bytea NOT NULL,
+    sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
+    sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (tenant_id, seq)
+);
+REVOKE ALL ON steward.audit_seals FROM PUBLIC;

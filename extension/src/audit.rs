@@ -105,8 +105,12 @@ fn log_guard<'a>(
         Some(PgTriggerOperation::Truncate) => "TRUNCATE",
         _ => "change",
     };
+    let table = pgrx::spi::quote_qualified_identifier(
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default(),
+    );
     Err(StewardError::forbidden(
-        format!("steward.change_log is append-only: {verb} of its records is forbidden"),
+        format!("{table} is append-only: {verb} of its records is forbidden"),
         "Audit records are never changed or removed; steward.erase(rel, row_key, reason) \
          removes personal payload and keeps the record.",
     ))
@@ -122,7 +126,7 @@ fn _internal_log_guard<'a>(
 }
 
 /// Runs `f` with the append-only guard letting updates through (for `steward.erase`).
-pub fn while_erasing<R>(f: impl FnOnce() -> R) -> R {
+fn while_erasing<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -132,4 +136,62 @@ pub fn while_erasing<R>(f: impl FnOnce() -> R) -> R {
     ERASING.set(true);
     let _reset = Reset;
     f()
+}
+
+fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors::Result<i64> {
+    if reason.trim().is_empty() {
+        return Err(StewardError::bad_argument(
+            "steward.erase needs a reason",
+            "Say why, e.g. steward.erase('app.customers', '{\"id\": 7}', 'GDPR request 2026-113').",
+        ));
+    }
+    let actor = tenancy::context()
+        .map(|c| c.actor)
+        .unwrap_or_else(|_| tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }));
+    let key = row_key.0.clone();
+    tenancy::as_extension_owner(|| {
+        while_erasing(|| {
+            Spi::connect_mut(|client| {
+                let erased = client.update(
+                    "UPDATE steward.change_log
+                        SET old_row = NULL, new_row = NULL, erased_at = pg_catalog.now()
+                      WHERE rel = $1 AND row_key = $2 AND erased_at IS NULL AND action <> 'ERASE'
+                  RETURNING tenant_id, table_name",
+                    None,
+                    &[rel.into(), pgrx::JsonB(key.clone()).into()],
+                )?;
+                let count = erased.len() as i64;
+                let first = match erased.into_iter().next() {
+                    Some(row) => Some((row.get::<pgrx::Uuid>(1)?, row.get::<String>(2)?)),
+                    None => None,
+                };
+                if let Some((Some(tenant), table)) = first {
+                    client.update(
+                        "INSERT INTO steward.change_log
+                             (tenant_id, actor, reason, rel, table_name, row_key, action, event_id,
+                              audited, evented)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'ERASE', steward._internal_uuid_v7(), true, false)",
+                        None,
+                        &[
+                            tenant.into(),
+                            actor.as_str().into(),
+                            reason.into(),
+                            rel.into(),
+                            table.into(),
+                            pgrx::JsonB(key.clone()).into(),
+                        ],
+                    )?;
+                }
+                Ok::<_, pgrx::spi::Error>(count)
+            })
+        })
+    })
+    .map_err(|e| StewardError::bad_argument(format!("steward.erase failed: {e}"), "Check the table and key."))
+}
+
+/// Removes the personal payload (old and new row) of a row's records and records the erasure
+/// (who and why). The records, their keys and the seal chain stay; `verify_audit` stays ok.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> i64 {
+    or_raise(erase(rel, row_key, reason))
 }

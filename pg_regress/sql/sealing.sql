@@ -1,0 +1,109 @@
+-- Tamper evidence: each tenant's records are sealed into a SHA-256 hash chain.
+\set SHOW_CONTEXT never
+SELECT steward.seal_audit() > 0 AS sealed_something;
+SELECT steward.seal_audit() AS sealed_again;      -- nothing new to seal
+SELECT tenant_id, sealed, ok, first_bad_id FROM steward.verify_audit() ORDER BY tenant_id;
+SELECT count(*) AS heads, bool_and(length(head) = 64) AS sha256_hex FROM steward.audit_heads();
+-- Keep the heads outside the database (here: a table that stands for the outside).
+CREATE TABLE public.witness AS SELECT jsonb_agg(h) AS heads FROM steward.audit_heads() h;
+
+-- The sealed records of app.tasks, acme's chain, oldest first.
+SELECT c.id, c.action, c.row_key FROM steward.change_log c
+  JOIN steward.audit_seals s ON s.record_id = c.id
+ WHERE c.table_name = 'app.tasks' AND c.tenant_id = '00000000-0000-4000-8000-00000000000a'
+ ORDER BY s.seq LIMIT 3;
+SELECT min(c.id) AS first_task_record FROM steward.change_log c WHERE c.table_name = 'app.tasks' \gset
+
+-- A superuser who disables the guard edits a sealed record: detected, with the record.
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+UPDATE steward.change_log SET actor = 'mallory' WHERE id = :first_task_record;
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... edits a payload: detected.
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+UPDATE steward.change_log SET new_row = jsonb_set(new_row, '{title}', '"forged"') WHERE id = :first_task_record;
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... deletes a sealed record: detected.
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+DELETE FROM steward.change_log WHERE id = :first_task_record;
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... inserts a record back-dated below the sealed horizon: detected.
+BEGIN;
+INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented)
+     OVERRIDING SYSTEM VALUE
+     SELECT tenant_id, txid, 'mallory', 'INSERT', gen_random_uuid(), true, false
+       FROM steward.change_log WHERE id = :first_task_record
+     RETURNING id AS planted \gset
+SELECT ok, first_bad_id = :planted AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... reorders two sealed records (swaps their contents): detected at the first.
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+UPDATE steward.change_log c SET new_row = o.new_row, old_row = o.old_row, action = o.action, row_key = o.row_key
+  FROM steward.change_log o
+ WHERE (c.id, o.id) IN ((:first_task_record, :first_task_record + 1), (:first_task_record + 1, :first_task_record));
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... or reorders the seals: detected.
+BEGIN;
+ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
+UPDATE steward.audit_seals SET seq = -seq WHERE record_id IN (:first_task_record, :first_task_record + 1);
+UPDATE steward.audit_seals SET seq = CASE WHEN record_id = :first_task_record THEN -seq + 1 ELSE -seq - 1 END
+ WHERE record_id IN (:first_task_record, :first_task_record + 1);
+SELECT ok FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+
+-- A superuser who rewrites a record AND recomputes the whole chain consistently: the chain
+-- alone cannot tell (verify_audit() says ok); the heads kept outside can.
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
+UPDATE steward.change_log SET actor = 'mallory' WHERE id = :first_task_record;
+DO $$
+DECLARE s record; prev bytea := ''::bytea; c steward.change_log;
+BEGIN
+  FOR s IN SELECT * FROM steward.audit_seals
+            WHERE tenant_id = '00000000-0000-4000-8000-00000000000a' ORDER BY seq LOOP
+    SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
+    prev := sha256(prev || steward._record_digest(c, steward._payload_digest(c)));
+    UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
+     WHERE record_id = s.record_id;
+  END LOOP;
+END $$;
+SELECT ok AS ok_without_witness FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+SELECT ok AS ok_with_witness, first_bad_id IS NOT NULL AS names_a_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a', (SELECT heads FROM public.witness));
+ROLLBACK;
+-- Untouched, the chains verify against the witness too.
+SELECT bool_and(ok) AS all_ok FROM steward.verify_audit(heads => (SELECT heads FROM public.witness));
+
+-- Erasure: a customer asks to be forgotten. The payload goes; the records, who, when, why and
+-- the proof stay.
+SELECT steward.erase('app.tasks', '{"id": 1}', 'GDPR request 2026-113') AS records_erased;
+SELECT action, actor, reason, new_row IS NULL AS payload_gone, erased_at IS NOT NULL AS erased
+  FROM steward.change_log WHERE table_name = 'app.tasks' AND row_key = '{"id": 1}' ORDER BY id;
+SELECT steward.seal_audit() AS sealed_the_erasure;
+SELECT bool_and(ok) AS all_ok FROM steward.verify_audit();
+SELECT bool_and(ok) AS all_ok_with_witness FROM steward.verify_audit(heads => (SELECT heads FROM public.witness));
+SELECT steward.erase('app.tasks', '{"id": 1}', '');
+\echo :LAST_ERROR_SQLSTATE
+-- Tenant roles cannot seal, verify or erase.
+\c - acme_app
+SELECT steward.erase('app.tasks', '{"id": 5}', 'curious');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.seal_audit();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM steward.audit_seals;
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+DROP TABLE public.witness;
