@@ -110,6 +110,10 @@ DECLARE
     keyx  text;
     cols  text;
     head  text;
+    vis   text;
+    soft  text := '';
+    upd_action text := '''UPDATE''';
+    upd_type   text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'steward.govern: no table given'
@@ -171,24 +175,41 @@ BEGIN
             USING ERRCODE = 'ST400', HINT = 'Pass versioned => true with version_required => true.';
     END IF;
 
+    IF soft_delete THEN
+        SELECT a.atttypid INTO ver
+          FROM pg_attribute a
+         WHERE a.attrelid = rel AND a.attname = 'deleted_at' AND a.attnum > 0 AND NOT a.attisdropped;
+        IF ver.atttypid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN deleted_at timestamptz', tbl);
+        ELSIF ver.atttypid <> 'timestamptz'::regtype THEN
+            RAISE EXCEPTION 'column "deleted_at" of table % is %, not timestamptz',
+                            tbl, format_type(ver.atttypid, NULL)
+                USING ERRCODE = 'ST400',
+                      HINT = 'Soft delete marks rows in a "deleted_at timestamptz" column.';
+        END IF;
+        soft := format('UPDATE %s SET deleted_at = now() WHERE ctid = $1', tbl);
+    END IF;
+
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
 
     -- The tenant function is wrapped in a scalar sub-select so the planner runs it once per
     -- statement (an InitPlan) and can use an index on the tenant column.
     cond := format('%I = (SELECT steward.current_tenant())', tenant_column);
+    -- Rows are visible (and changeable) in the tenant; with soft delete, only while not deleted.
+    vis := cond || CASE WHEN soft_delete THEN ' AND deleted_at IS NULL' ELSE '' END;
     -- One permissive policy grants the tenant's rows; one restrictive policy per command makes
     -- sure that no other permissive policy on the table can ever widen that.
     EXECUTE format('DROP POLICY IF EXISTS steward_tenant ON %s', tbl);
     EXECUTE format('CREATE POLICY steward_tenant ON %s AS PERMISSIVE FOR ALL USING (%s) WITH CHECK (%s)',
-                   tbl, cond, cond);
+                   tbl, vis, cond);
     FOREACH cmd IN ARRAY ARRAY['select', 'insert', 'update', 'delete'] LOOP
         EXECUTE format('DROP POLICY IF EXISTS %I ON %s', 'steward_' || cmd, tbl);
         EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR %s %s',
                        'steward_' || cmd, tbl, upper(cmd),
                        CASE cmd
                            WHEN 'insert' THEN format('WITH CHECK (%s)', cond)
-                           WHEN 'update' THEN format('USING (%s) WITH CHECK (%s)', cond, cond)
-                           ELSE format('USING (%s)', cond)
+                           WHEN 'update' THEN format('USING (%s) WITH CHECK (%s)', vis, cond)
+                           ELSE format('USING (%s)', vis)
                        END);
     END LOOP;
 
@@ -197,8 +218,8 @@ BEGIN
 
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L, %L, %s)',
-                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END, pk);
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L, %L, %L, %s)',
+                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END, soft, pk);
     -- Arguments: the tenant column, the version column ('' when not versioned), whether the
     -- version is required, then the primary key's columns (for messages).
     EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
@@ -227,21 +248,32 @@ BEGIN
                    'steward._internal_uuid_v7(), %L, %L, %L FROM steward_new x',
                    cols, tenant_column, head, keyx, c.relname || '.created', audited, events));
         -- Old and new rows pair up by their position in the transition tables. A row whose
-        -- bytes did not change (no column in "changed") writes no record.
+        -- bytes did not change (no column in "changed") writes no record. With soft delete,
+        -- setting deleted_at is recorded as a DELETE and clearing it (restore) as an INSERT.
+        upd_type := quote_literal(c.relname || '.updated');
+        IF soft_delete THEN
+            upd_action := 'CASE WHEN o.j ->> ''deleted_at'' IS NULL AND n.j ->> ''deleted_at'' IS NOT NULL THEN ''DELETE'' '
+                          'WHEN o.j ->> ''deleted_at'' IS NOT NULL AND n.j ->> ''deleted_at'' IS NULL THEN ''INSERT'' '
+                          'ELSE ''UPDATE'' END';
+            upd_type := format('CASE WHEN o.j ->> ''deleted_at'' IS NULL AND n.j ->> ''deleted_at'' IS NOT NULL THEN %L '
+                               'WHEN o.j ->> ''deleted_at'' IS NOT NULL AND n.j ->> ''deleted_at'' IS NULL THEN %L '
+                               'ELSE %L END',
+                               c.relname || '.deleted', c.relname || '.created', c.relname || '.updated');
+        END IF;
         EXECUTE format(
             'CREATE TRIGGER steward_log_update AFTER UPDATE ON %s '
             'REFERENCING OLD TABLE AS steward_old NEW TABLE AS steward_new '
             'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
             format('INSERT INTO steward.change_log (%s) '
-                   'SELECT n.t, %s, n.k, ''UPDATE'', o.j, n.j, d.changed, '
-                   'steward._internal_uuid_v7(), %L, %L, %L '
+                   'SELECT n.t, %s, n.k, %s, o.j, n.j, d.changed, '
+                   'steward._internal_uuid_v7(), %s, %L, %L '
                    'FROM (SELECT x.%I AS t, jsonb_build_object(%s) AS k, to_jsonb(x) AS j, '
                    '             row_number() OVER () AS rn FROM steward_new x) n '
                    'JOIN (SELECT to_jsonb(x) AS j, row_number() OVER () AS rn FROM steward_old x) o USING (rn) '
                    'CROSS JOIN LATERAL (SELECT jsonb_agg(f.key ORDER BY f.key) AS changed '
                    '                      FROM jsonb_each(n.j) f WHERE o.j -> f.key IS DISTINCT FROM f.value) d '
                    'WHERE d.changed IS NOT NULL',
-                   cols, head, c.relname || '.updated', audited, events, tenant_column, keyx));
+                   cols, head, upd_action, upd_type, audited, events, tenant_column, keyx));
         EXECUTE format(
             'CREATE TRIGGER steward_log_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS steward_old '
             'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
@@ -509,6 +541,50 @@ BEGIN
 END
 $$;
 
+-- Brings back a soft-deleted row of the caller's tenant (recorded as an INSERT).
+CREATE FUNCTION steward.restore(rel regclass, row_key jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g       record;
+    tbl     text;
+    keycond text;
+    n       bigint;
+BEGIN
+    SELECT gv.tenant_column, gv.soft_delete INTO g FROM steward.governed gv WHERE gv.rel = restore.rel;
+    IF g.soft_delete IS DISTINCT FROM true THEN
+        RAISE EXCEPTION 'table % does not soft-delete', rel
+            USING ERRCODE = 'ST400', HINT = 'Govern it with soft_delete => true to keep deleted rows.';
+    END IF;
+    -- Deleted rows are hidden from everyone, so this runs as the extension's owner: it checks
+    -- the caller's right to update the table and the caller's tenant itself.
+    IF NOT has_table_privilege(session_user, rel, 'UPDATE') THEN
+        RAISE EXCEPTION 'permission denied to restore rows of %', rel
+            USING ERRCODE = '42501', HINT = 'Restoring a row needs UPDATE on the table.';
+    END IF;
+    SELECT format('%I.%I', ns.nspname, cl.relname) INTO tbl
+      FROM pg_class cl JOIN pg_namespace ns ON ns.oid = cl.relnamespace WHERE cl.oid = rel;
+    SELECT string_agg(format('t.%I = k.%I', a.attname, a.attname), ' AND ')
+      INTO keycond
+      FROM pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = rel AND i.indisprimary;
+    EXECUTE format('UPDATE %s t SET deleted_at = NULL FROM jsonb_populate_record(NULL::%s, $1) k '
+                   'WHERE %s AND t.%I = steward.current_tenant() AND t.deleted_at IS NOT NULL',
+                   tbl, tbl, keycond, g.tenant_column)
+      USING row_key;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'no deleted row of % with key % in tenant %', rel, row_key, steward.current_tenant()
+            USING ERRCODE = 'ST400', HINT = 'steward.history(rel, row_key) shows what happened to the row.';
+    END IF;
+END
+$$;
+
 -- A dropped table leaves the catalog with it.
 CREATE FUNCTION steward._forget_dropped_tables()
 RETURNS event_trigger
@@ -554,6 +630,8 @@ REVOKE ALL ON FUNCTION
     steward.erase(regclass, jsonb, text),
     steward._internal_erase(oid, jsonb, text)
 FROM PUBLIC;
+-- restore() checks the caller's UPDATE privilege and tenant itself.
+GRANT EXECUTE ON FUNCTION steward.restore(regclass, jsonb) TO PUBLIC;
 REVOKE ALL ON steward.governed_tables FROM PUBLIC;
 
 -- Everyone may use the schema (the policies call steward.current_tenant()) and the context

@@ -7,20 +7,16 @@
 //! annotations as parameters: no SQL is parsed per row, and the records are written in the same
 //! transaction as the change.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum};
 
 use crate::errors::{or_raise, StewardError};
-use crate::tenancy;
+use crate::{plans, tenancy};
 
 thread_local! {
-    /// Kept plans of the log triggers, by trigger OID. `govern` re-creates the triggers (new
-    /// OIDs) whenever the SQL changes; Postgres revalidates a kept plan when the table changes.
-    static PLANS: RefCell<HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
     /// True only while `steward.erase` rewrites records.
     static ERASING: Cell<bool> = const { Cell::new(false) };
 }
@@ -31,10 +27,10 @@ fn _internal_uuid_v7() -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
 }
 
-fn text_datum(v: Option<&str>) -> (pg_sys::Datum, std::ffi::c_char) {
-    match v.and_then(|s| s.into_datum()) {
-        Some(d) => (d, b' ' as std::ffi::c_char),
-        None => (pg_sys::Datum::from(0), b'n' as std::ffi::c_char),
+fn text_param(v: Option<&str>) -> plans::Param {
+    plans::Param {
+        datum: v.and_then(|s| s.into_datum()),
+        type_oid: pg_sys::TEXTOID,
     }
 }
 
@@ -46,35 +42,18 @@ fn log_changes(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         pgrx::error!("steward: log trigger {} has no statement", t.tgoid.to_u32());
     }
     let sql = unsafe { CStr::from_ptr(*t.tgargs) };
-    let tgoid = t.tgoid;
     let params = [
-        text_datum(Some(&context.actor)),
-        text_datum(notes.reason.as_deref()),
-        text_datum(notes.request_id.as_deref()),
-        text_datum(notes.traceparent.as_deref()),
+        text_param(Some(&context.actor)),
+        text_param(notes.reason.as_deref()),
+        text_param(notes.request_id.as_deref()),
+        text_param(notes.traceparent.as_deref()),
     ];
-    let mut values: Vec<pg_sys::Datum> = params.iter().map(|p| p.0).collect();
-    let nulls: Vec<std::ffi::c_char> = params.iter().map(|p| p.1).collect();
     let trigdata = std::ptr::from_ref(trigger.trigger_data()).cast_mut();
     tenancy::as_extension_owner(|| unsafe {
         if pg_sys::SPI_connect() < 0 {
             pgrx::error!("steward: SPI_connect failed");
         }
-        // Makes this statement's transition tables visible to the query by name.
-        pg_sys::SPI_register_trigger_data(trigdata);
-        let plan = PLANS
-            .with_borrow(|p| p.get(&tgoid).copied())
-            .unwrap_or_else(|| {
-                let mut types = [pg_sys::TEXTOID; 4];
-                let plan = pg_sys::SPI_prepare(sql.as_ptr(), 4, types.as_mut_ptr());
-                if plan.is_null() {
-                    pgrx::error!("steward: preparing the change log statement failed");
-                }
-                pg_sys::SPI_keepplan(plan);
-                PLANS.with_borrow_mut(|p| p.insert(tgoid, plan));
-                plan
-            });
-        let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        let rc = plans::execute_kept(t.tgoid, sql, &params, Some(trigdata));
         if rc != pg_sys::SPI_OK_INSERT as i32 {
             pgrx::error!("steward: writing the change log failed (SPI code {rc})");
         }

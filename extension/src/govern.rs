@@ -12,7 +12,7 @@ use pgrx::{pg_sys, AllocatedByPostgres, Uuid};
 
 use crate::errors::{or_raise, StewardError};
 
-use crate::tenancy;
+use crate::{plans, tenancy};
 
 fn qualified_name(trigger: &PgTrigger<'_>) -> String {
     pgrx::spi::quote_qualified_identifier(
@@ -165,10 +165,39 @@ fn row_guard<'a>(
         Ok(PgTriggerOperation::Delete) => {
             let old = trigger.old().expect("a DELETE row trigger has an old row");
             check_own_row(trigger, row_tenant(&old, column), "delete")?;
-            Ok(Some(old))
+            if trigger_arg(trigger, 2).is_empty() {
+                return Ok(Some(old));
+            }
+            soft_delete(trigger);
+            // The row stays, marked deleted and hidden by the policies: skip the DELETE.
+            Ok(None)
         }
         _ => Ok(trigger.new()),
     }
+}
+
+/// Marks the row the trigger fired for as deleted, with the statement `govern` wrote for the
+/// table (`UPDATE ... SET deleted_at = now() WHERE ctid = $1`). It runs with the extension
+/// owner's privileges and fires the update guard and the change log like any update; the log
+/// records it as a DELETE.
+fn soft_delete(trigger: &PgTrigger<'_>) {
+    let t = trigger.trigger();
+    let sql = unsafe { CStr::from_ptr(*t.tgargs.add(2)) };
+    let mut ctid = unsafe { (*trigger.trigger_data().tg_trigtuple).t_self };
+    let param = plans::Param {
+        datum: Some(pg_sys::Datum::from(std::ptr::from_mut(&mut ctid))),
+        type_oid: pg_sys::TIDOID,
+    };
+    tenancy::as_extension_owner(|| unsafe {
+        if pg_sys::SPI_connect() < 0 {
+            pgrx::error!("steward: SPI_connect failed");
+        }
+        let rc = plans::execute_kept(t.tgoid, sql, &[param], None);
+        if rc != pg_sys::SPI_OK_UPDATE as i32 {
+            pgrx::error!("steward: soft delete failed (SPI code {rc})");
+        }
+        pg_sys::SPI_finish();
+    });
 }
 
 /// BEFORE INSERT OR DELETE FOR EACH ROW on every governed table.

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod errors;
 pub mod govern;
+pub mod plans;
 pub mod tenancy;
 
 pg_module_magic!(name, version);
