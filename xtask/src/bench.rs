@@ -18,22 +18,65 @@ const TENANT: &str = "00000000-0000-4000-8000-000000000001";
 struct Workload {
     name: &'static str,
     script: &'static str,
-    user: &'static str,
-    vars: Vec<(&'static str, &'static str)>,
+    clients: u32,
 }
 
-/// A candidate measured against its baseline, with the goal for candidate/baseline.
-struct Comparison {
-    title: &'static str,
-    candidate: Workload,
-    baseline: Workload,
-    goal: f64,
+/// Workloads measured together: in every round each runs once, in an order that rotates from
+/// round to round. A ratio compares two of them round by round.
+struct Group {
+    title: String,
+    workloads: Vec<Workload>,
+    /// (candidate, baseline, goal for candidate ÷ baseline)
+    ratios: Vec<(&'static str, &'static str, Option<f64>)>,
 }
 
 struct Settings {
     rounds: usize,
     seconds: u32,
-    clients: u32,
+}
+
+fn w(name: &'static str, script: &'static str, clients: u32) -> Workload {
+    Workload {
+        name,
+        script,
+        clients,
+    }
+}
+
+fn groups() -> Vec<Group> {
+    let mut groups = vec![Group {
+        title: "10-row page by tenant: governed (RLS) vs explicit WHERE tenant_id = $1, 2 clients"
+            .into(),
+        workloads: vec![
+            w("explicit WHERE", "bench/tenant_page_baseline.sql", 2),
+            w("governed", "bench/tenant_page_governed.sql", 2),
+        ],
+        ratios: vec![("governed", "explicit WHERE", Some(0.95))],
+    }];
+    for op in ["insert", "update"] {
+        for clients in [2, 8] {
+            let script = |kind: &str| -> &'static str {
+                Box::leak(format!("bench/write_{op}_{kind}.sql").into_boxed_str())
+            };
+            groups.push(Group {
+                title: format!("{} by key, {clients} clients", op.to_uppercase()),
+                workloads: vec![
+                    w("(a) plain", script("plain"), clients),
+                    w("(b) floor", script("floor"), clients),
+                    w("(c) governed", script("governed"), clients),
+                    w("(d) PL/pgSQL", script("handwritten"), clients),
+                ],
+                ratios: vec![
+                    ("(c) governed", "(b) floor", Some(0.9)),
+                    ("(c) governed", "(d) PL/pgSQL", Some(1.2)),
+                    ("(b) floor", "(a) plain", None),
+                    ("(d) PL/pgSQL", "(a) plain", None),
+                    ("(c) governed", "(a) plain", None),
+                ],
+            });
+        }
+    }
+    groups
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
@@ -42,13 +85,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         Settings {
             rounds: 2,
             seconds: 3,
-            clients: 2,
         }
     } else {
         Settings {
-            rounds: 5,
-            seconds: 10,
-            clients: 2,
+            rounds: 3,
+            seconds: 8,
         }
     };
     ensure_base()?;
@@ -57,7 +98,7 @@ pub fn bench(args: &[String]) -> Result<()> {
                 synchronous_commit = off\njit = off";
     let mut cluster = Cluster::create("bench", None, conf)?;
     cluster.start()?;
-    step("loading the benchmark data (100 tenants, 1,000,000 rows; about a minute)");
+    step("loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to write)");
     run(cluster
         .psql("postgres")
         .args(["-c", &format!("CREATE DATABASE {DB}")]))?;
@@ -65,71 +106,60 @@ pub fn bench(args: &[String]) -> Result<()> {
         .psql(DB)
         .arg("-f")
         .arg(repo_root().join("bench/tenant_page_setup.sql")))?;
-
-    let comparisons = vec![Comparison {
-        title: "10-row page by tenant, governed (RLS) vs explicit WHERE tenant_id = $1",
-        candidate: Workload {
-            name: "governed",
-            script: "bench/tenant_page_governed.sql",
-            user: "bench_tenant",
-            vars: vec![],
-        },
-        baseline: Workload {
-            name: "explicit WHERE",
-            script: "bench/tenant_page_baseline.sql",
-            user: "bench_tenant",
-            vars: vec![("tenant", TENANT)],
-        },
-        goal: 0.95,
-    }];
+    run(cluster
+        .psql(DB)
+        .arg("-f")
+        .arg(repo_root().join("bench/write_setup.sql")))?;
 
     let mut report = String::new();
-    for c in &comparisons {
+    for g in groups() {
         step(&format!(
-            "{} ({} rounds of {} s each)",
-            c.title, settings.rounds, settings.seconds
+            "{} ({} rounds, {} s per workload)",
+            g.title, settings.rounds, settings.seconds
         ));
-        let (mut cand, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let n = g.workloads.len();
+        let mut tps: Vec<Vec<f64>> = vec![Vec::new(); n];
         for round in 0..settings.rounds {
-            // Alternate which runs first, so drift over time does not favour one side.
-            let order: [&Workload; 2] = if round % 2 == 0 {
-                [&c.baseline, &c.candidate]
-            } else {
-                [&c.candidate, &c.baseline]
-            };
-            let mut tps = [0.0; 2];
-            for (i, w) in order.iter().enumerate() {
-                tps[i] = pgbench(&cluster, w, &settings)?;
+            for k in 0..n {
+                let i = (k + round) % n;
+                let t = pgbench(&cluster, &g.workloads[i], &settings)?;
+                println!(
+                    "  round {}: {:<14} {t:>8.0} tps",
+                    round + 1,
+                    g.workloads[i].name
+                );
+                tps[i].push(t);
             }
-            let (b, k) = if round % 2 == 0 {
-                (tps[0], tps[1])
-            } else {
-                (tps[1], tps[0])
-            };
-            println!(
-                "  round {}: baseline {b:.0} tps, candidate {k:.0} tps, ratio {:.3}",
-                round + 1,
-                k / b
-            );
-            base.push(b);
-            cand.push(k);
-            ratios.push(k / b);
         }
-        let med = median(&ratios);
-        let verdict = if med >= c.goal { "met" } else { "NOT met" };
-        println!("  median ratio {med:.3} (goal ≥ {:.2}: {verdict})", c.goal);
-        writeln!(
-            report,
-            "| {} | {} {:.0} tps | {} {:.0} tps | **{med:.3}** ({:.3} – {:.3}) | ≥ {:.2} {verdict} |",
-            c.title,
-            c.candidate.name,
-            median(&cand),
-            c.baseline.name,
-            median(&base),
-            ratios.iter().cloned().fold(f64::INFINITY, f64::min),
-            ratios.iter().cloned().fold(0.0, f64::max),
-            c.goal
-        )?;
+        let index = |name: &str| {
+            g.workloads
+                .iter()
+                .position(|w| w.name == name)
+                .expect("named workload")
+        };
+        writeln!(report, "\n### {}\n", g.title)?;
+        writeln!(report, "| workload | tps (median) |\n|---|---|")?;
+        for (i, wl) in g.workloads.iter().enumerate() {
+            writeln!(report, "| {} | {:.0} |", wl.name, median(&tps[i]))?;
+        }
+        writeln!(report, "\n| ratio | median (range) | goal |\n|---|---|---|")?;
+        for (cand, base, goal) in &g.ratios {
+            let (c, b) = (index(cand), index(base));
+            let per_round: Vec<f64> = tps[c].iter().zip(&tps[b]).map(|(x, y)| x / y).collect();
+            let med = median(&per_round);
+            let lo = per_round.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = per_round.iter().cloned().fold(0.0, f64::max);
+            let verdict = match goal {
+                Some(goal) if med >= *goal => format!("≥ {goal:.2}: met"),
+                Some(goal) => format!("≥ {goal:.2}: **not met**"),
+                None => "(context)".into(),
+            };
+            println!("  {cand} ÷ {base}: {med:.3} ({lo:.3} – {hi:.3}) {verdict}");
+            writeln!(
+                report,
+                "| {cand} ÷ {base} | **{med:.3}** ({lo:.3} – {hi:.3}) | {verdict} |"
+            )?;
+        }
     }
     cluster.stop();
     write_report(&report, &settings, quick)
@@ -148,18 +178,21 @@ fn pgbench(cluster: &Cluster, w: &Workload, s: &Settings) -> Result<f64> {
     ])
     .args([
         "-U",
-        w.user,
+        "bench_tenant",
         "-c",
-        &s.clients.to_string(),
+        &w.clients.to_string(),
         "-j",
-        &s.clients.to_string(),
+        &w.clients.min(2).to_string(),
     ])
-    .args(["-T", &s.seconds.to_string(), "-f"])
-    .arg(repo_root().join(w.script));
-    for (k, v) in &w.vars {
-        cmd.arg("-D").arg(format!("{k}={v}"));
-    }
-    cmd.arg(DB);
+    .args([
+        "-T",
+        &s.seconds.to_string(),
+        "-D",
+        &format!("tenant={TENANT}"),
+        "-f",
+    ])
+    .arg(repo_root().join(w.script))
+    .arg(DB);
     let out = output(&mut cmd).with_context(|| format!("pgbench {}", w.name))?;
     let failed = out
         .lines()
@@ -189,31 +222,24 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn write_report(rows: &str, s: &Settings, quick: bool) -> Result<()> {
+fn write_report(sections: &str, s: &Settings, quick: bool) -> Result<()> {
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
     let pg = output(Command::new(format!("{PG_BIN}/postgres")).arg("--version"))?;
+    let notes = std::fs::read_to_string(repo_root().join("bench/NOTES.md")).unwrap_or_default();
     let text = format!(
         "# Benchmarks\n\n\
-         Written by `cargo xtask bench`{}. Each comparison runs its baseline and its candidate in the\n\
-         same run, interleaved (the order alternates every round) and repeated; the ratio is\n\
-         candidate ÷ baseline tps per round, reported as the median with the range over rounds.\n\n\
-         - date: {}\n- machine: {cpus} cores; {}\n- settings: release build of the extension; a private \
-         cluster with shared_buffers = 1GB, fsync = off, synchronous_commit = off, jit = off; \
-         pgbench -M prepared, {} clients, {} rounds × {} s per side\n\n\
-         | workload | candidate | baseline | ratio (median, range) | goal |\n|---|---|---|---|---|\n{rows}\n\
-         ## Workloads\n\n\
-         - **10-row page by tenant** (`bench/tenant_page_*.sql`, data from `bench/tenant_page_setup.sql`):\n  \
-         100 tenants, 1,000,000 rows spread over the table, an index on (tenant_id, id). The candidate\n  \
-         connects as `bench_tenant`, a role granted one tenant (no `enter_tenant` call), and reads a\n  \
-         keyset page of the governed table: the tenant comes from steward's policy. The baseline is the\n  \
-         same role reading the same page of an ungoverned copy with `WHERE tenant_id = $1`.\n",
+         Written by `cargo xtask bench`{}. Workloads that are compared run in the same run,\n\
+         interleaved (every round runs each once, in an order that rotates from round to round)\n\
+         and repeated; a ratio is computed per round and reported as the median with its range.\n\n\
+         - date: {}\n- machine: {cpus} cores; {}\n- settings: release build of the extension; a \
+         private cluster with shared_buffers = 1GB, fsync = off, synchronous_commit = off, jit = off; \
+         pgbench -M prepared as the tenant role bench_tenant; {} rounds × {} s per workload\n{sections}\n{notes}",
         if quick { " --quick (short rounds: indicative only)" } else { "" },
         date.trim(),
         pg.trim(),
-        s.clients,
         s.rounds,
         s.seconds
     );

@@ -1,0 +1,2 @@
+\set id random(1, 100000)
+UPDATE bench.w_plain SET qty = qty + 1 WHERE id = :id;
