@@ -107,13 +107,8 @@ DECLARE
     cond  text;
     cmd   text;
     pk    text;
-    keyx  text;
-    cols  text;
-    head  text;
     vis   text;
     soft  text := '';
-    upd_action text := '''UPDATE''';
-    upd_type   text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'steward.govern: no table given'
@@ -144,9 +139,8 @@ BEGIN
                   HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
                                 tbl, tenant_column, tenant_column);
     END IF;
-    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord),
-           string_agg(format('%L, x.%I', a.attname, a.attname), ', ' ORDER BY k.ord)
-      INTO pk, keyx
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord)
+      INTO pk
       FROM pg_index i
      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -231,56 +225,18 @@ BEGIN
     EXECUTE format('CREATE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_truncate_guard()', tbl);
 
-    -- The change log: one record per changed row, written once per statement from the
-    -- statement's transition tables. $1..$4 are the actor, reason, request id and traceparent.
+    -- The change log: one record per changed row, formed and inserted by an AFTER ROW trigger
+    -- in the same transaction. Arguments: audited, events, soft delete, the table's qualified
+    -- name, its name for event types, then the primary key's columns.
     FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
     END LOOP;
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_log ON %s', tbl);
     IF audited OR events THEN
-        cols := 'tenant_id, actor, reason, request_id, traceparent, rel, table_name, row_key, action, '
-                'old_row, new_row, changed, event_id, event_type, audited, evented';
-        head := format('$1, $2, $3, $4, %s::oid, %L', rel::oid, tbl);
-        EXECUTE format(
-            'CREATE TRIGGER steward_log_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS steward_new '
-            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
-            format('INSERT INTO steward.change_log (%s) '
-                   'SELECT x.%I, %s, jsonb_build_object(%s), ''INSERT'', NULL, to_jsonb(x), NULL, '
-                   'steward._internal_uuid_v7(), %L, %L, %L FROM steward_new x',
-                   cols, tenant_column, head, keyx, c.relname || '.created', audited, events));
-        -- Old and new rows pair up by their position in the transition tables. A row whose
-        -- bytes did not change (no column in "changed") writes no record. With soft delete,
-        -- setting deleted_at is recorded as a DELETE and clearing it (restore) as an INSERT.
-        upd_type := quote_literal(c.relname || '.updated');
-        IF soft_delete THEN
-            upd_action := 'CASE WHEN o.j ->> ''deleted_at'' IS NULL AND n.j ->> ''deleted_at'' IS NOT NULL THEN ''DELETE'' '
-                          'WHEN o.j ->> ''deleted_at'' IS NOT NULL AND n.j ->> ''deleted_at'' IS NULL THEN ''INSERT'' '
-                          'ELSE ''UPDATE'' END';
-            upd_type := format('CASE WHEN o.j ->> ''deleted_at'' IS NULL AND n.j ->> ''deleted_at'' IS NOT NULL THEN %L '
-                               'WHEN o.j ->> ''deleted_at'' IS NOT NULL AND n.j ->> ''deleted_at'' IS NULL THEN %L '
-                               'ELSE %L END',
-                               c.relname || '.deleted', c.relname || '.created', c.relname || '.updated');
-        END IF;
-        EXECUTE format(
-            'CREATE TRIGGER steward_log_update AFTER UPDATE ON %s '
-            'REFERENCING OLD TABLE AS steward_old NEW TABLE AS steward_new '
-            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
-            format('INSERT INTO steward.change_log (%s) '
-                   'SELECT n.t, %s, n.k, %s, o.j, n.j, d.changed, '
-                   'steward._internal_uuid_v7(), %s, %L, %L '
-                   'FROM (SELECT x.%I AS t, jsonb_build_object(%s) AS k, to_jsonb(x) AS j, '
-                   '             row_number() OVER () AS rn FROM steward_new x) n '
-                   'JOIN (SELECT to_jsonb(x) AS j, row_number() OVER () AS rn FROM steward_old x) o USING (rn) '
-                   'CROSS JOIN LATERAL (SELECT jsonb_agg(f.key ORDER BY f.key) AS changed '
-                   '                      FROM jsonb_each(n.j) f WHERE o.j -> f.key IS DISTINCT FROM f.value) d '
-                   'WHERE d.changed IS NOT NULL',
-                   cols, head, upd_action, upd_type, audited, events, tenant_column, keyx));
-        EXECUTE format(
-            'CREATE TRIGGER steward_log_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS steward_old '
-            'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_changes(%L)', tbl,
-            format('INSERT INTO steward.change_log (%s) '
-                   'SELECT x.%I, %s, jsonb_build_object(%s), ''DELETE'', to_jsonb(x), NULL, NULL, '
-                   'steward._internal_uuid_v7(), %L, %L, %L FROM steward_old x',
-                   cols, tenant_column, head, keyx, c.relname || '.deleted', audited, events));
+        EXECUTE format('CREATE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%L, %L, %L, %L, %L, %s)',
+                       tbl, CASE WHEN audited THEN 't' ELSE 'f' END, CASE WHEN events THEN 't' ELSE 'f' END,
+                       CASE WHEN soft_delete THEN 't' ELSE 'f' END, tbl, c.relname, pk);
     END IF;
 
     INSERT INTO steward.governed AS g
@@ -318,9 +274,7 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
-    FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
-    END LOOP;
+    EXECUTE format('DROP TRIGGER IF EXISTS steward_log ON %s', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, g.tenant_column);
     EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', tbl);
     DELETE FROM steward.governed WHERE governed.rel = ungovern.rel;

@@ -1,20 +1,19 @@
 //! The change log and its audit face: one append-only record per change to a governed table.
 //!
-//! `steward.govern()` writes, for each governed table, three statement-level AFTER triggers
-//! (INSERT, UPDATE, DELETE) whose argument is the set-based `INSERT INTO steward.change_log ...
-//! SELECT ... FROM <transition table>` for that table. Here that SQL is prepared once per backend
-//! and trigger, kept, and executed once per statement with the transaction's actor and
-//! annotations as parameters: no SQL is parsed per row, and the records are written in the same
-//! transaction as the change.
+//! `steward.govern()` attaches one AFTER ROW trigger to each audited or evented table. For every
+//! changed row it forms the record (the rows as jsonb, the key, the changed columns, the actor
+//! and annotations of the transaction) and inserts it with its index entries, in the same
+//! transaction, without SQL or the executor.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum};
 
 use crate::errors::{or_raise, StewardError};
-use crate::{plans, tenancy};
+use crate::tenancy;
 
 thread_local! {
     /// True only while `steward.erase` rewrites records.
@@ -25,50 +24,6 @@ thread_local! {
 #[pg_extern(volatile, parallel_safe)]
 fn _internal_uuid_v7() -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
-}
-
-fn text_param(v: Option<&str>) -> plans::Param {
-    plans::Param {
-        datum: v.and_then(|s| s.into_datum()),
-        type_oid: pg_sys::TEXTOID,
-    }
-}
-
-fn log_changes(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
-    let context = tenancy::context()?;
-    let notes = tenancy::annotations();
-    let t = trigger.trigger();
-    if t.tgnargs < 1 || t.tgargs.is_null() {
-        pgrx::error!("steward: log trigger {} has no statement", t.tgoid.to_u32());
-    }
-    let sql = unsafe { CStr::from_ptr(*t.tgargs) };
-    let params = [
-        text_param(Some(&context.actor)),
-        text_param(notes.reason.as_deref()),
-        text_param(notes.request_id.as_deref()),
-        text_param(notes.traceparent.as_deref()),
-    ];
-    let trigdata = std::ptr::from_ref(trigger.trigger_data()).cast_mut();
-    tenancy::as_extension_owner(|| unsafe {
-        if pg_sys::SPI_connect() < 0 {
-            pgrx::error!("steward: SPI_connect failed");
-        }
-        let rc = plans::execute_kept(t.tgoid, sql, &params, Some(trigdata));
-        if rc != pg_sys::SPI_OK_INSERT as i32 {
-            pgrx::error!("steward: writing the change log failed (SPI code {rc})");
-        }
-        pg_sys::SPI_finish();
-    });
-    Ok(())
-}
-
-/// AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT on every audited or evented table.
-#[pg_trigger]
-fn _internal_log_changes<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
-    or_raise(log_changes(trigger));
-    Ok(None)
 }
 
 fn log_guard<'a>(
@@ -173,4 +128,321 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
 #[pg_extern(volatile, parallel_unsafe)]
 fn _internal_erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> i64 {
     or_raise(erase(rel, row_key, reason))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing records: one AFTER ROW trigger per governed table forms the change-log tuple and
+// inserts it with its index entries. No SQL, no executor: the profile in docs/benchmarks.md
+// showed that running a statement per statement cost more than the records themselves.
+// ---------------------------------------------------------------------------------------------
+
+/// What the log trigger of one table needs, built on its first row in this backend.
+struct TableLog {
+    /// `to_jsonb` for the table's row type: an FmgrInfo whose `fn_expr` names the argument type
+    /// (to_jsonb is polymorphic and asks for it), kept in TopMemoryContext.
+    to_jsonb: *mut pg_sys::FmgrInfo,
+}
+
+thread_local! {
+    static TABLE_LOGS: RefCell<HashMap<pg_sys::Oid, TableLog>> = RefCell::new(HashMap::new());
+}
+
+/// The trigger's arguments, as `govern` writes them.
+struct LogArgs<'a> {
+    audited: bool,
+    evented: bool,
+    soft_delete: bool,
+    table_name: &'a str,
+    short_name: &'a str,
+    pk: Vec<&'a str>,
+}
+
+fn log_args<'a>(trigger: &'a PgTrigger<'a>) -> LogArgs<'a> {
+    let t = trigger.trigger();
+    let arg = |n: usize| -> &'a str {
+        if (t.tgnargs as usize) <= n {
+            return "";
+        }
+        unsafe { CStr::from_ptr(*t.tgargs.add(n)) }
+            .to_str()
+            .unwrap_or("")
+    };
+    LogArgs {
+        audited: arg(0) == "t",
+        evented: arg(1) == "t",
+        soft_delete: arg(2) == "t",
+        table_name: arg(3),
+        short_name: arg(4),
+        pk: (5..t.tgnargs as usize).map(arg).collect(),
+    }
+}
+
+unsafe fn to_jsonb_for(rowtype: pg_sys::Oid) -> *mut pg_sys::FmgrInfo {
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let finfo =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+        let func = pg_sys::Oid::from(pg_sys::F_TO_JSONB);
+        pg_sys::fmgr_info(func, finfo);
+        let arg = pg_sys::makeNullConst(rowtype, -1, pg_sys::InvalidOid);
+        let args = pg_sys::lappend(std::ptr::null_mut(), arg.cast());
+        let call = pg_sys::makeFuncExpr(
+            func,
+            pg_sys::JSONBOID,
+            args,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        (*finfo).fn_expr = call.cast();
+        pg_sys::MemoryContextSwitchTo(old);
+        finfo
+    }
+}
+
+/// The row as jsonb, exactly as `to_jsonb(row)` in SQL.
+unsafe fn row_jsonb(
+    finfo: *mut pg_sys::FmgrInfo,
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> pg_sys::Datum {
+    unsafe {
+        let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
+        pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row)
+    }
+}
+
+unsafe fn jsonb_from_text(text: &str) -> pg_sys::Datum {
+    unsafe {
+        let c = std::ffi::CString::new(text).unwrap_or_default();
+        pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(c.as_ptr()),
+        )
+    }
+}
+
+/// `{"id": 42}`: the key's columns taken from the row's jsonb.
+unsafe fn key_jsonb(row: pg_sys::Datum, pk: &[&str]) -> pg_sys::Datum {
+    unsafe {
+        let mut parts = Vec::with_capacity(pk.len());
+        for column in pk {
+            let name = column.into_datum().expect("text");
+            let value = pg_sys::OidFunctionCall2Coll(
+                pg_sys::Oid::from(pg_sys::F_JSONB_OBJECT_FIELD),
+                pg_sys::InvalidOid,
+                row,
+                name,
+            );
+            let text = pg_sys::OidFunctionCall1Coll(
+                pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
+                pg_sys::InvalidOid,
+                value,
+            );
+            let text = CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy();
+            parts.push(format!("{}: {text}", serde_json::Value::from(*column)));
+        }
+        jsonb_from_text(&format!("{{{}}}", parts.join(", ")))
+    }
+}
+
+/// The names of the columns whose bytes differ between two versions of a row.
+unsafe fn changed_columns(
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> Vec<String> {
+    unsafe {
+        let mut out = Vec::new();
+        let natts = (*tupdesc).natts as usize;
+        for i in 0..natts {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            if attr.attisdropped {
+                continue;
+            }
+            let (mut onull, mut nnull) = (false, false);
+            let ov = pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
+            let nv = pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
+            let same = match (onull, nnull) {
+                (true, true) => true,
+                (false, false) if attr.attbyval => ov == nv,
+                (false, false) if attr.attlen > 0 => {
+                    let n = attr.attlen as usize;
+                    std::slice::from_raw_parts(ov.cast_mut_ptr::<u8>(), n)
+                        == std::slice::from_raw_parts(nv.cast_mut_ptr::<u8>(), n)
+                }
+                (false, false) if attr.attlen == -1 => {
+                    let (op, np) = (
+                        ov.cast_mut_ptr::<pg_sys::varlena>(),
+                        nv.cast_mut_ptr::<pg_sys::varlena>(),
+                    );
+                    let (ol, nl) = (
+                        pgrx::varlena::varsize_any(op),
+                        pgrx::varlena::varsize_any(np),
+                    );
+                    ol == nl
+                        && std::slice::from_raw_parts(op.cast::<u8>(), ol)
+                            == std::slice::from_raw_parts(np.cast::<u8>(), nl)
+                }
+                (false, false) => {
+                    CStr::from_ptr(ov.cast_mut_ptr()) == CStr::from_ptr(nv.cast_mut_ptr())
+                }
+                _ => false,
+            };
+            if !same {
+                out.push(
+                    CStr::from_ptr(attr.attname.data.as_ptr())
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn attnum_of(tupdesc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
+    unsafe {
+        (0..(*tupdesc).natts as usize).find(|&i| {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            !attr.attisdropped
+                && CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+        })
+    }
+}
+
+fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
+    v.and_then(|s| s.into_datum())
+}
+
+fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
+    let data = trigger.trigger_data();
+    let (old, new) = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) => (std::ptr::null_mut(), data.tg_trigtuple),
+        Ok(PgTriggerOperation::Update) => (data.tg_trigtuple, data.tg_newtuple),
+        Ok(PgTriggerOperation::Delete) => (data.tg_trigtuple, std::ptr::null_mut()),
+        _ => return Ok(()),
+    };
+    if !old.is_null() && !new.is_null() && crate::govern::same_bytes(old, new) {
+        return Ok(()); // an update that changed nothing writes nothing
+    }
+    let context = tenancy::context()?;
+    let notes = tenancy::annotations();
+    let args = log_args(trigger);
+    let tgoid = trigger.trigger().tgoid;
+    unsafe {
+        let table = data.tg_relation;
+        let tupdesc = (*table).rd_att;
+        let finfo = TABLE_LOGS.with_borrow_mut(|m| {
+            m.entry(tgoid)
+                .or_insert_with(|| TableLog {
+                    to_jsonb: to_jsonb_for((*tupdesc).tdtypeid),
+                })
+                .to_jsonb
+        });
+        let old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
+        let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
+        let any_row = new_json.or(old_json).expect("a row");
+        let row_key = key_jsonb(any_row, &args.pk);
+        let tenant_col = crate::govern::tenant_column_name(trigger);
+        let tenant = trigger
+            .new()
+            .or_else(|| trigger.old())
+            .and_then(|t| t.get_by_name::<pgrx::Uuid>(tenant_col).ok().flatten())
+            .unwrap_or(context.tenant);
+
+        let (mut action, mut suffix) = match (old.is_null(), new.is_null()) {
+            (true, false) => ("INSERT", "created"),
+            (false, false) => ("UPDATE", "updated"),
+            _ => ("DELETE", "deleted"),
+        };
+        let mut changed = None;
+        if action == "UPDATE" {
+            let names = changed_columns(old, new, tupdesc);
+            if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
+                if let Some(i) = attnum_of(tupdesc, "deleted_at") {
+                    let (mut onull, mut nnull) = (false, false);
+                    pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
+                    pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
+                    match (onull, nnull) {
+                        (true, false) => (action, suffix) = ("DELETE", "deleted"),
+                        (false, true) => (action, suffix) = ("INSERT", "created"),
+                        _ => {}
+                    }
+                }
+            }
+            changed = Some(jsonb_from_text(&serde_json::Value::from(names).to_string()));
+        }
+        let event_type = format!("{}.{suffix}", args.short_name);
+
+        // The record, column by column.
+        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
+        let log_oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), ns);
+        let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
+        let log_desc = (*log).rd_att;
+        let natts = (*log_desc).natts as usize;
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![true; natts];
+        let mut set = |name: &str, v: Option<pg_sys::Datum>| {
+            if let (Some(i), Some(v)) = (attnum_of(log_desc, name), v) {
+                values[i] = v;
+                nulls[i] = false;
+            }
+        };
+        let id_attnum = attnum_of(log_desc, "id").expect("change_log.id") + 1;
+        let seq = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false);
+        // The record is steward's write, not the caller's: nextval checks privileges.
+        let id = tenancy::as_extension_owner(|| {
+            pg_sys::OidFunctionCall1Coll(
+                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(seq),
+            )
+        });
+        set("id", Some(id));
+        set("tenant_id", tenant.into_datum());
+        set(
+            "txid",
+            Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
+        );
+        set(
+            "occurred_at",
+            Some(pg_sys::Datum::from(
+                pg_sys::GetCurrentTransactionStartTimestamp(),
+            )),
+        );
+        set("actor", text(Some(&context.actor)));
+        set("reason", text(notes.reason.as_deref()));
+        set("request_id", text(notes.request_id.as_deref()));
+        set("traceparent", text(notes.traceparent.as_deref()));
+        set("rel", Some(pg_sys::Datum::from((*table).rd_id)));
+        set("table_name", text(Some(args.table_name)));
+        set("row_key", Some(row_key));
+        set("action", text(Some(action)));
+        set("old_row", old_json);
+        set("new_row", new_json);
+        set("changed", changed);
+        set(
+            "event_id",
+            pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes()).into_datum(),
+        );
+        set("event_type", text(Some(&event_type)));
+        set("audited", args.audited.into_datum());
+        set("evented", args.evented.into_datum());
+        let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::CatalogTupleInsert(log, tuple);
+        pg_sys::table_close(log, pg_sys::NoLock as i32);
+    }
+    Ok(())
+}
+
+/// AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW on every audited or evented table: one
+/// change-log record per changed row, in the same transaction.
+#[pg_trigger]
+fn _internal_log_row<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    or_raise(log_row(trigger));
+    Ok(None)
 }

@@ -70,6 +70,11 @@ fn tenant_column<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
     column
 }
 
+/// The tenant column of a governed table's steward trigger (its first argument).
+pub(crate) fn tenant_column_name<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
+    trigger_arg(trigger, 0)
+}
+
 /// A row's primary key, for messages: `{"id": "42"}` (values in their text form). The key's
 /// columns are the trigger's arguments from `first_pk_arg` on.
 fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
@@ -105,7 +110,7 @@ fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
 /// True when two versions of a row hold the same bytes, so every value is the same. (Different
 /// bytes may still hold equal values, e.g. a value compressed in one and not in the other: such an
 /// update counts as a change.)
-fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::HeapTupleData) -> bool {
+pub(crate) fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::HeapTupleData) -> bool {
     unsafe {
         let (o, n) = (&*old, &*new);
         if o.t_len != n.t_len || o.t_data.is_null() || n.t_data.is_null() {

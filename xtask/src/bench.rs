@@ -111,8 +111,18 @@ pub fn bench(args: &[String]) -> Result<()> {
         .arg("-f")
         .arg(repo_root().join("bench/write_setup.sql")))?;
 
+    // `--only WORD` keeps the groups whose title contains WORD (for quick iterations; the
+    // report then holds only those).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let mut report = String::new();
-    for g in groups() {
+    for g in groups()
+        .into_iter()
+        .filter(|g| only.as_deref().is_none_or(|o| g.title.contains(o)))
+    {
         step(&format!(
             "{} ({} rounds, {} s per workload)",
             g.title, settings.rounds, settings.seconds

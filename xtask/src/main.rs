@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [SUITE] | demo [--stop] | bench [--quick]>"
+                "usage: cargo xtask <setup | test [SUITE] | demo [--stop] | bench [--quick] [--only WORD]>"
             );
             return ExitCode::from(2);
         }
