@@ -317,7 +317,8 @@ AS $$
     SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id,
            c.table_name, c.row_key, c.action, c.old_row, c.new_row, c.changed
       FROM steward.change_log c
-     WHERE c.audited AND c.rel = history.rel::oid AND c.row_key = history.row_key
+     WHERE c.row_hash = steward._internal_row_hash(history.rel::oid, history.row_key)
+       AND c.audited AND c.rel = history.rel::oid AND c.row_key = history.row_key
      ORDER BY c.id
 $$;
 
@@ -329,7 +330,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN c.action = 'DELETE' THEN NULL ELSE c.new_row END
       FROM steward.change_log c
-     WHERE c.audited AND c.rel = row_as_of.rel::oid AND c.row_key = row_as_of.row_key
+     WHERE c.row_hash = steward._internal_row_hash(row_as_of.rel::oid, row_as_of.row_key)
+       AND c.audited AND c.rel = row_as_of.rel::oid AND c.row_key = row_as_of.row_key
        AND c.action IN ('INSERT', 'UPDATE', 'DELETE') AND c.occurred_at <= row_as_of.at
      ORDER BY c.id DESC
      LIMIT 1

@@ -73,6 +73,7 @@ CREATE TABLE steward.change_log (
     rel         oid,                -- the governed table (NULL for domain events)
     table_name  text,               -- its qualified name when the record was written
     row_key     jsonb,              -- its primary key, e.g. {"id": 42}
+    row_hash    bigint,             -- steward._internal_row_hash(rel, row_key): finds a row's records
     action      text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE', 'ERASE', 'EVENT')),
     old_row     jsonb,
     new_row     jsonb,
@@ -83,8 +84,9 @@ CREATE TABLE steward.change_log (
     evented     boolean NOT NULL,   -- shown by steward.outbox
     erased_at   timestamptz         -- set when steward.erase() removed the personal payload
 );
--- history(), row_as_of() and erase() find a row's records by key; writes pay one hash entry.
-CREATE INDEX change_log_row ON steward.change_log USING hash (row_key);
+-- history(), row_as_of() and erase() find a row's records by a 64-bit hash of table and key
+-- (a btree on bigint is the cheapest index to maintain on every write), then compare the key.
+CREATE INDEX change_log_row ON steward.change_log (row_hash);
 
 -- Tenant roles read their tenant's records; nobody writes them but steward.
 ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;

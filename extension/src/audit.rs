@@ -89,7 +89,8 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                 let erased = client.update(
                     "UPDATE steward.change_log
                         SET old_row = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                      WHERE rel = $1 AND row_key = $2 AND erased_at IS NULL AND action <> 'ERASE'
+                      WHERE row_hash = steward._internal_row_hash($1, $2) AND rel = $1
+                        AND row_key = $2 AND erased_at IS NULL AND action <> 'ERASE'
                   RETURNING tenant_id, table_name",
                     None,
                     &[rel.into(), pgrx::JsonB(key.clone()).into()],
@@ -102,9 +103,10 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                 if let Some((Some(tenant), table)) = first {
                     client.update(
                         "INSERT INTO steward.change_log
-                             (tenant_id, actor, reason, rel, table_name, row_key, action, event_id,
-                              audited, evented)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'ERASE', steward._internal_uuid_v7(), true, false)",
+                             (tenant_id, actor, reason, rel, table_name, row_key, row_hash, action,
+                              event_id, audited, evented)
+                         VALUES ($1, $2, $3, $4, $5, $6, steward._internal_row_hash($4, $6), 'ERASE',
+                                 steward._internal_uuid_v7(), true, false)",
                         None,
                         &[
                             tenant.into(),
@@ -223,8 +225,40 @@ unsafe fn jsonb_from_text(text: &str) -> pg_sys::Datum {
     }
 }
 
-/// `{"id": 42}`: the key's columns taken from the row's jsonb.
-unsafe fn key_jsonb(row: pg_sys::Datum, pk: &[&str]) -> pg_sys::Datum {
+/// FNV-1a over the table's OID and the key's canonical text (`jsonb_out`): the same value for
+/// the same key, however it was written. Used only to find a row's records; the key itself is
+/// compared after.
+pub fn row_hash(rel: pg_sys::Oid, canonical_key: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rel.to_u32().to_le_bytes().iter().chain(canonical_key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
+    unsafe {
+        let text = pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
+            pg_sys::InvalidOid,
+            value,
+        );
+        CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// The row hash of a key given as jsonb, for SQL (history, row_as_of, erase).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _internal_row_hash(rel: pg_sys::Oid, row_key: pgrx::JsonB) -> i64 {
+    let datum = row_key.into_datum().expect("jsonb");
+    row_hash(rel, unsafe { jsonb_text(datum) }.as_bytes())
+}
+
+/// `{"id": 42}`: the key's columns taken from the row's jsonb; with its row hash.
+unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sys::Datum, i64) {
     unsafe {
         let mut parts = Vec::with_capacity(pk.len());
         for column in pk {
@@ -235,15 +269,14 @@ unsafe fn key_jsonb(row: pg_sys::Datum, pk: &[&str]) -> pg_sys::Datum {
                 row,
                 name,
             );
-            let text = pg_sys::OidFunctionCall1Coll(
-                pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
-                pg_sys::InvalidOid,
-                value,
-            );
-            let text = CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy();
-            parts.push(format!("{}: {text}", serde_json::Value::from(*column)));
+            parts.push(format!(
+                "{}: {}",
+                serde_json::Value::from(*column),
+                jsonb_text(value)
+            ));
         }
-        jsonb_from_text(&format!("{{{}}}", parts.join(", ")))
+        let key = jsonb_from_text(&format!("{{{}}}", parts.join(", ")));
+        (key, row_hash(rel, jsonb_text(key).as_bytes()))
     }
 }
 
@@ -312,6 +345,91 @@ fn attnum_of(tupdesc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
     }
 }
 
+/// The change log's columns that a record sets.
+#[derive(Clone, Copy)]
+enum Col {
+    Id,
+    TenantId,
+    Txid,
+    OccurredAt,
+    Actor,
+    Reason,
+    RequestId,
+    Traceparent,
+    Rel,
+    TableName,
+    RowKey,
+    RowHash,
+    Action,
+    OldRow,
+    NewRow,
+    Changed,
+    EventId,
+    EventType,
+    Audited,
+    Evented,
+}
+
+impl Col {
+    const COUNT: usize = Col::Evented as usize + 1;
+}
+
+/// The change log's column names, in the order of `Col`.
+const COLUMNS: [&str; Col::COUNT] = [
+    "id",
+    "tenant_id",
+    "txid",
+    "occurred_at",
+    "actor",
+    "reason",
+    "request_id",
+    "traceparent",
+    "rel",
+    "table_name",
+    "row_key",
+    "row_hash",
+    "action",
+    "old_row",
+    "new_row",
+    "changed",
+    "event_id",
+    "event_type",
+    "audited",
+    "evented",
+];
+
+/// Where each column sits in `steward.change_log`, and the sequence behind its id: looked up
+/// once per backend for a given change_log (a re-created extension has a new OID).
+#[derive(Clone, Copy)]
+struct LogLayout {
+    attnums: [Option<usize>; Col::COUNT],
+    id_sequence: pg_sys::Oid,
+}
+
+thread_local! {
+    static LOG_LAYOUT: RefCell<Option<(pg_sys::Oid, LogLayout)>> = const { RefCell::new(None) };
+}
+
+unsafe fn log_layout(log_oid: pg_sys::Oid, log_desc: pg_sys::TupleDesc) -> LogLayout {
+    if let Some((oid, layout)) = LOG_LAYOUT.with_borrow(|l| *l) {
+        if oid == log_oid {
+            return layout;
+        }
+    }
+    let mut attnums = [None; Col::COUNT];
+    for (i, name) in COLUMNS.iter().enumerate() {
+        attnums[i] = attnum_of(log_desc, name);
+    }
+    let id_attnum = attnums[Col::Id as usize].expect("change_log.id") + 1;
+    let id_sequence = unsafe { pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false) };
+    let layout = LogLayout {
+        attnums,
+        id_sequence,
+    };
+    LOG_LAYOUT.with_borrow_mut(|l| *l = Some((log_oid, layout)));
+    layout
+}
+
 fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
     v.and_then(|s| s.into_datum())
 }
@@ -344,7 +462,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
-        let row_key = key_jsonb(any_row, &args.pk);
+        let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.pk);
         let tenant_col = crate::govern::tenant_column_name(trigger);
         let tenant = trigger
             .new()
@@ -381,55 +499,55 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let log_oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), ns);
         let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
         let log_desc = (*log).rd_att;
+        let layout = log_layout(log_oid, log_desc);
         let natts = (*log_desc).natts as usize;
         let mut values = vec![pg_sys::Datum::from(0); natts];
         let mut nulls = vec![true; natts];
-        let mut set = |name: &str, v: Option<pg_sys::Datum>| {
-            if let (Some(i), Some(v)) = (attnum_of(log_desc, name), v) {
+        let mut set = |column: Col, v: Option<pg_sys::Datum>| {
+            if let (Some(i), Some(v)) = (layout.attnums[column as usize], v) {
                 values[i] = v;
                 nulls[i] = false;
             }
         };
-        let id_attnum = attnum_of(log_desc, "id").expect("change_log.id") + 1;
-        let seq = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false);
         // The record is steward's write, not the caller's: nextval checks privileges.
         let id = tenancy::as_extension_owner(|| {
             pg_sys::OidFunctionCall1Coll(
                 pg_sys::Oid::from(pg_sys::F_NEXTVAL),
                 pg_sys::InvalidOid,
-                pg_sys::Datum::from(seq),
+                pg_sys::Datum::from(layout.id_sequence),
             )
         });
-        set("id", Some(id));
-        set("tenant_id", tenant.into_datum());
+        set(Col::Id, Some(id));
+        set(Col::TenantId, tenant.into_datum());
         set(
-            "txid",
+            Col::Txid,
             Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
         );
         set(
-            "occurred_at",
+            Col::OccurredAt,
             Some(pg_sys::Datum::from(
                 pg_sys::GetCurrentTransactionStartTimestamp(),
             )),
         );
-        set("actor", text(Some(&context.actor)));
-        set("reason", text(notes.reason.as_deref()));
-        set("request_id", text(notes.request_id.as_deref()));
-        set("traceparent", text(notes.traceparent.as_deref()));
-        set("rel", Some(pg_sys::Datum::from((*table).rd_id)));
-        set("table_name", text(Some(args.table_name)));
-        set("row_key", Some(row_key));
-        set("action", text(Some(action)));
-        set("old_row", old_json);
-        set("new_row", new_json);
-        set("changed", changed);
+        set(Col::Actor, text(Some(&context.actor)));
+        set(Col::Reason, text(notes.reason.as_deref()));
+        set(Col::RequestId, text(notes.request_id.as_deref()));
+        set(Col::Traceparent, text(notes.traceparent.as_deref()));
+        set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
+        set(Col::TableName, text(Some(args.table_name)));
+        set(Col::RowKey, Some(row_key));
+        set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
+        set(Col::Action, text(Some(action)));
+        set(Col::OldRow, old_json);
+        set(Col::NewRow, new_json);
+        set(Col::Changed, changed);
         set(
-            "event_id",
+            Col::EventId,
             pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes()).into_datum(),
         );
-        set("event_type", text(Some(&event_type)));
-        set("audited", args.audited.into_datum());
-        set("evented", args.evented.into_datum());
+        set(Col::EventType, text(Some(&event_type)));
+        set(Col::Audited, args.audited.into_datum());
+        set(Col::Evented, args.evented.into_datum());
         let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::CatalogTupleInsert(log, tuple);
         pg_sys::table_close(log, pg_sys::NoLock as i32);
