@@ -586,6 +586,17 @@ REVOKE ALL ON FUNCTION
     steward.erase(regclass, jsonb, text),
     steward._internal_erase(oid, jsonb, text)
 FROM PUBLIC;
+-- steward's trigger functions fire for everyone, but only the DBA may attach them: without
+-- this, a role that can create a table could attach the log trigger to it and forge records.
+REVOKE ALL ON FUNCTION
+    steward._internal_row_guard(),
+    steward._internal_update_guard(),
+    steward._internal_truncate_guard(),
+    steward._internal_catalog_changed(),
+    steward._internal_log_guard(),
+    steward._internal_log_row()
+FROM PUBLIC;
+
 -- restore() checks the caller's UPDATE privilege and tenant itself.
 GRANT EXECUTE ON FUNCTION steward.restore(regclass, jsonb) TO PUBLIC;
 REVOKE ALL ON steward.governed_tables FROM PUBLIC;

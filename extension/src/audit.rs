@@ -463,12 +463,8 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
         let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.pk);
-        let tenant_col = crate::govern::tenant_column_name(trigger);
-        let tenant = trigger
-            .new()
-            .or_else(|| trigger.old())
-            .and_then(|t| t.get_by_name::<pgrx::Uuid>(tenant_col).ok().flatten())
-            .unwrap_or(context.tenant);
+        // The guards made sure the row is in the context's tenant.
+        let tenant = context.tenant;
 
         let (mut action, mut suffix) = match (old.is_null(), new.is_null()) {
             (true, false) => ("INSERT", "created"),

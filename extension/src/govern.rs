@@ -70,11 +70,6 @@ fn tenant_column<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
     column
 }
 
-/// The tenant column of a governed table's steward trigger (its first argument).
-pub(crate) fn tenant_column_name<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
-    trigger_arg(trigger, 0)
-}
-
 /// A row's primary key, for messages: `{"id": "42"}` (values in their text form). The key's
 /// columns are the trigger's arguments from `first_pk_arg` on.
 fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {

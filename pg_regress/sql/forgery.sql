@@ -70,3 +70,23 @@ SELECT name FROM app.projects ORDER BY id;
 SELECT count(*) FROM app.projects;
 \echo :LAST_ERROR_SQLSTATE
 
+
+-- A tenant role that may create tables cannot attach steward's triggers to them: forging
+-- change-log records (and the events they become) or faking guards needs EXECUTE on the
+-- trigger functions, which nobody but the DBA holds.
+\c - postgres
+CREATE SCHEMA scratch;
+GRANT CREATE, USAGE ON SCHEMA scratch TO acme_app;
+\c - acme_app
+CREATE TABLE scratch.mine (id int PRIMARY KEY, tenant_id uuid NOT NULL);
+CREATE TRIGGER forge AFTER INSERT ON scratch.mine FOR EACH ROW
+    EXECUTE FUNCTION steward._internal_log_row('t', 't', 'f', 'app.projects', 'projects', 'id');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TRIGGER forge BEFORE INSERT ON scratch.mine FOR EACH ROW
+    EXECUTE FUNCTION steward._internal_row_guard('tenant_id', '', '', 'id');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TRIGGER forge AFTER INSERT ON scratch.mine FOR EACH STATEMENT
+    EXECUTE FUNCTION steward._internal_catalog_changed();
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+DROP SCHEMA scratch CASCADE;

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::cluster::Cluster;
-use crate::run::{output, run, step};
+use crate::run::{output, step};
 use crate::setup::{ensure_base, install_extension, repo_root, PG_BIN};
 
 const DB: &str = "steward_bench";
@@ -99,17 +99,10 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut cluster = Cluster::create("bench", None, conf)?;
     cluster.start()?;
     step("loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to write)");
-    run(cluster
-        .psql("postgres")
-        .args(["-c", &format!("CREATE DATABASE {DB}")]))?;
-    run(cluster
-        .psql(DB)
-        .arg("-f")
-        .arg(repo_root().join("bench/tenant_page_setup.sql")))?;
-    run(cluster
-        .psql(DB)
-        .arg("-f")
-        .arg(repo_root().join("bench/write_setup.sql")))?;
+    cluster.create_database(
+        DB,
+        &["bench/tenant_page_setup.sql", "bench/write_setup.sql"],
+    )?;
 
     // `--only WORD` keeps the groups whose title contains WORD (for quick iterations; the
     // report then holds only those).

@@ -112,6 +112,12 @@ impl Cluster {
         }
     }
 
+    /// Deletes the cluster's directory (after `stop`).
+    pub fn remove(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Leaves the cluster running when this value is dropped.
     pub fn keep_running(&mut self) {
         self.keep = true;
@@ -127,6 +133,20 @@ impl Cluster {
         c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &self.host()])
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db]);
         c
+    }
+
+    /// Creates database `db` and runs the repository's SQL `files` in it, in order.
+    pub fn create_database(&self, db: &str, files: &[&str]) -> Result<()> {
+        run(self
+            .psql("postgres")
+            .args(["-c", &format!("CREATE DATABASE {db}")]))?;
+        for file in files {
+            run(self
+                .psql(db)
+                .arg("-f")
+                .arg(crate::setup::repo_root().join(file)))?;
+        }
+        Ok(())
     }
 
     pub fn conninfo(&self, db: &str, user: &str) -> String {

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use crate::cluster::{free_port, Cluster};
-use crate::run::{run, step};
+use crate::run::step;
 use crate::setup::{ensure_base, install_extension, repo_root, PG_BIN};
 
 const DB: &str = "steward_demo";
@@ -34,13 +34,7 @@ pub fn demo(args: &[String]) -> Result<()> {
     step(&format!(
         "creating database {DB} with two tenants (sql/demo.sql)"
     ));
-    run(cluster
-        .psql("postgres")
-        .args(["-c", &format!("CREATE DATABASE {DB}")]))?;
-    run(cluster
-        .psql(DB)
-        .arg("-f")
-        .arg(repo_root().join("sql/demo.sql")))?;
+    cluster.create_database(DB, &["sql/demo.sql"])?;
 
     step("the tour (sql/demo_tour.sql): each block connects as a different role");
     let mut tour = Command::new(format!("{PG_BIN}/psql"));

@@ -111,29 +111,26 @@ fn test(args: &[String]) -> Result<()> {
     }
     if wants("pg_test") {
         // The test cluster's directory must belong to postgres; pgrx creates data/ in it and
-        // puts the socket beside it.
-        let dir = std::path::PathBuf::from("/tmp/steward-pgtest");
+        // puts the socket beside it. Per process, so two test runs never share a cluster.
+        let dir = std::path::PathBuf::from(format!("/tmp/steward-pgtest-{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        run::run(Command::new("chown").args(["postgres:postgres", "/tmp/steward-pgtest"]))?;
+        run::run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        let pgdata = dir.join("data");
         suites.push(cargo_suite(
             "pg_test",
-            cargo(&root.join("extension")).args([
-                "pgrx",
-                "test",
-                "pg15",
-                "--runas",
-                "postgres",
-                "--pgdata",
-                "/tmp/steward-pgtest/data",
-            ]),
+            cargo(&root.join("extension"))
+                .args(["pgrx", "test", "pg15", "--runas", "postgres", "--pgdata"])
+                .arg(&pgdata),
         )?);
+        let _ = std::fs::remove_dir_all(&dir);
     }
     if wants("pg_regress") || wants("e2e") {
         install_extension(false)?;
-        let mut cluster = Cluster::create("test", None, "fsync = off\nsynchronous_commit = off")?;
+        let name = format!("test-{}", std::process::id());
+        let mut cluster = Cluster::create(&name, None, "fsync = off\nsynchronous_commit = off")?;
         cluster.start()?;
         if wants("pg_regress") {
             suites.push(pg_regress_suite(&cluster)?);
@@ -148,6 +145,7 @@ fn test(args: &[String]) -> Result<()> {
             )?);
         }
         cluster.stop();
+        cluster.remove();
     }
 
     if suites.is_empty() && only != Some("lint") {
