@@ -41,3 +41,28 @@ COMMIT;
 \echo '--- the next transaction on the same connection starts with no tenant again'
 SELECT count(*) FROM app.invoices;
 \echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+
+\echo '\n### 5. optimistic versions: a stale write fails instead of overwriting'
+\c - acme_analyst
+SELECT id, customer, amount, version FROM app.invoices WHERE id = 1;
+UPDATE app.invoices SET amount = 1300.00, version = 1 WHERE id = 1 RETURNING id, amount, version;
+\echo '--- a second writer that also read version 1: ST409'
+UPDATE app.invoices SET amount = 9.99, version = 1 WHERE id = 1;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+
+\echo '\n### 6. the audit trail: who, what, when and why'
+\c - api_service
+BEGIN;
+SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000a1', 'wile.e@acme.example');
+SELECT steward.annotate('TICKET-17: customer renamed', 'req-0042');
+UPDATE app.invoices SET customer = 'Road Runner Holdings' WHERE id = 1;
+COMMIT;
+\c - acme_analyst
+SELECT action, actor, reason, request_id, changed FROM steward.history('app.invoices', '{"id": 1}');
+\echo '--- nobody can rewrite it, not even a superuser with plain SQL: ST403'
+\c - postgres
+UPDATE steward.change_log SET actor = 'someone else';
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '--- seal the records into per-tenant hash chains and verify them'
+SELECT steward.seal_audit() AS sealed;
+SELECT tenant_id, sealed, ok FROM steward.verify_audit() ORDER BY tenant_id;

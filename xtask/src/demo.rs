@@ -56,7 +56,8 @@ pub fn demo(args: &[String]) -> Result<()> {
          SELECT steward.current_tenant(), steward.current_actor();\n  \
          INSERT INTO app.invoices (customer, amount) VALUES ('New Co', 10);  -- tenant filled in\n  \
          UPDATE app.invoices SET tenant_id = gen_random_uuid();  -- ST403: rows never move\n  \
-         BEGIN; SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000a1', 'me'); ... COMMIT;  -- as api_service\n\n\
+         BEGIN; SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000a1', 'me'); ... COMMIT;  -- as api_service\n  \
+         SELECT * FROM steward.history('app.invoices', '{{\"id\": 1}}');  -- who changed it, when, why\n\n\
          Stop it with: cargo xtask demo --stop",
         cluster.conninfo(DB, "acme_analyst"),
         cluster.conninfo(DB, "globex_analyst"),
