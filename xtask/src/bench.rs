@@ -88,14 +88,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     } else {
         Settings {
-            rounds: 3,
-            seconds: 8,
+            rounds: 5,
+            seconds: 6,
         }
     };
     ensure_base()?;
     install_extension(true)?;
     let conf = "shared_buffers = 1GB\nmax_connections = 50\nfsync = off\n\
-                synchronous_commit = off\njit = off";
+                synchronous_commit = off\njit = off\nautovacuum = off";
     let mut cluster = Cluster::create("bench", None, conf)?;
     cluster.start()?;
     step("loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to write)");
@@ -238,7 +238,9 @@ fn write_report(sections: &str, s: &Settings, quick: bool) -> Result<()> {
          interleaved (every round runs each once, in an order that rotates from round to round)\n\
          and repeated; a ratio is computed per round and reported as the median with its range.\n\n\
          - date: {}\n- machine: {cpus} cores; {}\n- settings: release build of the extension; a \
-         private cluster with shared_buffers = 1GB, fsync = off, synchronous_commit = off, jit = off; \
+         private cluster with shared_buffers = 1GB, fsync = off, synchronous_commit = off, jit = off, autovacuum = off (the \
+         write workloads insert hundreds of thousands of rows; a vacuum waking up during one workload's \
+         turn would decide its ratio); \
          pgbench -M prepared as the tenant role bench_tenant; {} rounds × {} s per workload\n{sections}\n{notes}",
         if quick { " --quick (short rounds: indicative only)" } else { "" },
         date.trim(),
