@@ -192,7 +192,7 @@ fn soft_delete(trigger: &PgTrigger<'_>) {
         if pg_sys::SPI_connect() < 0 {
             pgrx::error!("steward: SPI_connect failed");
         }
-        let rc = plans::execute_kept(t.tgoid, sql, &[param], None);
+        let rc = plans::execute_kept(t.tgoid, sql, &[param]);
         if rc != pg_sys::SPI_OK_UPDATE as i32 {
             pgrx::error!("steward: soft delete failed (SPI code {rc})");
         }

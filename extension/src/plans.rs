@@ -21,21 +21,12 @@ pub struct Param {
 }
 
 /// Runs `sql` (kept under `key`) with `params` in the current SPI connection, and returns
-/// SPI's result code. With `trigdata`, the firing statement's transition tables are visible.
+/// SPI's result code.
 ///
 /// # Safety
-/// Call between `SPI_connect` and `SPI_finish`; `trigdata`, when given, must be the trigger data
-/// of the trigger being run.
-pub unsafe fn execute_kept(
-    key: pg_sys::Oid,
-    sql: &CStr,
-    params: &[Param],
-    trigdata: Option<*mut pg_sys::TriggerData>,
-) -> i32 {
+/// Call between `SPI_connect` and `SPI_finish`.
+pub unsafe fn execute_kept(key: pg_sys::Oid, sql: &CStr, params: &[Param]) -> i32 {
     unsafe {
-        if let Some(td) = trigdata {
-            pg_sys::SPI_register_trigger_data(td);
-        }
         let plan = PLANS
             .with_borrow(|p| p.get(&key).copied())
             .unwrap_or_else(|| {

@@ -487,7 +487,7 @@ fn implicit_context() -> Result<Context> {
     }
 }
 
-/// The tenant in force, or ST001 with a message naming `what` was being done.
+/// The tenant in force, or the ST001 (or ST002) that `context` gives.
 pub fn require_tenant() -> Result<Uuid> {
     context().map(|c| c.tenant)
 }
