@@ -160,22 +160,14 @@ struct LogArgs<'a> {
 }
 
 fn log_args<'a>(trigger: &'a PgTrigger<'a>) -> LogArgs<'a> {
-    let t = trigger.trigger();
-    let arg = |n: usize| -> &'a str {
-        if (t.tgnargs as usize) <= n {
-            return "";
-        }
-        unsafe { CStr::from_ptr(*t.tgargs.add(n)) }
-            .to_str()
-            .unwrap_or("")
-    };
+    let arg = |n: usize| crate::govern::trigger_arg(trigger, n);
     LogArgs {
         audited: arg(0) == "t",
         evented: arg(1) == "t",
         soft_delete: arg(2) == "t",
         table_name: arg(3),
         short_name: arg(4),
-        pk: (5..t.tgnargs as usize).map(arg).collect(),
+        pk: (5..trigger.trigger().tgnargs as usize).map(arg).collect(),
     }
 }
 

@@ -47,14 +47,19 @@ fn check_own_row(
     Ok(())
 }
 
-/// The trigger's `n`th argument (0-based), as `govern` wrote it; "" when absent.
-fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
+/// The trigger's `n`th argument (0-based), as `govern` wrote it, if there is one.
+pub(crate) fn trigger_arg_cstr<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> Option<&'a CStr> {
     let t = trigger.trigger();
     if (t.tgnargs as usize) <= n || t.tgargs.is_null() {
-        return "";
+        return None;
     }
-    unsafe { CStr::from_ptr(*t.tgargs.add(n)) }
-        .to_str()
+    Some(unsafe { CStr::from_ptr(*t.tgargs.add(n)) })
+}
+
+/// The trigger's `n`th argument (0-based) as text; "" when absent.
+pub(crate) fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
+    trigger_arg_cstr(trigger, n)
+        .and_then(|c| c.to_str().ok())
         .unwrap_or("")
 }
 
@@ -180,9 +185,9 @@ fn row_guard<'a>(
 /// table (`UPDATE ... SET deleted_at = now() WHERE ctid = $1`). It runs with the extension
 /// owner's privileges and fires the update guard and the change log like any update; the log
 /// records it as a DELETE.
-fn soft_delete(trigger: &PgTrigger<'_>) {
+fn soft_delete<'a>(trigger: &'a PgTrigger<'a>) {
     let t = trigger.trigger();
-    let sql = unsafe { CStr::from_ptr(*t.tgargs.add(2)) };
+    let sql = trigger_arg_cstr(trigger, 2).expect("row_guard checked the soft-delete statement");
     let mut ctid = unsafe { (*trigger.trigger_data().tg_trigtuple).t_self };
     let param = plans::Param {
         datum: Some(pg_sys::Datum::from(std::ptr::from_mut(&mut ctid))),
