@@ -308,6 +308,27 @@ SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id
  WHERE c.audited;
 GRANT SELECT ON steward.audit_log TO PUBLIC;
 
+-- A row's records: the sealed ones through the seals' row_hash index, the unsealed tail (every
+-- record at or above the sealed horizon) through the log's (txid, id) index. Nothing on the
+-- write path serves this lookup; seal_audit() keeps the tail short.
+CREATE FUNCTION steward._row_records(rel oid, row_key jsonb)
+RETURNS SETOF steward.change_log
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.*
+      FROM steward.change_log c
+     WHERE c.id IN (SELECT s.record_id FROM steward.audit_seals s
+                     WHERE s.row_hash = steward._internal_row_hash(_row_records.rel, _row_records.row_key))
+       AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key
+    UNION ALL
+    SELECT c.*
+      FROM steward.change_log c
+     WHERE c.txid >= (SELECT x.horizon FROM steward.seal_state x)
+       AND c.row_hash = steward._internal_row_hash(_row_records.rel, _row_records.row_key)
+       AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key
+$$;
+
 -- A row's records, oldest first.
 CREATE FUNCTION steward.history(rel regclass, row_key jsonb)
 RETURNS SETOF steward.audit_log
@@ -316,9 +337,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id,
            c.table_name, c.row_key, c.action, c.old_row, c.new_row, c.changed
-      FROM steward.change_log c
-     WHERE c.row_hash = steward._internal_row_hash(history.rel::oid, history.row_key)
-       AND c.audited AND c.rel = history.rel::oid AND c.row_key = history.row_key
+      FROM steward._row_records(history.rel::oid, history.row_key) c
+     WHERE c.audited
      ORDER BY c.id
 $$;
 
@@ -329,9 +349,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN c.action = 'DELETE' THEN NULL ELSE c.new_row END
-      FROM steward.change_log c
-     WHERE c.row_hash = steward._internal_row_hash(row_as_of.rel::oid, row_as_of.row_key)
-       AND c.audited AND c.rel = row_as_of.rel::oid AND c.row_key = row_as_of.row_key
+      FROM steward._row_records(row_as_of.rel::oid, row_as_of.row_key) c
+     WHERE c.audited
        AND c.action IN ('INSERT', 'UPDATE', 'DELETE') AND c.occurred_at <= row_as_of.at
      ORDER BY c.id DESC
      LIMIT 1
@@ -340,6 +359,9 @@ $$;
 ------------------------------------------------------------------------------------------------
 -- Tamper evidence: a per-tenant SHA-256 hash chain over the change log
 ------------------------------------------------------------------------------------------------
+
+CREATE POLICY steward_tenant ON steward.audit_seals FOR SELECT
+    USING (tenant_id = (SELECT steward.current_tenant()));
 
 CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.audit_seals
     FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
@@ -361,19 +383,22 @@ AS $$
         c.id, c.tenant_id, c.txid::text,
         to_char(c.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
         c.actor, c.reason, c.request_id, c.traceparent, c.rel, c.table_name, c.row_key, c.action,
-        c.event_id, c.event_type, c.audited, c.evented, encode(payload_digest, 'hex'))::text, 'UTF8'))
+        c.event_id, c.event_type, c.audited, c.evented, c.aggregate_type, c.aggregate_id,
+        c.schema_version, c.headers, encode(payload_digest, 'hex'))::text, 'UTF8'))
 $$;
 
 -- Seals every record whose transaction has finished and that is not sealed yet, per tenant, in
 -- id order. A record whose transaction is still running is left for a later seal: nothing is
--- skipped and the chain never forks. Sealers take turns (an advisory lock).
+-- skipped and the chain never forks. Sealers take turns (an advisory lock). Each run reads only
+-- the records from the previous run's horizon up to its own (the (txid, id) index).
 CREATE FUNCTION steward.seal_audit()
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    upto    xid8;
+    since   xid8;
     r       steward.change_log;
     last    record;
     cur_t   uuid;
@@ -384,12 +409,12 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('steward.seal_audit'));
     -- After the lock, with a fresh snapshot: what others sealed meanwhile is visible.
-    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    upto := pg_snapshot_xmin(pg_current_snapshot());
+    SELECT x.horizon INTO since FROM steward.seal_state x;
     FOR r IN
         SELECT c.*
           FROM steward.change_log c
-         WHERE c.txid < horizon
-           AND NOT EXISTS (SELECT 1 FROM steward.audit_seals s WHERE s.record_id = c.id)
+         WHERE c.txid >= since AND c.txid < upto
          ORDER BY c.tenant_id, c.id
     LOOP
         IF cur_t IS DISTINCT FROM r.tenant_id THEN
@@ -402,10 +427,11 @@ BEGIN
         pd := steward._payload_digest(r);
         pos := pos + 1;
         prev := sha256(prev || steward._record_digest(r, pd));
-        INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin)
-        VALUES (r.id, cur_t, pos, pd, prev, horizon);
+        INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, row_hash)
+        VALUES (r.id, cur_t, pos, pd, prev, upto, r.row_hash);
         total := total + 1;
     END LOOP;
+    UPDATE steward.seal_state x SET horizon = upto WHERE x.horizon < upto;
     RETURN total;
 END
 $$;

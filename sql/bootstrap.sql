@@ -82,11 +82,19 @@ CREATE TABLE steward.change_log (
     event_type  text,               -- e.g. projects.updated
     audited     boolean NOT NULL,   -- shown by steward.audit_log
     evented     boolean NOT NULL,   -- shown by steward.outbox
-    erased_at   timestamptz         -- set when steward.erase() removed the personal payload
+    erased_at   timestamptz,        -- set when steward.erase() removed the personal payload
+    -- Domain events only (steward.emit); a row event's are derived from rel and row_key.
+    aggregate_type text,
+    aggregate_id   text,
+    schema_version integer,
+    headers        jsonb              -- the headers emit() was given, beyond actor and annotations
 );
--- history(), row_as_of() and erase() find a row's records by a 64-bit hash of table and key
--- (a btree on bigint is the cheapest index to maintain on every write), then compare the key.
-CREATE INDEX change_log_row ON steward.change_log (row_hash);
+-- The commit-safe order: a record whose transaction id is below the oldest running one is final
+-- (no transaction can add below it), so consumers and sealing walk (txid, id). Both indexes
+-- grow at their right edge; nothing on the write path lands on a random page. A row's records
+-- are found through the seals (sealed records) and this index (the unsealed tail): see
+-- steward._row_records.
+CREATE INDEX change_log_order ON steward.change_log (txid, id);
 
 -- Tenant roles read their tenant's records; nobody writes them but steward.
 ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -104,6 +112,21 @@ CREATE TABLE steward.audit_seals (
     hash           bytea NOT NULL,
     sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    row_hash       bigint,                    -- the record's row_hash: finds a row's sealed records
     UNIQUE (tenant_id, seq)
 );
+CREATE INDEX audit_seals_row ON steward.audit_seals (row_hash);
+-- A tenant role reads its own tenant's seals (history() finds sealed records through them).
+ALTER TABLE steward.audit_seals ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON steward.audit_seals FROM PUBLIC;
+GRANT SELECT ON steward.audit_seals TO PUBLIC;
+
+-- How far sealing has come: every record whose txid is below `horizon` is sealed. One row,
+-- written only by steward.seal_audit(); history() scans the log only from here.
+CREATE TABLE steward.seal_state (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    horizon xid8 NOT NULL
+);
+INSERT INTO steward.seal_state (horizon) VALUES ('0');
+REVOKE ALL ON steward.seal_state FROM PUBLIC;
+GRANT SELECT ON steward.seal_state TO PUBLIC;

@@ -89,8 +89,8 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                 let erased = client.update(
                     "UPDATE steward.change_log
                         SET old_row = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                      WHERE row_hash = steward._internal_row_hash($1, $2) AND rel = $1
-                        AND row_key = $2 AND erased_at IS NULL AND action <> 'ERASE'
+                      WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r)
+                        AND erased_at IS NULL AND action <> 'ERASE'
                   RETURNING tenant_id, table_name",
                     None,
                     &[rel.into(), pgrx::JsonB(key.clone()).into()],

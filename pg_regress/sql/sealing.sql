@@ -87,6 +87,21 @@ ROLLBACK;
 -- Untouched, the chains verify against the witness too.
 SELECT bool_and(ok) AS all_ok FROM steward.verify_audit(heads => (SELECT heads FROM public.witness));
 
+-- history() finds a row's records on both sides of the sealed horizon: sealed ones through
+-- the seals, newer ones in the unsealed tail. Here task 1 has both.
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example') IS NOT NULL AS entered;
+UPDATE app.tasks SET title = 'order two anvils' WHERE id = 1;
+SELECT array_agg(h.action ORDER BY h.id) AS history_of_task_1,
+       count(*) FILTER (WHERE s.record_id IS NOT NULL) AS sealed,
+       count(*) FILTER (WHERE s.record_id IS NULL) AS unsealed,
+       count(*) = (SELECT count(*) FROM steward.change_log c
+                    WHERE c.table_name = 'app.tasks' AND c.row_key = '{"id": 1}') AS all_found
+  FROM steward.history('app.tasks', '{"id": 1}') h
+  LEFT JOIN steward.audit_seals s ON s.record_id = h.id;
+SELECT steward.row_as_of('app.tasks', '{"id": 1}', now()) ->> 'title' AS title_now;
+COMMIT;
+
 -- Erasure: a customer asks to be forgotten. The payload goes; the records, who, when, why and
 -- the proof stay.
 SELECT steward.erase('app.tasks', '{"id": 1}', 'GDPR request 2026-113') AS records_erased;
@@ -103,7 +118,14 @@ SELECT steward.erase('app.tasks', '{"id": 5}', 'curious');
 \echo :LAST_ERROR_SQLSTATE
 SELECT steward.seal_audit();
 \echo :LAST_ERROR_SQLSTATE
-SELECT * FROM steward.audit_seals;
+-- They read their own tenant's seals (history() finds sealed records through them), no other
+-- tenant's, and cannot write any.
+SELECT count(DISTINCT tenant_id) AS tenants, bool_and(tenant_id = steward.current_tenant()) AS own_only
+  FROM steward.audit_seals;
+INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin)
+VALUES (1000, steward.current_tenant(), 1000, '', '', '1');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE steward.seal_state SET horizon = '1';
 \echo :LAST_ERROR_SQLSTATE
 \c - postgres
 DROP TABLE public.witness;
