@@ -390,7 +390,9 @@ $$;
 -- Seals every record whose transaction has finished and that is not sealed yet, per tenant, in
 -- id order. A record whose transaction is still running is left for a later seal: nothing is
 -- skipped and the chain never forks. Sealers take turns (an advisory lock). Each run reads only
--- the records from the previous run's horizon up to its own (the (txid, id) index).
+-- the records from the previous run's horizon up to its own (the (txid, id) index). Each tenant
+-- whose chain advanced gets a `steward.audit.sealed` event carrying its new head, so consumers
+-- outside hold a witness (a run that seals only such events emits none, or it never settles).
 CREATE FUNCTION steward.seal_audit()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -405,6 +407,8 @@ DECLARE
     prev    bytea;
     pos     bigint;
     pd      bytea;
+    last_id bigint;
+    witness boolean := false;
     total   bigint := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('steward.seal_audit'));
@@ -418,7 +422,11 @@ BEGIN
          ORDER BY c.tenant_id, c.id
     LOOP
         IF cur_t IS DISTINCT FROM r.tenant_id THEN
+            IF witness THEN
+                PERFORM steward._witness(cur_t, last_id, prev);
+            END IF;
             cur_t := r.tenant_id;
+            witness := false;
             SELECT s.seq, s.hash INTO last
               FROM steward.audit_seals s WHERE s.tenant_id = cur_t ORDER BY s.seq DESC LIMIT 1;
             pos := coalesce(last.seq, 0);
@@ -429,11 +437,34 @@ BEGIN
         prev := sha256(prev || steward._record_digest(r, pd));
         INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, row_hash)
         VALUES (r.id, cur_t, pos, pd, prev, upto, r.row_hash);
+        last_id := r.id;
+        witness := witness OR r.event_type IS DISTINCT FROM 'steward.audit.sealed';
         total := total + 1;
     END LOOP;
+    IF witness THEN
+        PERFORM steward._witness(cur_t, last_id, prev);
+    END IF;
     UPDATE steward.seal_state x SET horizon = upto WHERE x.horizon < upto;
     RETURN total;
 END
+$$;
+
+-- The witness event of a seal: the tenant's new head, in the shape audit_heads() returns, so a
+-- consumer can pass the heads it kept to verify_audit(heads => ...).
+CREATE FUNCTION steward._witness(tenant uuid, sealed_through bigint, head bytea)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO steward.change_log
+        (tenant_id, actor, action, new_row, event_id, event_type, audited, evented,
+         aggregate_type, aggregate_id, schema_version)
+    VALUES (tenant, session_user, 'EVENT',
+            jsonb_build_object('tenant_id', tenant, 'sealed_through', sealed_through,
+                               'head', encode(head, 'hex')),
+            steward._internal_uuid_v7(), 'steward.audit.sealed', false, true,
+            'steward.audit', tenant::text, 1);
+    SELECT pg_notify('steward_outbox', '');
 $$;
 
 -- Erasure: removes a row's personal payload from its records, keeps the records and the proof.
@@ -485,7 +516,20 @@ BEGIN
         FOR s IN SELECT * FROM steward.audit_seals x WHERE x.tenant_id = t ORDER BY x.seq LOOP
             n := n + 1;
             SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-            IF c.id IS NULL OR s.seq <> n OR c.tenant_id <> t THEN
+            IF c.id IS NULL THEN
+                -- Pruned by prune_outbox(): its tombstone keeps the record's digest.
+                SELECT x.record_digest INTO pd FROM steward.outbox_tombstones x
+                 WHERE x.record_id = s.record_id AND x.tenant_id = t;
+                IF NOT FOUND OR s.seq <> n THEN
+                    bad := s.record_id; EXIT;
+                END IF;
+                prev := sha256(prev || pd);
+                IF prev <> s.hash THEN
+                    bad := s.record_id; EXIT;
+                END IF;
+                CONTINUE;
+            END IF;
+            IF s.seq <> n OR c.tenant_id <> t THEN
                 bad := s.record_id; EXIT;
             END IF;
             pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c) ELSE s.payload_digest END;
@@ -522,6 +566,230 @@ BEGIN
     END LOOP;
 END
 $$;
+
+------------------------------------------------------------------------------------------------
+-- The change log's outbox face
+------------------------------------------------------------------------------------------------
+
+-- One row per event: row events of governed tables with `events`, domain events from emit(),
+-- and steward's own (steward.audit.sealed). The same records the audit face shows; nothing is
+-- stored twice. Tenant roles see their own tenant's events (the log's RLS).
+CREATE VIEW steward.outbox WITH (security_invoker = true) AS
+SELECT c.id, c.event_id, c.tenant_id, c.txid, c.occurred_at, c.event_type,
+       coalesce(c.aggregate_type, c.table_name) AS aggregate_type,
+       coalesce(c.aggregate_id, steward._internal_aggregate_id(c.row_key)) AS aggregate_id,
+       c.schema_version,
+       CASE WHEN c.action = 'DELETE' THEN c.old_row ELSE c.new_row END AS payload,
+       coalesce(c.headers, '{}'::jsonb)
+         || jsonb_strip_nulls(jsonb_build_object('actor', c.actor, 'reason', c.reason,
+                                                 'request_id', c.request_id,
+                                                 'traceparent', c.traceparent)) AS headers
+  FROM steward.change_log c
+ WHERE c.evented;
+GRANT SELECT ON steward.outbox TO PUBLIC;
+
+CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON steward.event_types FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+
+CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.outbox_tombstones
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.outbox_tombstones
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+
+-- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
+-- an all-tenant consumer from a trusted role or superuser outside any tenant.
+CREATE FUNCTION steward._consumer(name text)
+RETURNS steward.consumers
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k     steward.consumers;
+    scope uuid := steward._internal_consumer_scope();
+BEGIN
+    SELECT * INTO k FROM steward.consumers x WHERE x.name = _consumer.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('consumer "%s" does not exist', name),
+            HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest'').';
+    END IF;
+    IF k.tenant_id IS DISTINCT FROM scope THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST002',
+            MESSAGE = format('consumer "%s" reads %s; the caller is %s', name,
+                             coalesce('tenant ' || k.tenant_id, 'every tenant'),
+                             coalesce('in tenant ' || scope, 'outside any tenant')),
+            HINT = 'A tenant''s consumer is used from inside that tenant; an all-tenant consumer by a trusted role outside any tenant.';
+    END IF;
+    RETURN k;
+END
+$$;
+
+-- A named cursor. 'latest' starts after what is final now; 'earliest' replays every retained
+-- event. Created inside a tenant, it reads that tenant's events; by a trusted role or superuser
+-- outside any tenant, every tenant's.
+CREATE FUNCTION steward.create_consumer(name text, start text DEFAULT 'latest')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    scope uuid := steward._internal_consumer_scope();
+BEGIN
+    IF start IS NULL OR start NOT IN ('latest', 'earliest') THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.create_consumer: start must be ''latest'' or ''earliest'', not %L', start),
+            HINT = 'To start at a moment, create the consumer and call steward.seek(name, time).';
+    END IF;
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.create_consumer: %L is not a valid consumer name', name),
+            HINT = 'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.';
+    END IF;
+    INSERT INTO steward.consumers (name, tenant_id, pos_txid, pos_id, created_by)
+    VALUES (create_consumer.name, scope,
+            CASE start WHEN 'earliest' THEN '0'::xid8 ELSE pg_snapshot_xmin(pg_current_snapshot()) END,
+            0, session_user);
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION USING ERRCODE = 'ST400',
+        MESSAGE = format('consumer "%s" already exists', name),
+        HINT = 'Use it, move it with steward.seek(), or pick another name.';
+END
+$$;
+
+-- The next events after the consumer's position, in the commit-safe order (txid, id), up to
+-- the horizon: every transaction below it has finished, so no event can still appear before
+-- what is returned. An event of a transaction still running holds later ones back; it is
+-- never skipped. poll() does not move the position: ack() does.
+CREATE FUNCTION steward.poll(consumer text, max_events int DEFAULT 100)
+RETURNS SETOF steward.outbox
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k       steward.consumers := steward._consumer(consumer);
+    horizon xid8;
+BEGIN
+    IF max_events IS NULL OR max_events < 1 OR max_events > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.poll: max_events must be between 1 and 10000, not %s', max_events),
+            HINT = 'Poll in batches of 100 to 1000.';
+    END IF;
+    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    IF k.tenant_id IS NULL THEN
+        RETURN QUERY
+            SELECT o.* FROM steward.outbox o
+             WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
+             ORDER BY o.txid, o.id
+             LIMIT max_events;
+    ELSE
+        RETURN QUERY
+            SELECT o.* FROM steward.outbox o
+             WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
+               AND o.tenant_id = k.tenant_id
+             ORDER BY o.txid, o.id
+             LIMIT max_events;
+    END IF;
+END
+$$;
+
+-- Moves the consumer past `through_id` and everything before it in the order. Acking what is
+-- already behind the position does nothing (a relay may ack twice).
+CREATE FUNCTION steward.ack(consumer text, through_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k steward.consumers := steward._consumer(consumer);
+    e record;
+BEGIN
+    SELECT o.txid, o.id, o.tenant_id INTO e FROM steward.outbox o WHERE o.id = through_id;
+    IF NOT FOUND OR (k.tenant_id IS NOT NULL AND e.tenant_id <> k.tenant_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', through_id, consumer),
+            HINT = 'Ack the id of the last event poll() returned.';
+    END IF;
+    IF e.txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.ack: event %s of consumer "%s" is not deliverable yet: an earlier transaction is still running', through_id, consumer),
+            HINT = 'Ack only ids that poll() returned; it holds back events behind a running transaction.';
+    END IF;
+    UPDATE steward.consumers x
+       SET pos_txid = e.txid, pos_id = e.id, acked_at = now()
+     WHERE x.name = consumer AND (x.pos_txid, x.pos_id) < (e.txid, e.id);
+END
+$$;
+
+-- Moves the consumer to the first event that occurred at or after `to_time` (back to replay,
+-- or forward to skip). Never past a transaction still running.
+CREATE FUNCTION steward.seek(consumer text, to_time timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k       steward.consumers := steward._consumer(consumer);
+    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    e       record;
+BEGIN
+    IF to_time IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'ST400',
+            MESSAGE = format('steward.seek: consumer "%s" needs a time to seek to', consumer),
+            HINT = 'Pass a timestamptz, e.g. now() - interval ''1 hour''.';
+    END IF;
+    SELECT o.txid, o.id INTO e FROM steward.outbox o
+     WHERE o.occurred_at >= to_time AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+     ORDER BY o.txid, o.id LIMIT 1;
+    IF NOT FOUND OR e.txid >= horizon THEN
+        UPDATE steward.consumers x SET pos_txid = horizon, pos_id = 0 WHERE x.name = consumer;
+    ELSE
+        UPDATE steward.consumers x SET pos_txid = e.txid, pos_id = e.id - 1 WHERE x.name = consumer;
+    END IF;
+END
+$$;
+
+-- Per consumer: events behind its position, how many poll() can return now (deliverable) and
+-- how many wait behind a running transaction (held_back, with the oldest running transaction
+-- that holds them: pg_stat_activity.backend_xid), and the oldest unacked event's age.
+CREATE FUNCTION steward._consumer_lag()
+RETURNS TABLE (consumer text, tenant_id uuid, behind bigint, deliverable bigint, held_back bigint,
+               oldest_unacked_at timestamptz, oldest_unacked_age interval, held_by xid8,
+               acked_at timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.name, k.tenant_id, l.behind, l.deliverable, l.behind - l.deliverable,
+           l.oldest, now() - l.oldest,
+           CASE WHEN l.behind > l.deliverable THEN h.horizon END,
+           k.acked_at
+      FROM steward.consumers k
+     CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) h
+     CROSS JOIN LATERAL (
+           SELECT count(*) AS behind,
+                  count(*) FILTER (WHERE o.txid < h.horizon) AS deliverable,
+                  min(o.occurred_at) AS oldest
+             FROM steward.outbox o
+            WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id)
+              AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)) l
+     WHERE steward._internal_consumer_visible(k.tenant_id)
+     ORDER BY k.name
+$$;
+CREATE VIEW steward.consumer_lag AS SELECT * FROM steward._consumer_lag();
+GRANT SELECT ON steward.consumer_lag TO PUBLIC;
+
+-- Removes what no face needs any more: events the audit face does not show, sealed, older than
+-- `retention`, and acked by every consumer that can read them. Each leaves a tombstone with its
+-- record digest; verify_audit() stays ok.
+CREATE FUNCTION steward.prune_outbox(retention interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT steward._internal_prune_outbox(retention) $$;
 
 -- Brings back a soft-deleted row of the caller's tenant (recorded as an INSERT).
 CREATE FUNCTION steward.restore(rel regclass, row_key jsonb)
@@ -610,7 +878,11 @@ REVOKE ALL ON FUNCTION
     steward.audit_heads(),
     steward.verify_audit(uuid, jsonb),
     steward.erase(regclass, jsonb, text),
-    steward._internal_erase(oid, jsonb, text)
+    steward._internal_erase(oid, jsonb, text),
+    steward._witness(uuid, bigint, bytea),
+    steward.register_event_type(text, integer, jsonb),
+    steward.prune_outbox(interval),
+    steward._internal_prune_outbox(interval)
 FROM PUBLIC;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without
 -- this, a role that can create a table could attach the log trigger to it and forge records.

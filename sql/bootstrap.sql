@@ -130,3 +130,39 @@ CREATE TABLE steward.seal_state (
 INSERT INTO steward.seal_state (horizon) VALUES ('0');
 REVOKE ALL ON steward.seal_state FROM PUBLIC;
 GRANT SELECT ON steward.seal_state TO PUBLIC;
+
+-- The outbox face's consumers: named cursors into the commit-safe order (txid, id). A consumer
+-- has read everything at or below its position. tenant_id NULL: every tenant (created by a
+-- trusted role or superuser outside any tenant); else one tenant's events only.
+CREATE TABLE steward.consumers (
+    name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,128}$'),
+    tenant_id  uuid,
+    pos_txid   xid8 NOT NULL,
+    pos_id     bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by text NOT NULL,
+    acked_at   timestamptz
+);
+REVOKE ALL ON steward.consumers FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('steward.consumers', '');
+
+-- JSON Schemas for event types: emit() validates a payload against its type's highest version.
+CREATE TABLE steward.event_types (
+    event_type     text NOT NULL,
+    schema_version integer NOT NULL CHECK (schema_version >= 1),
+    json_schema    jsonb NOT NULL,
+    registered_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (event_type, schema_version)
+);
+REVOKE ALL ON steward.event_types FROM PUBLIC;
+GRANT SELECT ON steward.event_types TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('steward.event_types', '');
+
+-- What prune_outbox() removed: the record's digest stands in for it in the seal chain.
+CREATE TABLE steward.outbox_tombstones (
+    record_id     bigint PRIMARY KEY,
+    tenant_id     uuid NOT NULL,
+    record_digest bytea NOT NULL,
+    pruned_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON steward.outbox_tombstones FROM PUBLIC;

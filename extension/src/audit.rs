@@ -18,6 +18,8 @@ use crate::tenancy;
 thread_local! {
     /// True only while `steward.erase` rewrites records.
     static ERASING: Cell<bool> = const { Cell::new(false) };
+    /// True only while `steward.prune_outbox` removes records it has tombstoned.
+    static PRUNING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A new UUIDv7: a millisecond timestamp, then random bits; sorts by creation time.
@@ -32,6 +34,9 @@ fn log_guard<'a>(
     let op = trigger.op().ok();
     if matches!(op, Some(PgTriggerOperation::Update)) && ERASING.get() {
         return Ok(trigger.new());
+    }
+    if matches!(op, Some(PgTriggerOperation::Delete)) && PRUNING.get() {
+        return Ok(trigger.old());
     }
     let verb = match op {
         Some(PgTriggerOperation::Update) => "UPDATE",
@@ -59,17 +64,69 @@ fn _internal_log_guard<'a>(
     Ok(or_raise(log_guard(trigger)))
 }
 
-/// Runs `f` with the append-only guard letting updates through (for `steward.erase`).
-fn while_erasing<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset;
+/// Runs `f` with `flag` set, so that the append-only guard lets steward's own rewrite through
+/// (updates for `steward.erase`, deletes for `steward.prune_outbox`).
+fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(&'static std::thread::LocalKey<Cell<bool>>);
     impl Drop for Reset {
         fn drop(&mut self) {
-            ERASING.set(false);
+            self.0.set(false);
         }
     }
-    ERASING.set(true);
-    let _reset = Reset;
+    flag.set(true);
+    let _reset = Reset(flag);
     f()
+}
+
+/// Removes records only the outbox face needed: events not shown by the audit face, sealed,
+/// older than `retention`, and acked by every consumer that can read them. Each leaves a
+/// tombstone with its record digest, so the chain still verifies.
+fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
+    tenancy::as_extension_owner(|| {
+        with_flag(&PRUNING, || {
+            Spi::connect_mut(|client| {
+                let pruned = client.update(
+                    "WITH doomed AS (
+                         SELECT c.id, c.tenant_id, steward._record_digest(c, s.payload_digest) AS digest
+                           FROM steward.change_log c
+                           JOIN steward.audit_seals s ON s.record_id = c.id
+                          WHERE c.evented AND NOT c.audited
+                            AND c.occurred_at < pg_catalog.now() - $1
+                            AND NOT EXISTS (
+                                SELECT 1 FROM steward.consumers k
+                                 WHERE (k.tenant_id IS NULL OR k.tenant_id = c.tenant_id)
+                                   AND (c.txid, c.id) > (k.pos_txid, k.pos_id))
+                     )
+                     INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
+                     SELECT id, tenant_id, digest FROM doomed
+                     RETURNING record_id",
+                    None,
+                    &[retention.into()],
+                )?;
+                let count = pruned.len() as i64;
+                client.update(
+                    "DELETE FROM steward.change_log c
+                      WHERE c.id IN (SELECT t.record_id FROM steward.outbox_tombstones t
+                                      WHERE t.pruned_at = pg_catalog.now())",
+                    None,
+                    &[],
+                )?;
+                Ok::<_, pgrx::spi::Error>(count)
+            })
+        })
+    })
+    .map_err(|e| {
+        StewardError::bad_argument(
+            format!("steward.prune_outbox failed: {e}"),
+            "Check the retention interval.",
+        )
+    })
+}
+
+/// `steward.prune_outbox(retention)`: see [`prune`]. Returns how many records it removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_prune_outbox(retention: pgrx::datum::Interval) -> i64 {
+    or_raise(prune(retention))
 }
 
 fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors::Result<i64> {
@@ -84,7 +141,7 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
         .unwrap_or_else(|_| tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }));
     let key = row_key.0.clone();
     tenancy::as_extension_owner(|| {
-        while_erasing(|| {
+        with_flag(&ERASING, || {
             Spi::connect_mut(|client| {
                 let erased = client.update(
                     "UPDATE steward.change_log
@@ -339,7 +396,7 @@ fn attnum_of(tupdesc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
 
 /// The change log's columns that a record sets.
 #[derive(Clone, Copy)]
-enum Col {
+pub enum Col {
     Id,
     TenantId,
     Txid,
@@ -360,10 +417,14 @@ enum Col {
     EventType,
     Audited,
     Evented,
+    AggregateType,
+    AggregateId,
+    SchemaVersion,
+    Headers,
 }
 
 impl Col {
-    const COUNT: usize = Col::Evented as usize + 1;
+    const COUNT: usize = Col::Headers as usize + 1;
 }
 
 /// The change log's column names, in the order of `Col`.
@@ -388,6 +449,10 @@ const COLUMNS: [&str; Col::COUNT] = [
     "event_type",
     "audited",
     "evented",
+    "aggregate_type",
+    "aggregate_id",
+    "schema_version",
+    "headers",
 ];
 
 /// Where each column sits in `steward.change_log`, and the sequence behind its id: looked up
@@ -422,8 +487,85 @@ unsafe fn log_layout(log_oid: pg_sys::Oid, log_desc: pg_sys::TupleDesc) -> LogLa
     layout
 }
 
-fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
+pub fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
     v.and_then(|s| s.into_datum())
+}
+
+/// A change-log record being formed: the value of each column it sets (unset ones are NULL).
+pub struct Record {
+    values: [Option<pg_sys::Datum>; Col::COUNT],
+}
+
+impl Record {
+    /// A record of the current transaction by `context`'s actor in its tenant, with the
+    /// transaction's annotations.
+    pub fn new(context: &tenancy::Context) -> Record {
+        let notes = tenancy::annotations();
+        let mut r = Record {
+            values: [None; Col::COUNT],
+        };
+        r.set(Col::TenantId, context.tenant.into_datum());
+        r.set(Col::Actor, text(Some(&context.actor)));
+        r.set(Col::Reason, text(notes.reason.as_deref()));
+        r.set(Col::RequestId, text(notes.request_id.as_deref()));
+        r.set(Col::Traceparent, text(notes.traceparent.as_deref()));
+        r
+    }
+
+    pub fn set(&mut self, column: Col, value: Option<pg_sys::Datum>) {
+        self.values[column as usize] = value;
+    }
+
+    /// Inserts the record with its index entries, in the current transaction: the id from the
+    /// log's sequence, the transaction's id and start time, a fresh UUIDv7 event id. An evented
+    /// record makes sure `NOTIFY steward_outbox` goes out at commit. Returns the event id.
+    pub fn insert(mut self) -> pgrx::Uuid {
+        let event_id = pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
+        let evented = self.values[Col::Evented as usize] == true.into_datum();
+        unsafe {
+            let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
+            let log_oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), ns);
+            let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
+            let log_desc = (*log).rd_att;
+            let layout = log_layout(log_oid, log_desc);
+            // The record is steward's write, not the caller's: nextval checks privileges.
+            let id = tenancy::as_extension_owner(|| {
+                pg_sys::OidFunctionCall1Coll(
+                    pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(layout.id_sequence),
+                )
+            });
+            self.set(Col::Id, Some(id));
+            self.set(
+                Col::Txid,
+                Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
+            );
+            self.set(
+                Col::OccurredAt,
+                Some(pg_sys::Datum::from(
+                    pg_sys::GetCurrentTransactionStartTimestamp(),
+                )),
+            );
+            self.set(Col::EventId, event_id.into_datum());
+            let natts = (*log_desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            for (column, value) in self.values.iter().enumerate() {
+                if let (Some(i), Some(v)) = (layout.attnums[column], value) {
+                    values[i] = *v;
+                    nulls[i] = false;
+                }
+            }
+            let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::CatalogTupleInsert(log, tuple);
+            pg_sys::table_close(log, pg_sys::NoLock as i32);
+        }
+        if evented {
+            crate::outbox::notify_at_commit();
+        }
+        event_id
+    }
 }
 
 fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
@@ -438,7 +580,6 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         return Ok(()); // an update that changed nothing writes nothing
     }
     let context = tenancy::context()?;
-    let notes = tenancy::annotations();
     let args = log_args(trigger);
     let tgoid = trigger.trigger().tgoid;
     unsafe {
@@ -455,8 +596,6 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
         let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.pk);
-        // The guards made sure the row is in the context's tenant.
-        let tenant = context.tenant;
 
         let (mut action, mut suffix) = match (old.is_null(), new.is_null()) {
             (true, false) => ("INSERT", "created"),
@@ -482,63 +621,20 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         }
         let event_type = format!("{}.{suffix}", args.short_name);
 
-        // The record, column by column.
-        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
-        let log_oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), ns);
-        let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
-        let log_desc = (*log).rd_att;
-        let layout = log_layout(log_oid, log_desc);
-        let natts = (*log_desc).natts as usize;
-        let mut values = vec![pg_sys::Datum::from(0); natts];
-        let mut nulls = vec![true; natts];
-        let mut set = |column: Col, v: Option<pg_sys::Datum>| {
-            if let (Some(i), Some(v)) = (layout.attnums[column as usize], v) {
-                values[i] = v;
-                nulls[i] = false;
-            }
-        };
-        // The record is steward's write, not the caller's: nextval checks privileges.
-        let id = tenancy::as_extension_owner(|| {
-            pg_sys::OidFunctionCall1Coll(
-                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
-                pg_sys::InvalidOid,
-                pg_sys::Datum::from(layout.id_sequence),
-            )
-        });
-        set(Col::Id, Some(id));
-        set(Col::TenantId, tenant.into_datum());
-        set(
-            Col::Txid,
-            Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
-        );
-        set(
-            Col::OccurredAt,
-            Some(pg_sys::Datum::from(
-                pg_sys::GetCurrentTransactionStartTimestamp(),
-            )),
-        );
-        set(Col::Actor, text(Some(&context.actor)));
-        set(Col::Reason, text(notes.reason.as_deref()));
-        set(Col::RequestId, text(notes.request_id.as_deref()));
-        set(Col::Traceparent, text(notes.traceparent.as_deref()));
-        set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
-        set(Col::TableName, text(Some(args.table_name)));
-        set(Col::RowKey, Some(row_key));
-        set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
-        set(Col::Action, text(Some(action)));
-        set(Col::OldRow, old_json);
-        set(Col::NewRow, new_json);
-        set(Col::Changed, changed);
-        set(
-            Col::EventId,
-            pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes()).into_datum(),
-        );
-        set(Col::EventType, text(Some(&event_type)));
-        set(Col::Audited, args.audited.into_datum());
-        set(Col::Evented, args.evented.into_datum());
-        let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::CatalogTupleInsert(log, tuple);
-        pg_sys::table_close(log, pg_sys::NoLock as i32);
+        // The guards made sure the row is in the context's tenant.
+        let mut record = Record::new(&context);
+        record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
+        record.set(Col::TableName, text(Some(args.table_name)));
+        record.set(Col::RowKey, Some(row_key));
+        record.set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
+        record.set(Col::Action, text(Some(action)));
+        record.set(Col::OldRow, old_json);
+        record.set(Col::NewRow, new_json);
+        record.set(Col::Changed, changed);
+        record.set(Col::EventType, text(Some(&event_type)));
+        record.set(Col::Audited, args.audited.into_datum());
+        record.set(Col::Evented, args.evented.into_datum());
+        record.insert();
     }
     Ok(())
 }

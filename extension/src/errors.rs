@@ -34,6 +34,13 @@ pub enum StewardError {
     VersionPreset { table: String, stated: i64 },
     /// ST428: an UPDATE of a table with `version_required` did not state the version.
     VersionRequired { table: String, key: String },
+    /// ST422: an event's payload does not match the JSON Schema registered for its type.
+    SchemaViolation {
+        event_type: String,
+        schema_version: i32,
+        path: String,
+        problem: String,
+    },
 }
 
 impl StewardError {
@@ -45,6 +52,7 @@ impl StewardError {
             StewardError::Forbidden { .. } => "ST403",
             StewardError::VersionConflict { .. } | StewardError::VersionPreset { .. } => "ST409",
             StewardError::VersionRequired { .. } => "ST428",
+            StewardError::SchemaViolation { .. } => "ST422",
         }
     }
 
@@ -64,6 +72,13 @@ impl StewardError {
             }
             StewardError::VersionRequired { table, key } => {
                 format!("update of {table} row {key} does not state the version it read")
+            }
+            StewardError::SchemaViolation { event_type, schema_version, path, problem } => {
+                let at = if path.is_empty() { "/" } else { path.as_str() };
+                format!(
+                    "payload of event type \"{event_type}\" violates its schema (version \
+                     {schema_version}) at {at}: {problem}"
+                )
             }
         }
     }
@@ -85,6 +100,10 @@ impl StewardError {
             StewardError::VersionRequired { .. } => {
                 "Add \"version = <the version you read>\" to the SET list. (BEFORE UPDATE OF \
                  version triggers fire only when the column is in the SET list.)"
+            }
+            StewardError::SchemaViolation { .. } => {
+                "Fix the payload at that path; the schema in force is the highest \
+                 schema_version in steward.event_types for this event type."
             }
         }
     }

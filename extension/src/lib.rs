@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod errors;
 pub mod govern;
+pub mod outbox;
 pub mod plans;
 pub mod tenancy;
 
@@ -20,6 +21,7 @@ extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
+    outbox::init();
     // No setting under steward.* can exist: a client's `SET steward.tenant = ...` is an error
     // once the library is loaded, and a placeholder set before that is removed with a warning.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };

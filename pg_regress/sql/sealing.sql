@@ -1,7 +1,10 @@
 -- Tamper evidence: each tenant's records are sealed into a SHA-256 hash chain.
 \set SHOW_CONTEXT never
 SELECT steward.seal_audit() > 0 AS sealed_something;
-SELECT steward.seal_audit() AS sealed_again;      -- nothing new to seal
+-- The first seal emitted one steward.audit.sealed event per tenant (the outbox's witness); the
+-- next seals those, and emits no witness for them, so a third has nothing to do.
+SELECT steward.seal_audit() AS sealed_the_witness_events;
+SELECT steward.seal_audit() AS sealed_again;
 SELECT tenant_id, sealed, ok, first_bad_id FROM steward.verify_audit() ORDER BY tenant_id;
 SELECT count(*) AS heads, bool_and(length(head) = 64) AS sha256_hex FROM steward.audit_heads();
 -- Keep the heads outside the database (here: a table that stands for the outside).

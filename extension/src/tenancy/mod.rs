@@ -76,6 +76,8 @@ struct CatalogCache {
     implicit: HashMap<pg_sys::Oid, Result<Context>>,
     /// What the catalogs say of (tenant, caller).
     facts: HashMap<([u8; 16], pg_sys::Oid), Option<TenantFacts>>,
+    /// Whether a role is a superuser or a member of a trusted role.
+    trusted: HashMap<pg_sys::Oid, bool>,
 }
 
 impl CatalogCache {
@@ -249,6 +251,25 @@ fn extension_owner() -> pg_sys::Oid {
     .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
     CACHE.with_borrow_mut(|c| c.owner = Some(owner));
     owner
+}
+
+/// Whether the session user is a superuser or a member of a trusted (service) role.
+pub fn caller_trusted() -> bool {
+    let caller = session_user();
+    if let Some(known) = CACHE.with_borrow(|c| c.trusted.get(&caller).copied()) {
+        return known;
+    }
+    learn_catalogs();
+    const Q: &str = "
+        SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1), false)
+               OR EXISTS (SELECT 1 FROM steward.trusted_roles x
+                            JOIN pg_catalog.pg_roles r ON r.oid = x.role_oid
+                           WHERE pg_catalog.pg_has_role($1, r.oid, 'USAGE'))";
+    let trusted = as_extension_owner(|| Spi::get_one_with_args::<bool>(Q, &[caller.into()]))
+        .unwrap_or_else(|e| pgrx::error!("steward: reading trusted roles failed: {e}"))
+        .unwrap_or(false);
+    CACHE.with_borrow_mut(|c| c.trusted.insert(caller, trusted));
+    trusted
 }
 
 /// What the catalogs say about one tenant, from the point of view of the session user.

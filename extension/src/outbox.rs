@@ -1,0 +1,300 @@
+//! The change log's outbox face: domain events, event schemas, wake-ups.
+//!
+//! Row events need nothing here: the audit trigger's record is the event (`steward.outbox` is
+//! a view over the same change log). This module adds `steward.emit` (an explicit domain event,
+//! validated against the JSON Schema registered for its type), `register_event_type`, the
+//! `NOTIFY steward_outbox` sent at commit of every transaction that enqueued, and the checks
+//! behind the consumer functions (written in SQL, sql/api.sql).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, IntoDatum, JsonB, Uuid};
+
+use crate::audit::{text, Col, Record};
+use crate::errors::{or_raise, Result, StewardError};
+use crate::tenancy;
+
+/// The schema in force for an event type: its highest registered version, compiled.
+type Registered = Option<(i32, Rc<jsonschema::Validator>)>;
+
+thread_local! {
+    /// (top transaction, subtransaction) that last asked for the wake-up.
+    static NOTIFIED: Cell<(u64, pg_sys::SubTransactionId)> = const { Cell::new((0, 0)) };
+    /// Compiled schemas by event type; emptied when steward.event_types changes.
+    static SCHEMAS: RefCell<HashMap<String, Registered>> = RefCell::new(HashMap::new());
+    static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// Registers the invalidation callback for the schema cache. Called from `_PG_init`.
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || relid == EVENT_TYPES_OID.get() {
+        SCHEMAS.with_borrow_mut(HashMap::clear);
+    }
+}
+
+/// Makes sure `NOTIFY steward_outbox` is sent when this transaction commits. Postgres folds
+/// identical notifications of one transaction into one; asking once per (sub)transaction keeps
+/// the hot path to a comparison. A subtransaction that rolls back takes its notification with
+/// it, so a later subtransaction asks again.
+pub fn notify_at_commit() {
+    let key = unsafe {
+        (
+            pg_sys::GetTopFullTransactionId().value,
+            pg_sys::GetCurrentSubTransactionId(),
+        )
+    };
+    if NOTIFIED.get() == key {
+        return;
+    }
+    unsafe {
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
+            pg_sys::InvalidOid,
+            "steward_outbox".into_datum().expect("text"),
+            "".into_datum().expect("text"),
+        );
+    }
+    NOTIFIED.set(key);
+}
+
+/// Event types are names such as `invoice.paid`; `steward.` is steward's own.
+fn check_event_type(event_type: &str, function: &str) -> Result<()> {
+    let ok = !event_type.is_empty()
+        && event_type.len() <= 128
+        && event_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !event_type.starts_with('.')
+        && !event_type.ends_with('.');
+    if !ok {
+        return Err(StewardError::bad_argument(
+            format!("{function}: event type \"{event_type}\" is not a valid name"),
+            "Use letters, digits, '_', '-' and '.', at most 128 characters, e.g. 'invoice.paid'.",
+        ));
+    }
+    if event_type.starts_with("steward.") {
+        return Err(StewardError::bad_argument(
+            format!("{function}: event type \"{event_type}\" is reserved"),
+            "Event types under 'steward.' are emitted by steward itself; choose another prefix.",
+        ));
+    }
+    Ok(())
+}
+
+fn event_types_oid() -> pg_sys::Oid {
+    let known = EVENT_TYPES_OID.get();
+    if known != pg_sys::InvalidOid {
+        return known;
+    }
+    let oid = unsafe {
+        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
+        pg_sys::get_relname_relid(c"event_types".as_ptr(), ns)
+    };
+    EVENT_TYPES_OID.set(oid);
+    oid
+}
+
+fn compile(event_type: &str, schema: &serde_json::Value) -> Result<jsonschema::Validator> {
+    jsonschema::validator_for(schema).map_err(|e| {
+        StewardError::bad_argument(
+            format!("event type \"{event_type}\": the JSON Schema is not valid: {e}"),
+            "Pass a JSON Schema document (draft 2020-12, 2019-09, 7, 6 or 4); remote $refs are \
+             not fetched.",
+        )
+    })
+}
+
+/// The schema in force for `event_type`, if one is registered.
+fn registered(event_type: &str) -> Result<Registered> {
+    event_types_oid();
+    if let Some(found) = SCHEMAS.with_borrow(|m| m.get(event_type).cloned()) {
+        return Ok(found);
+    }
+    let row = tenancy::as_extension_owner(|| {
+        Spi::get_two_with_args::<i32, JsonB>(
+            "SELECT schema_version, json_schema FROM steward.event_types
+              WHERE event_type = $1 ORDER BY schema_version DESC LIMIT 1",
+            &[event_type.into()],
+        )
+    });
+    let found = match row {
+        Ok((Some(version), Some(schema))) => {
+            Some((version, Rc::new(compile(event_type, &schema.0)?)))
+        }
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => None,
+        Err(e) => pgrx::error!("steward: reading steward.event_types failed: {e}"),
+    };
+    SCHEMAS.with_borrow_mut(|m| m.insert(event_type.to_string(), found.clone()));
+    Ok(found)
+}
+
+/// Header names steward sets itself from the context and annotations.
+const OWN_HEADERS: [&str; 4] = ["actor", "reason", "request_id", "traceparent"];
+
+fn emit_event(
+    event_type: &str,
+    aggregate_type: Option<&str>,
+    aggregate_id: Option<&str>,
+    payload: JsonB,
+    headers: Option<JsonB>,
+) -> Result<Uuid> {
+    let context = tenancy::context()?;
+    check_event_type(event_type, "steward.emit")?;
+    let headers = match headers.map(|h| h.0) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(map)) => {
+            if let Some(own) = OWN_HEADERS.iter().find(|k| map.contains_key(**k)) {
+                return Err(StewardError::bad_argument(
+                    format!("steward.emit: header \"{own}\" is set by steward"),
+                    "actor comes from the tenant context, reason, request_id and traceparent \
+                     from steward.annotate(); leave them out of headers.",
+                ));
+            }
+            (!map.is_empty()).then_some(serde_json::Value::Object(map))
+        }
+        Some(other) => {
+            return Err(StewardError::bad_argument(
+                format!("steward.emit: headers must be a JSON object, not {other}"),
+                "Pass headers as a jsonb object, e.g. '{\"source\": \"billing\"}'.",
+            ))
+        }
+    };
+    let schema_version = match registered(event_type)? {
+        Some((version, validator)) => {
+            if let Err(e) = validator.validate(&payload.0) {
+                return Err(StewardError::SchemaViolation {
+                    event_type: event_type.to_string(),
+                    schema_version: version,
+                    path: e.instance_path().to_string(),
+                    problem: e.to_string(),
+                });
+            }
+            Some(version)
+        }
+        None => None,
+    };
+    let mut record = Record::new(&context);
+    record.set(Col::Action, text(Some("EVENT")));
+    record.set(Col::EventType, text(Some(event_type)));
+    record.set(Col::AggregateType, text(aggregate_type));
+    record.set(Col::AggregateId, text(aggregate_id));
+    record.set(Col::SchemaVersion, schema_version.into_datum());
+    record.set(Col::NewRow, payload.into_datum());
+    record.set(Col::Headers, headers.map(JsonB).into_datum());
+    record.set(Col::Audited, false.into_datum());
+    record.set(Col::Evented, true.into_datum());
+    Ok(record.insert())
+}
+
+/// An explicit domain event in the caller's transaction, under its tenant. Returns its
+/// event id (a UUIDv7).
+#[pg_extern(volatile, parallel_unsafe)]
+fn emit(
+    event_type: &str,
+    aggregate_type: Option<&str>,
+    aggregate_id: Option<&str>,
+    payload: JsonB,
+    headers: default!(Option<JsonB>, "'{}'"),
+) -> Uuid {
+    or_raise(emit_event(
+        event_type,
+        aggregate_type,
+        aggregate_id,
+        payload,
+        headers,
+    ))
+}
+
+fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result<()> {
+    check_event_type(event_type, "steward.register_event_type")?;
+    if schema_version < 1 {
+        return Err(StewardError::bad_argument(
+            format!(
+                "steward.register_event_type: schema_version of \"{event_type}\" must be 1 or \
+                 more, not {schema_version}"
+            ),
+            "Number a type's schemas 1, 2, 3, ...; emit() validates against the highest.",
+        ));
+    }
+    compile(event_type, &json_schema.0)?;
+    let existing = Spi::get_one_with_args::<JsonB>(
+        "SELECT json_schema FROM steward.event_types WHERE event_type = $1 AND schema_version = $2",
+        &[event_type.into(), schema_version.into()],
+    );
+    match existing {
+        Ok(Some(old)) if old.0 == json_schema.0 => Ok(()),
+        Ok(Some(_)) => Err(StewardError::bad_argument(
+            format!(
+                "steward.register_event_type: \"{event_type}\" version {schema_version} is \
+                 already registered with another schema"
+            ),
+            "A registered version never changes (consumers may rely on it): register the new \
+             schema as the next version.",
+        )),
+        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => {
+            Spi::run_with_args(
+                "INSERT INTO steward.event_types (event_type, schema_version, json_schema)
+                 VALUES ($1, $2, $3)",
+                &[event_type.into(), schema_version.into(), json_schema.into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("steward: registering the event type failed: {e}"));
+            Ok(())
+        }
+        Err(e) => pgrx::error!("steward: reading steward.event_types failed: {e}"),
+    }
+}
+
+/// Registers a JSON Schema for an event type; later `emit`s of that type are validated
+/// against the highest registered version (ST422).
+#[pg_extern(volatile, parallel_unsafe)]
+fn register_event_type(event_type: &str, schema_version: i32, json_schema: JsonB) {
+    or_raise(register(event_type, schema_version, json_schema))
+}
+
+/// Which tenant's events the caller may consume: its context's tenant, or every tenant (NULL)
+/// for a trusted role or superuser outside any tenant. ST001 for anyone else.
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_consumer_scope() -> Option<Uuid> {
+    or_raise(consumer_scope())
+}
+
+fn consumer_scope() -> Result<Option<Uuid>> {
+    match tenancy::context() {
+        Ok(c) => Ok(Some(c.tenant)),
+        Err(_) if tenancy::caller_trusted() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the caller may see a consumer of `tenant` (NULL: all tenants); never raises.
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_consumer_visible(tenant: Option<Uuid>) -> bool {
+    matches!(consumer_scope(), Ok(scope) if scope == tenant)
+}
+
+/// A row event's aggregate id: the key's value when the key has one column (`{"id": 42}` →
+/// `42`), else the key as JSON text.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _internal_aggregate_id(row_key: JsonB) -> String {
+    match &row_key.0 {
+        serde_json::Value::Object(map) if map.len() == 1 => match map.values().next() {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        },
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,153 @@
+-- The change log's outbox face: row events, domain events, schemas and consumers.
+\set SHOW_CONTEXT never
+CREATE TABLE app.invoices (
+    id        int PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    amount    numeric NOT NULL
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.invoices TO PUBLIC;
+SELECT steward.govern('app.invoices');
+-- A table with events off writes the same one record, which the outbox face does not show.
+CREATE TABLE app.notes (id int PRIMARY KEY, tenant_id uuid NOT NULL, body text);
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.notes TO PUBLIC;
+SELECT steward.govern('app.notes', events => false);
+
+-- Consumers: one for every tenant (a trusted role outside any tenant), one for acme only.
+\c - api_service
+SELECT steward.create_consumer('relay');
+SELECT steward.create_consumer('replayer', 'earliest');
+SELECT steward.create_consumer('relay');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.create_consumer('later', 'tomorrow');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.create_consumer('no spaces allowed');
+\echo :LAST_ERROR_SQLSTATE
+\c - acme_app
+SELECT steward.create_consumer('acme-bi');
+
+-- Row events: created, updated, deleted, with the context's actor and annotations as headers.
+\c - api_service
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example') IS NOT NULL AS entered;
+SELECT steward.annotate('ADR-7: billing run', 'req-1', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+INSERT INTO app.invoices (id, amount) VALUES (1, 100), (2, 250);
+UPDATE app.invoices SET amount = 120 WHERE id = 1;
+UPDATE app.invoices SET amount = amount WHERE id = 2;   -- changes nothing: no event
+DELETE FROM app.invoices WHERE id = 2;
+INSERT INTO app.notes (id, body) VALUES (1, 'events off');
+COMMIT;
+-- Nothing on rollback.
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example') IS NOT NULL AS entered;
+INSERT INTO app.invoices (id, amount) VALUES (3, 999);
+ROLLBACK;
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000b', 'hank@globex.example') IS NOT NULL AS entered;
+INSERT INTO app.invoices (id, amount) VALUES (10, 5);
+COMMIT;
+
+\c - acme_app
+-- acme sees its own events only, from the same records as the audit face.
+SELECT event_type, aggregate_type, aggregate_id, payload ->> 'amount' AS amount, headers,
+       event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AS uuid_v7
+  FROM steward.outbox WHERE aggregate_type = 'app.invoices' ORDER BY id;
+SELECT count(*) AS outbox_records_that_are_audit_records
+  FROM steward.outbox o JOIN steward.audit_log a USING (id)
+ WHERE o.aggregate_type = 'app.invoices';
+SELECT count(*) AS events_from_notes FROM steward.outbox WHERE aggregate_type = 'app.notes';
+
+-- Domain events under the caller's tenant.
+BEGIN;
+SELECT steward.emit('invoice.reminded', 'invoice', '1', '{"days_overdue": 3}', '{"source": "dunning"}') IS NOT NULL AS emitted;
+COMMIT;
+SELECT event_type, aggregate_type, aggregate_id, schema_version, payload, headers
+  FROM steward.outbox WHERE event_type = 'invoice.reminded';
+-- Headers steward sets cannot be forged; steward's own event types are reserved.
+SELECT steward.emit('invoice.reminded', 'invoice', '1', '{}', '{"actor": "someone else"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('steward.audit.sealed', 'steward.audit', 'x', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('bad type!', 'invoice', '1', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('invoice.reminded', 'invoice', '1', '{}', '[1]');
+\echo :LAST_ERROR_SQLSTATE
+-- Without a tenant, no event.
+\c - nogrant_app
+SELECT steward.emit('invoice.reminded', 'invoice', '1', '{}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- Schemas: only a DBA registers them; later emits are validated (ST422 naming the path).
+\c - acme_app
+SELECT steward.register_event_type('invoice.paid', 1, '{"type": "object"}');
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+SELECT steward.register_event_type('invoice.paid', 1,
+  '{"type": "object", "required": ["invoice_id", "amount"],
+    "properties": {"invoice_id": {"type": "integer"},
+                   "amount": {"type": "number", "minimum": 0},
+                   "lines": {"type": "array", "items": {"type": "object", "required": ["sku"]}}}}');
+SELECT steward.register_event_type('invoice.paid', 1, '{"type": "object"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.register_event_type('invoice.paid', 0, '{"type": "object"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.register_event_type('invoice.paid', 2, '{"type": "no such type"}');
+\echo :LAST_ERROR_SQLSTATE
+\c - acme_app
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"invoice_id": 1, "amount": -5}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"invoice_id": 1, "amount": 5, "lines": [{"sku": "A"}, {"qty": 2}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"amount": 5}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"invoice_id": 1, "amount": 5}') IS NOT NULL AS valid_one_emitted;
+SELECT event_type, schema_version FROM steward.outbox WHERE event_type = 'invoice.paid';
+
+-- acme's consumer reads acme's events in order; poll does not move it, ack does.
+SELECT event_type, aggregate_id FROM steward.poll('acme-bi', 3);
+SELECT event_type, aggregate_id FROM steward.poll('acme-bi', 3);
+SELECT steward.ack('acme-bi', (SELECT max(id) FROM steward.poll('acme-bi', 3)));
+SELECT event_type, aggregate_id FROM steward.poll('acme-bi');
+-- Acking again, or behind the position, changes nothing; an unknown id is refused.
+SELECT steward.ack('acme-bi', (SELECT min(id) FROM steward.outbox));
+SELECT count(*) AS still_pending FROM steward.poll('acme-bi');
+SELECT steward.ack('acme-bi', -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.poll('acme-bi', 0);
+\echo :LAST_ERROR_SQLSTATE
+-- Another tenant's consumer, or the all-tenant one, cannot be used from acme.
+SELECT * FROM steward.poll('relay');
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.seek('relay', '-infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM steward.poll('nobody');
+\echo :LAST_ERROR_SQLSTATE
+-- Nor can a tenant role move a consumer by hand.
+UPDATE steward.consumers SET pos_id = 0;
+\echo :LAST_ERROR_SQLSTATE
+SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
+\c - globex_app
+SELECT * FROM steward.poll('acme-bi');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS consumers_globex_sees FROM steward.consumer_lag;
+
+-- The all-tenant consumer sees both tenants; 'earliest' replays everything retained, and
+-- seek() rewinds.
+\c - api_service
+SELECT tenant_id, count(*) FROM steward.poll('relay', 1000) GROUP BY 1 ORDER BY 1;
+SELECT (SELECT count(*) FROM steward.poll('replayer', 1000))
+       > (SELECT count(*) FROM steward.poll('relay', 1000)) AS earliest_sees_older_events_too,
+       NOT EXISTS (SELECT id FROM steward.poll('relay', 1000)
+                   EXCEPT SELECT id FROM steward.poll('replayer', 1000)) AS and_all_that_latest_sees;
+SELECT steward.ack('replayer', (SELECT max(id) FROM steward.poll('replayer', 1000)));
+SELECT count(*) AS after_ack FROM steward.poll('replayer');
+SELECT steward.seek('replayer', '-infinity');
+SELECT count(*) > 0 AS replayed_after_seek FROM steward.poll('replayer', 1000);
+SELECT steward.seek('replayer', 'infinity');
+SELECT count(*) AS nothing_after_seek_to_the_future FROM steward.poll('replayer');
+SELECT steward.seek('replayer', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT consumer, tenant_id, behind, deliverable, held_back FROM steward.consumer_lag ORDER BY consumer;
+
+-- prune_outbox is the DBA's.
+SELECT steward.prune_outbox();
+\echo :LAST_ERROR_SQLSTATE

@@ -1,0 +1,516 @@
+//! The outbox face under load: writers with transactions of random length and rollbacks while
+//! consumers poll and ack; long transactions; wake-ups; erasure; the seal witness; pruning.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::Client;
+use steward_tests::{connect, fresh_database, sqlstate, ACME, GLOBEX};
+
+/// The horizon is cluster-wide: a transaction left open in one test's database holds back every
+/// other test's events. These tests take turns.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Polls `consumer` once and acks what it got; returns the events' keys (payload `k`, or the
+/// row's `label` for row events).
+fn poll_and_ack(c: &mut Client, consumer: &str) -> Vec<String> {
+    let rows = c
+        .query(
+            "SELECT id, coalesce(payload ->> 'k', payload ->> 'label') FROM steward.poll($1, 100)",
+            &[&consumer],
+        )
+        .unwrap();
+    if let Some(last) = rows.last() {
+        let id: i64 = last.get(0);
+        c.execute("SELECT steward.ack($1, $2)", &[&consumer, &id])
+            .unwrap();
+    }
+    rows.iter()
+        .filter_map(|r| r.get::<_, Option<String>>(1))
+        .collect()
+}
+
+const WRITERS: u64 = 8;
+const EVENTS_PER_WRITER: u64 = 6_250; // 50,000 in all
+
+/// 8 writers, random transaction lengths, 10% rolled back, 50,000 events; one consumer polls and
+/// acks throughout. It sees every committed event exactly once and no rolled-back one. A second
+/// consumer, created at the start and read only at the end, sees the same, independently.
+#[test]
+fn consumers_see_every_committed_event_exactly_once() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_load");
+    let mut admin = connect(&db, "e2e_service");
+    admin
+        .batch_execute(
+            "SELECT steward.create_consumer('relay', 'latest');
+             SELECT steward.create_consumer('late-reader', 'latest');",
+        )
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut rng = Lcg(w + 1);
+                let mut c = connect(&db, "e2e_service");
+                let tenant = if w % 2 == 0 { ACME } else { GLOBEX };
+                let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+                let (mut written, mut t) = (0, 0);
+                while written < EVENTS_PER_WRITER {
+                    t += 1;
+                    let len = (1 + rng.next(60)).min(EVENTS_PER_WRITER - written);
+                    let mut tx = c.transaction().unwrap();
+                    tx.execute(
+                        "SELECT steward.enter_tenant($1::text::uuid, $2)",
+                        &[&tenant, &format!("writer-{w}")],
+                    )
+                    .unwrap();
+                    let mut keys = Vec::new();
+                    let mut n = 0;
+                    while n < len {
+                        let chunk = (1 + rng.next(10)).min(len - n);
+                        let first = format!("{w}-{t}-{n}");
+                        if rng.next(4) == 0 {
+                            // Row events of a governed table ...
+                            tx.execute(
+                                "INSERT INTO items (label)
+                                 SELECT $1 || '-' || g FROM generate_series(0, $2 - 1) g",
+                                &[&first, &(chunk as i32)],
+                            )
+                            .unwrap();
+                        } else {
+                            // ... and domain events.
+                            tx.execute(
+                                "SELECT steward.emit('load.tested', 'writer', $1,
+                                                     jsonb_build_object('k', $1 || '-' || g))
+                                   FROM generate_series(0, $2 - 1) g",
+                                &[&first, &(chunk as i32)],
+                            )
+                            .unwrap();
+                        }
+                        keys.extend((0..chunk).map(|g| format!("{first}-{g}")));
+                        n += chunk;
+                        if rng.next(8) == 0 {
+                            std::thread::sleep(Duration::from_millis(rng.next(5)));
+                        }
+                    }
+                    written += len;
+                    if rng.next(10) == 0 {
+                        tx.rollback().unwrap();
+                        rolled_back.extend(keys);
+                    } else {
+                        tx.commit().unwrap();
+                        committed.extend(keys);
+                    }
+                }
+                (committed, rolled_back)
+            })
+        })
+        .collect();
+
+    let consumer = {
+        let (db, done) = (db.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(&db, "e2e_service");
+            let mut seen: HashMap<String, u32> = HashMap::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let got = poll_and_ack(&mut c, "relay");
+                let empty = got.is_empty();
+                for k in got {
+                    *seen.entry(k).or_default() += 1;
+                }
+                if finished && empty {
+                    break seen;
+                }
+                if empty {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+
+    let (mut committed, mut rolled_back) = (HashSet::new(), HashSet::new());
+    for w in writers {
+        let (c, r) = w.join().unwrap();
+        committed.extend(c);
+        rolled_back.extend(r);
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = consumer.join().unwrap();
+
+    assert_eq!(
+        committed.len() + rolled_back.len(),
+        (WRITERS * EVENTS_PER_WRITER) as usize
+    );
+    assert!(!rolled_back.is_empty(), "some transactions rolled back");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "events seen more than once: {twice:?}");
+    let ghosts: Vec<_> = seen.keys().filter(|k| rolled_back.contains(*k)).collect();
+    assert!(ghosts.is_empty(), "rolled-back events seen: {ghosts:?}");
+    let missed: Vec<_> = committed
+        .iter()
+        .filter(|k| !seen.contains_key(*k))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "committed events never seen: {} of them",
+        missed.len()
+    );
+    assert_eq!(seen.len(), committed.len());
+
+    // The second consumer did not move while the first did; now it reads the same events.
+    let mut late: HashMap<String, u32> = HashMap::new();
+    loop {
+        let got = poll_and_ack(&mut admin, "late-reader");
+        if got.is_empty() {
+            break;
+        }
+        for k in got {
+            *late.entry(k).or_default() += 1;
+        }
+    }
+    assert_eq!(late.len(), committed.len());
+    assert!(late.values().all(|n| *n == 1));
+    let lag = admin
+        .query_one(
+            "SELECT behind FROM steward.consumer_lag WHERE consumer = 'relay'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(lag.get::<_, i64>(0), 0);
+}
+
+/// seek() replays from a time: everything that occurred at or after it, again.
+#[test]
+fn seek_replays_from_a_time() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_seek");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute("SELECT steward.create_consumer('replay', 'earliest')")
+        .unwrap();
+    let emit = |c: &mut Client, k: &str| {
+        c.batch_execute(&format!(
+            "BEGIN; SELECT steward.enter_tenant('{ACME}');
+             SELECT steward.emit('seek.tested', 'x', '{k}', '{{\"k\": \"{k}\"}}'); COMMIT;"
+        ))
+        .unwrap();
+    };
+    for k in ["a", "b", "c"] {
+        emit(&mut c, k);
+    }
+    let mark: std::time::SystemTime = c.query_one("SELECT clock_timestamp()", &[]).unwrap().get(0);
+    for k in ["d", "e"] {
+        emit(&mut c, k);
+    }
+    let mut all = Vec::new();
+    loop {
+        let got = poll_and_ack(&mut c, "replay");
+        if got.is_empty() {
+            break;
+        }
+        all.extend(got);
+    }
+    assert_eq!(all, ["a", "b", "c", "d", "e"]);
+    c.execute("SELECT steward.seek('replay', $1)", &[&mark])
+        .unwrap();
+    assert_eq!(poll_and_ack(&mut c, "replay"), ["d", "e"]);
+    assert!(poll_and_ack(&mut c, "replay").is_empty());
+}
+
+/// A transaction that stays open holds later events back instead of letting them be skipped;
+/// consumer_lag shows it, and ack cannot jump over it.
+#[test]
+fn a_long_transaction_holds_events_back() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_long");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute("SELECT steward.create_consumer('relay', 'latest')")
+        .unwrap();
+    let mut long = connect(&db, "e2e_service");
+    long.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         SELECT steward.emit('long.tested', 'x', 'first', '{{\"k\": \"long\"}}');"
+    ))
+    .unwrap();
+    for k in ["x1", "x2", "x3"] {
+        c.batch_execute(&format!(
+            "BEGIN; SELECT steward.enter_tenant('{GLOBEX}');
+             SELECT steward.emit('long.tested', 'x', '{k}', '{{\"k\": \"{k}\"}}'); COMMIT;"
+        ))
+        .unwrap();
+    }
+    assert!(
+        poll_and_ack(&mut c, "relay").is_empty(),
+        "events behind a running transaction must wait"
+    );
+    let lag = c
+        .query_one(
+            "SELECT behind, deliverable, held_back, held_by IS NOT NULL
+               FROM steward.consumer_lag WHERE consumer = 'relay'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            lag.get::<_, i64>(0),
+            lag.get::<_, i64>(1),
+            lag.get::<_, i64>(2),
+            lag.get::<_, bool>(3)
+        ),
+        (3, 0, 3, true)
+    );
+    let held: i64 = connect(&db, "postgres")
+        .query_one("SELECT max(id) FROM steward.outbox", &[])
+        .unwrap()
+        .get(0);
+    let err = c
+        .execute("SELECT steward.ack('relay', $1)", &[&held])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "ST400");
+
+    long.batch_execute("COMMIT").unwrap();
+    assert_eq!(poll_and_ack(&mut c, "relay"), ["long", "x1", "x2", "x3"]);
+}
+
+/// NOTIFY steward_outbox at commit of a transaction that enqueued; nothing for a rollback.
+#[test]
+fn commit_wakes_listeners() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_notify");
+    let mut listener = connect(&db, "e2e_service");
+    listener.batch_execute("LISTEN steward_outbox").unwrap();
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('rolled back'); ROLLBACK;"
+    ))
+    .unwrap();
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('one'), ('two');
+         SELECT steward.emit('notify.tested', 'x', '1', '{{}}'); COMMIT;"
+    ))
+    .unwrap();
+    // A marker after both: every notification before it has arrived once it has.
+    c.batch_execute("NOTIFY steward_test_marker").unwrap();
+    listener
+        .batch_execute("LISTEN steward_test_marker")
+        .unwrap();
+    c.batch_execute("NOTIFY steward_test_marker").unwrap();
+    let mut outbox = 0;
+    let mut notes = listener.notifications();
+    let mut it = notes.timeout_iter(Duration::from_secs(30));
+    while let Some(n) = it.next().unwrap() {
+        match n.channel() {
+            "steward_outbox" => outbox += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(
+        outbox, 1,
+        "one wake-up for the committed transaction, none for the rollback"
+    );
+}
+
+/// After erase(), what a consumer reads carries no erased payload.
+#[test]
+fn erased_payload_never_reaches_consumers() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_erase");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute(&format!(
+        "SELECT steward.create_consumer('relay', 'earliest');
+         BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('jane@example.com');
+         UPDATE items SET label = 'jane.doe@example.com';
+         COMMIT;"
+    ))
+    .unwrap();
+    let mut admin = connect(&db, "postgres");
+    let id: i64 = admin.query_one("SELECT id FROM items", &[]).unwrap().get(0);
+    admin
+        .execute(
+            "SELECT steward.erase('items', jsonb_build_object('id', $1::bigint), 'GDPR request')",
+            &[&id],
+        )
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT event_type, payload IS NULL FROM steward.poll('relay')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert!(
+            r.get::<_, bool>(1),
+            "{} still carries a payload",
+            r.get::<_, String>(0)
+        );
+    }
+}
+
+/// A consumer keeps the heads that seals emit; a superuser who rewrites the chain consistently
+/// passes verify_audit() alone, and is caught with the heads from the stream.
+#[test]
+fn heads_from_the_stream_catch_a_rewritten_chain() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_witness");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute(&format!(
+        "SELECT steward.create_consumer('witness', 'earliest');
+         BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('a'), ('b'); COMMIT;
+         BEGIN; SELECT steward.enter_tenant('{GLOBEX}');
+         INSERT INTO items (label) VALUES ('c'); COMMIT;"
+    ))
+    .unwrap();
+    let mut admin = connect(&db, "postgres");
+    admin.batch_execute("SELECT steward.seal_audit()").unwrap();
+    // A second seal with nothing new but the witness events emits no further witness.
+    admin.batch_execute("SELECT steward.seal_audit()").unwrap();
+    let heads: Vec<String> = c
+        .query(
+            "SELECT payload::text FROM steward.poll('witness', 1000)
+              WHERE event_type = 'steward.audit.sealed' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        heads.len(),
+        2,
+        "one witness per tenant whose chain advanced: {heads:?}"
+    );
+    let heads = format!("[{}]", heads.join(","));
+    let verify = |admin: &mut Client, with_heads: bool| -> bool {
+        let q = if with_heads {
+            "SELECT bool_and(ok) FROM steward.verify_audit(heads => $1::text::jsonb)"
+        } else {
+            "SELECT bool_and(ok) FROM steward.verify_audit() WHERE $1::text IS NOT NULL"
+        };
+        admin.query_one(q, &[&heads]).unwrap().get(0)
+    };
+    assert!(verify(&mut admin, true));
+    // The rewrite: a record changed and acme's whole chain recomputed consistently.
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+             ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
+             UPDATE steward.change_log SET actor = 'mallory'
+              WHERE id = (SELECT min(id) FROM steward.change_log WHERE tenant_id = '{ACME}');
+             DO $$
+             DECLARE s record; prev bytea := ''::bytea; c steward.change_log;
+             BEGIN
+               FOR s IN SELECT * FROM steward.audit_seals WHERE tenant_id = '{ACME}' ORDER BY seq LOOP
+                 SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
+                 prev := sha256(prev || steward._record_digest(c, steward._payload_digest(c)));
+                 UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
+                  WHERE record_id = s.record_id;
+               END LOOP;
+             END $$;
+             ALTER TABLE steward.change_log ENABLE TRIGGER steward_append_only;
+             ALTER TABLE steward.audit_seals ENABLE TRIGGER steward_append_only;"
+        ))
+        .unwrap();
+    assert!(
+        verify(&mut admin, false),
+        "the chain alone cannot see a consistent rewrite"
+    );
+    assert!(!verify(&mut admin, true), "the heads from the stream do");
+}
+
+/// prune_outbox() removes only events no face needs: acked by every consumer, past retention,
+/// not shown by the audit face; the chain still verifies.
+#[test]
+fn prune_removes_only_what_no_face_needs() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_prune");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute(&format!(
+        "SELECT steward.create_consumer('fast', 'earliest');
+         SELECT steward.create_consumer('slow', 'earliest');
+         BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('audited row event');
+         SELECT steward.emit('prune.tested', 'x', '1', '{{}}');
+         SELECT steward.emit('prune.tested', 'x', '2', '{{}}');
+         COMMIT;"
+    ))
+    .unwrap();
+    let mut admin = connect(&db, "postgres");
+    let prune = |admin: &mut Client, retention: &str| -> i64 {
+        admin
+            .query_one(
+                "SELECT steward.prune_outbox($1::text::interval)",
+                &[&retention],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let ack_all = |c: &mut Client, consumer: &str| {
+        c.execute(
+            "SELECT steward.ack($1, (SELECT max(id) FROM steward.poll($1, 1000)))",
+            &[&consumer],
+        )
+        .unwrap();
+    };
+    admin.batch_execute("SELECT steward.seal_audit()").unwrap();
+    // Sealed, past retention, but one consumer has not acked: kept.
+    ack_all(&mut c, "fast");
+    assert_eq!(prune(&mut admin, "0"), 0);
+    // A later event, acked by both but not sealed yet: kept (below, the count is 2, not 3).
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         SELECT steward.emit('prune.tested', 'x', '3', '{{}}'); COMMIT;"
+    ))
+    .unwrap();
+    ack_all(&mut c, "fast");
+    ack_all(&mut c, "slow");
+    // Within retention: kept.
+    assert_eq!(prune(&mut admin, "1 hour"), 0);
+    // Past retention, acked by both, sealed: the two domain events go; the audited row event
+    // stays for the audit face, the unsealed one for the chain.
+    assert_eq!(prune(&mut admin, "0"), 2);
+    let left: Vec<String> = admin
+        .query("SELECT event_type FROM steward.change_log ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left[0], "items.created");
+    assert_eq!(left.iter().filter(|t| *t == "prune.tested").count(), 1);
+    let ok: bool = admin
+        .query_one("SELECT bool_and(ok) FROM steward.verify_audit()", &[])
+        .unwrap()
+        .get(0);
+    assert!(ok, "the tombstones keep the chain verifiable");
+    // Plain SQL still cannot delete a record.
+    let err = admin
+        .batch_execute("DELETE FROM steward.change_log")
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "ST403");
+}
