@@ -666,6 +666,11 @@ RETURNS SETOF steward.outbox
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Always walk the (txid, id) index from the position: with stale statistics the planner may
+-- otherwise fetch everything after the position and sort it, on every poll.
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
 AS $$
 DECLARE
     k       steward.consumers := steward._consumer(consumer);

@@ -135,6 +135,26 @@ mod tests {
         assert_eq!(t.as_deref(), Some(A), "one grant: implicit context");
         Spi::run("RESET SESSION AUTHORIZATION").unwrap();
     }
+
+    #[pg_test]
+    fn a_superuser_is_never_implicitly_in_a_tenant() {
+        // pg_has_role() is true for a superuser and any role: with exactly one tenant grant in
+        // the database, a superuser must still not find itself in that tenant (nor would a
+        // consumer it creates be scoped to it).
+        fixture();
+        Spi::run(&format!(
+            "CREATE ROLE pgtest_only LOGIN; SELECT steward.grant_tenant('pgtest_only', '{A}');"
+        ))
+        .unwrap();
+        let (code, _, _) = outcome("SELECT steward.current_tenant()");
+        assert_eq!(code, "ST001");
+        let scope = Spi::get_one::<String>("SELECT steward._internal_consumer_scope()::text");
+        assert_eq!(
+            scope.unwrap(),
+            None,
+            "a superuser's consumer reads every tenant"
+        );
+    }
 }
 
 /// Required by `cargo pgrx test`.

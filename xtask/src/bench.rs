@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::Cluster;
 use crate::run::{output, step};
-use crate::setup::{ensure_base, install_extension, repo_root, PG_BIN};
+use crate::setup::{ensure_base, ensure_packages, install_extension, repo_root, PG_BIN};
 
 const DB: &str = "steward_bench";
 const TENANT: &str = "00000000-0000-4000-8000-000000000001";
@@ -76,6 +76,18 @@ fn groups() -> Vec<Group> {
             });
         }
     }
+    groups.push(Group {
+        title: "Outbox: INSERT with row events on, off, and into PgQ, 2 clients".into(),
+        workloads: vec![
+            w("events off", "bench/outbox_insert_off.sql", 2),
+            w("events on", "bench/outbox_insert_on.sql", 2),
+            w("PgQ jsontriga", "bench/outbox_insert_pgq.sql", 2),
+        ],
+        ratios: vec![
+            ("events on", "events off", Some(0.95)),
+            ("events on", "PgQ jsontriga", None),
+        ],
+    });
     groups
 }
 
@@ -93,6 +105,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     };
     ensure_base()?;
+    // PgQ, the established in-database queue, for the outbox comparisons.
+    ensure_packages(&["postgresql-15-pgq3"])?;
     install_extension(true)?;
     let conf = "shared_buffers = 1GB\nmax_connections = 50\nfsync = off\n\
                 synchronous_commit = off\njit = off\nautovacuum = off";
@@ -101,7 +115,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     step("loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to write)");
     cluster.create_database(
         DB,
-        &["bench/tenant_page_setup.sql", "bench/write_setup.sql"],
+        &[
+            "bench/tenant_page_setup.sql",
+            "bench/write_setup.sql",
+            "bench/outbox_setup.sql",
+        ],
     )?;
 
     // `--only WORD` keeps the groups whose title contains WORD (for quick iterations; the
@@ -164,6 +182,12 @@ pub fn bench(args: &[String]) -> Result<()> {
             )?;
         }
     }
+    if only
+        .as_deref()
+        .is_none_or(|o| "Outbox drain latency".contains(o))
+    {
+        report.push_str(&crate::bench_outbox::run(&cluster, settings.rounds)?);
+    }
     cluster.stop();
     write_report(&report, &settings, quick)
 }
@@ -212,7 +236,7 @@ fn pgbench(cluster: &Cluster, w: &Workload, s: &Settings) -> Result<f64> {
         .with_context(|| format!("no tps in pgbench output:\n{out}"))
 }
 
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let n = s.len();

@@ -9,6 +9,7 @@
 //! - `cargo xtask setup` only installs what is missing.
 
 mod bench;
+mod bench_outbox;
 mod cluster;
 mod demo;
 mod run;

@@ -460,6 +460,8 @@ fn implicit_context() -> Result<Context> {
                          JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
                         WHERE g.tenant_id = t.tenant_id
                           AND pg_catalog.pg_has_role($1, r.oid, 'USAGE'))
+           -- pg_has_role is true for a superuser and every role: no implicit tenant for one.
+           AND NOT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1), false)
          LIMIT 2";
     let granted: Vec<(Uuid, String, String)> = as_extension_owner(|| {
         Spi::connect(|client| {
