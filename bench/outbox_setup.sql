@@ -22,3 +22,12 @@ SELECT pgq.register_consumer('bench_latency', 'reader');
 -- steward's consumers, for every tenant (created by a superuser outside any tenant).
 SELECT steward.create_consumer('drainer', 'latest');
 SELECT steward.create_consumer('reader', 'latest');
+
+-- bench_quiet: bench_tenant's privileges and tenant (through membership), with steward.notify
+-- off, for the workloads that measure the write without the wake-up.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_quiet') THEN
+    CREATE ROLE bench_quiet LOGIN IN ROLE bench_tenant;
+  END IF;
+END $$;
+ALTER ROLE bench_quiet SET steward.notify = off;

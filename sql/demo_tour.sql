@@ -66,3 +66,21 @@ UPDATE steward.change_log SET actor = 'someone else';
 \echo '--- seal the records into per-tenant hash chains and verify them'
 SELECT steward.seal_audit() AS sealed;
 SELECT tenant_id, sealed, ok FROM steward.verify_audit() ORDER BY tenant_id;
+
+\echo '\n### 7. the outbox: the same records as events, for any number of named consumers'
+\c - api_service
+SELECT steward.create_consumer('demo-relay', 'earliest');
+SELECT id, tenant_id, event_type, aggregate_id, headers ->> 'actor' AS actor
+  FROM steward.poll('demo-relay', 5);
+\echo '--- a domain event, validated against the schema a DBA registered: an invalid one is ST422'
+\c - postgres
+SELECT steward.register_event_type('invoice.paid', 1,
+  '{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number", "minimum": 0}}}');
+\c - acme_analyst
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"amount": -5}');
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+SELECT steward.emit('invoice.paid', 'invoice', '1', '{"amount": 1300.00}') IS NOT NULL AS emitted;
+\echo '--- ack moves the consumer; lag shows what is left (a long transaction would hold events back)'
+\c - api_service
+SELECT steward.ack('demo-relay', (SELECT max(id) FROM steward.poll('demo-relay', 5)));
+SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;

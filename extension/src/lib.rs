@@ -22,8 +22,9 @@ extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     outbox::init();
-    // No setting under steward.* can exist: a client's `SET steward.tenant = ...` is an error
-    // once the library is loaded, and a placeholder set before that is removed with a warning.
+    // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
+    // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
+    // placeholder set before that is removed with a warning.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };
 }
 

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum, JsonB, Uuid};
 
@@ -28,8 +29,26 @@ thread_local! {
     static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
-/// Registers the invalidation callback for the schema cache. Called from `_PG_init`.
+/// `steward.notify`: whether a transaction that enqueued sends `NOTIFY steward_outbox` at
+/// commit. On by default. Postgres serializes the commits of notifying transactions across the
+/// whole cluster (async.c holds a lock from pre-commit to the end of commit so that the queue is
+/// in commit order), which costs writes under concurrency: docs/benchmarks.md measures it. A
+/// superuser setting (tenants cannot turn it off or on).
+pub static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Registers `steward.notify` and the invalidation callback for the schema cache. Called from
+/// `_PG_init`, before the `steward` prefix is reserved.
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"steward.notify",
+        c"Send NOTIFY steward_outbox at commit of each transaction that enqueued events.",
+        c"Consumers LISTEN steward_outbox to poll as soon as events commit. Off: consumers poll \
+          on their own schedule, and commits of concurrent writers are not serialized by \
+          Postgres' notification queue.",
+        &NOTIFY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(
             Some(on_relcache_invalidation),
@@ -50,6 +69,9 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
 /// the hot path to a comparison. A subtransaction that rolls back takes its notification with
 /// it, so a later subtransaction asks again.
 pub fn notify_at_commit() {
+    if !NOTIFY.get() {
+        return;
+    }
     let key = unsafe {
         (
             pg_sys::GetTopFullTransactionId().value,

@@ -151,3 +151,19 @@ SELECT consumer, tenant_id, behind, deliverable, held_back FROM steward.consumer
 -- prune_outbox is the DBA's.
 SELECT steward.prune_outbox();
 \echo :LAST_ERROR_SQLSTATE
+
+-- Wake-ups: steward.notify is the DBA's. A tenant role can neither turn them off nor on, with
+-- SET, set_config, or before steward's library is loaded.
+\c - acme_app
+SET steward.notify = off;                  -- before the library is loaded: a mere placeholder ...
+SELECT steward.current_tenant() IS NOT NULL AS loaded;
+SHOW steward.notify;                       -- ... which loading it refuses
+SET steward.notify = off;
+\echo :LAST_ERROR_SQLSTATE
+SELECT set_config('steward.notify', 'off', false);
+\echo :LAST_ERROR_SQLSTATE
+SHOW steward.notify;
+\c - postgres
+SET steward.notify = off;
+SHOW steward.notify;
+RESET steward.notify;

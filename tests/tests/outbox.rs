@@ -334,6 +334,47 @@ fn commit_wakes_listeners() {
     );
 }
 
+/// With steward.notify off (the DBA's choice), commits send no wake-up; a tenant role cannot
+/// turn it off through connection options.
+#[test]
+fn notify_off_sends_no_wake_up_and_is_the_dbas() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_quiet");
+    let mut tenant = postgres::Client::connect(
+        &steward_tests::conninfo(&db, "e2e_acme", Some("-c steward.notify=off")),
+        postgres::NoTls,
+    )
+    .unwrap();
+    tenant
+        .batch_execute("INSERT INTO items (label) VALUES ('loads steward')")
+        .unwrap();
+    let shown: String = tenant.query_one("SHOW steward.notify", &[]).unwrap().get(0);
+    assert_eq!(
+        shown, "on",
+        "a tenant's connection options cannot turn wake-ups off"
+    );
+
+    let mut listener = connect(&db, "e2e_service");
+    listener.batch_execute("LISTEN steward_outbox").unwrap();
+    let mut admin = connect(&db, "postgres");
+    admin
+        .batch_execute(&format!(
+            "SET steward.notify = off;
+             BEGIN; SELECT steward.enter_tenant('{ACME}');
+             INSERT INTO items (label) VALUES ('quiet'); COMMIT;
+             RESET steward.notify;"
+        ))
+        .unwrap();
+    listener
+        .batch_execute("LISTEN steward_test_marker")
+        .unwrap();
+    admin.batch_execute("NOTIFY steward_test_marker").unwrap();
+    let mut notes = listener.notifications();
+    let mut it = notes.timeout_iter(Duration::from_secs(30));
+    let first = it.next().unwrap().map(|n| n.channel().to_string());
+    assert_eq!(first.as_deref(), Some("steward_test_marker"));
+}
+
 /// After erase(), what a consumer reads carries no erased payload.
 #[test]
 fn erased_payload_never_reaches_consumers() {
