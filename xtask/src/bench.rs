@@ -165,8 +165,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         let n = g.workloads.len();
         let mut tps: Vec<Vec<f64>> = vec![Vec::new(); n];
         for round in 0..settings.rounds {
-            for k in 0..n {
-                let i = (k + round) % n;
+            // Rotate the order each round, and reverse it every other round, so that no
+            // workload always follows the same one (a workload can leave work behind for the
+            // next: dirty buffers, a checkpoint, a notification queue).
+            let mut order: Vec<usize> = (0..n).map(|k| (k + round) % n).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
                 let t = pgbench(&cluster, &g.workloads[i], &settings)?;
                 println!(
                     "  round {}: {:<14} {t:>8.0} tps",
@@ -283,7 +289,8 @@ fn write_report(sections: &str, s: &Settings, quick: bool) -> Result<()> {
     let text = format!(
         "# Benchmarks\n\n\
          Written by `cargo xtask bench`{}. Workloads that are compared run in the same run,\n\
-         interleaved (every round runs each once, in an order that rotates from round to round)\n\
+         interleaved (every round runs each once, in an order that rotates from round to round and\n\
+         is reversed every other round)\n\
          and repeated; a ratio is computed per round and reported as the median with its range.\n\n\
          - date: {}\n- machine: {cpus} cores; {}\n- settings: release build of the extension; a \
          private cluster with shared_buffers = 1GB, fsync = off, synchronous_commit = off, jit = off, autovacuum = off (the \
