@@ -221,21 +221,39 @@ pub fn role_name(role: pg_sys::Oid) -> String {
 }
 
 /// Runs `f` with the privileges of the extension's owner, so that steward's own catalogs (which
-/// tenant roles cannot read) can be consulted. Only fixed, schema-qualified queries run inside.
+/// tenant roles cannot read) can be consulted. Only fixed, schema-qualified queries run inside,
+/// and with `search_path = pg_catalog, pg_temp`, as a SECURITY DEFINER function with a SET
+/// clause would: otherwise the caller's search path could put its own `=` operator or `now()`
+/// in front of pg_catalog's, and steward would run it with the owner's privileges.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(pg_sys::Oid, i32);
+    struct Restore(pg_sys::Oid, i32, i32);
     impl Drop for Restore {
         fn drop(&mut self) {
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
+            unsafe {
+                pg_sys::AtEOXact_GUC(true, self.2);
+                pg_sys::SetUserIdAndSecContext(self.0, self.1)
+            }
         }
     }
     let owner = extension_owner();
     let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
-    unsafe {
+    let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
         pg_sys::SetUserIdAndSecContext(owner, ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-    }
-    let _restore = Restore(uid, ctx);
+        nest
+    };
+    let _restore = Restore(uid, ctx, nest);
     f()
 }
 
@@ -244,7 +262,8 @@ fn extension_owner() -> pg_sys::Oid {
         return oid;
     }
     let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'steward'",
+        "SELECT extowner FROM pg_catalog.pg_extension
+          WHERE extname OPERATOR(pg_catalog.=) 'steward'::pg_catalog.name",
     )
     .ok()
     .flatten()
