@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::rc::Rc;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -22,8 +23,8 @@ use crate::tenancy;
 type Registered = Option<(i32, Rc<jsonschema::Validator>)>;
 
 thread_local! {
-    /// (top transaction, subtransaction) that last asked for the wake-up.
-    static NOTIFIED: Cell<(u64, pg_sys::SubTransactionId)> = const { Cell::new((0, 0)) };
+    /// Whether this transaction enqueued events (and so sends the wake-up at commit).
+    static ENQUEUED: Cell<bool> = const { Cell::new(false) };
     /// Compiled schemas by event type; emptied when steward.event_types changes.
     static SCHEMAS: RefCell<HashMap<String, Registered>> = RefCell::new(HashMap::new());
     static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
@@ -54,6 +55,30 @@ pub fn init() {
             Some(on_relcache_invalidation),
             pg_sys::Datum::from(0),
         );
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+    }
+}
+
+/// Sends the wake-up in pre-commit (Postgres queues the notification right after), so that it
+/// goes out only for a transaction that commits, and never for one that is prepared: a prepared
+/// transaction cannot hold a NOTIFY (its events wake consumers at their next poll).
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        // The guard clears the mark whether or not the setting lets the wake-up out.
+        XACT_EVENT_PRE_COMMIT if ENQUEUED.replace(false) && NOTIFY.get() => unsafe {
+            pg_sys::OidFunctionCall2Coll(
+                pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
+                pg_sys::InvalidOid,
+                "steward_outbox".into_datum().expect("text"),
+                "".into_datum().expect("text"),
+            );
+        },
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
+            ENQUEUED.set(false)
+        }
+        _ => {}
     }
 }
 
@@ -64,32 +89,10 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     }
 }
 
-/// Makes sure `NOTIFY steward_outbox` is sent when this transaction commits. Postgres folds
-/// identical notifications of one transaction into one; asking once per (sub)transaction keeps
-/// the hot path to a comparison. A subtransaction that rolls back takes its notification with
-/// it, so a later subtransaction asks again.
+/// Marks this transaction as one that enqueued: `NOTIFY steward_outbox` goes out when it
+/// commits (once, however many events), unless `steward.notify` is off then.
 pub fn notify_at_commit() {
-    if !NOTIFY.get() {
-        return;
-    }
-    let key = unsafe {
-        (
-            pg_sys::GetTopFullTransactionId().value,
-            pg_sys::GetCurrentSubTransactionId(),
-        )
-    };
-    if NOTIFIED.get() == key {
-        return;
-    }
-    unsafe {
-        pg_sys::OidFunctionCall2Coll(
-            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
-            pg_sys::InvalidOid,
-            "steward_outbox".into_datum().expect("text"),
-            "".into_datum().expect("text"),
-        );
-    }
-    NOTIFIED.set(key);
+    ENQUEUED.set(true);
 }
 
 /// Event types are names such as `invoice.paid`; `steward.` is steward's own.

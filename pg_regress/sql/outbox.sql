@@ -152,6 +152,18 @@ SELECT consumer, tenant_id, behind, deliverable, held_back FROM steward.consumer
 SELECT steward.prune_outbox();
 \echo :LAST_ERROR_SQLSTATE
 
+-- Two-phase commit works for a transaction that enqueued (a prepared transaction cannot hold a
+-- NOTIFY: steward sends none for it, its events wake consumers at their next poll).
+\c - api_service
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example') IS NOT NULL AS entered;
+INSERT INTO app.invoices (id, amount) VALUES (20, 1);
+SELECT steward.emit('invoice.prepared', 'invoice', '20', '{}') IS NOT NULL AS emitted;
+PREPARE TRANSACTION 'steward_2pc';
+COMMIT PREPARED 'steward_2pc';
+\c - acme_app
+SELECT event_type, aggregate_id FROM steward.outbox WHERE aggregate_id = '20' ORDER BY id;
+
 -- Wake-ups: steward.notify is the DBA's. A tenant role can neither turn them off nor on, with
 -- SET, set_config, or before steward's library is loaded.
 \c - acme_app

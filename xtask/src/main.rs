@@ -131,7 +131,12 @@ fn test(args: &[String]) -> Result<()> {
     if wants("pg_regress") || wants("e2e") {
         install_extension(false)?;
         let name = format!("test-{}", std::process::id());
-        let mut cluster = Cluster::create(&name, None, "fsync = off\nsynchronous_commit = off")?;
+        let mut cluster = Cluster::create(
+            &name,
+            None,
+            // Two-phase commit is on so that the tests can show steward works with it.
+            "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 4",
+        )?;
         cluster.start()?;
         if wants("pg_regress") {
             suites.push(pg_regress_suite(&cluster)?);
