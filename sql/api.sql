@@ -387,6 +387,13 @@ AS $$
         c.schema_version, c.headers, encode(payload_digest, 'hex'))::text, 'UTF8'))
 $$;
 
+-- One link of a chain: the previous hash, the record's digest, and whether only the outbox
+-- needs the record (then prune_outbox() may replace it by a tombstone; nothing else may).
+CREATE FUNCTION steward._chain_step(prev bytea, record_digest bytea, prunable boolean)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sha256(prev || record_digest || CASE WHEN prunable THEN '\x01'::bytea ELSE '\x00'::bytea END) $$;
+
 -- Seals every record whose transaction has finished and that is not sealed yet, per tenant, in
 -- id order. A record whose transaction is still running is left for a later seal: nothing is
 -- skipped and the chain never forks. Sealers take turns (an advisory lock). Each run reads only
@@ -434,9 +441,10 @@ BEGIN
         END IF;
         pd := steward._payload_digest(r);
         pos := pos + 1;
-        prev := sha256(prev || steward._record_digest(r, pd));
-        INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, row_hash)
-        VALUES (r.id, cur_t, pos, pd, prev, upto, r.row_hash);
+        prev := steward._chain_step(prev, steward._record_digest(r, pd), r.evented AND NOT r.audited);
+        INSERT INTO steward.audit_seals
+               (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, row_hash, prunable)
+        VALUES (r.id, cur_t, pos, pd, prev, upto, r.row_hash, r.evented AND NOT r.audited);
         last_id := r.id;
         witness := witness OR r.event_type IS DISTINCT FROM 'steward.audit.sealed';
         total := total + 1;
@@ -518,26 +526,34 @@ BEGIN
             n := n + 1;
             SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
             IF c.id IS NULL THEN
-                -- Pruned by prune_outbox(): its tombstone keeps the record's digest.
+                -- Pruned by prune_outbox(): its tombstone keeps the record's digest. Only a
+                -- record sealed as outbox-only may be pruned.
                 SELECT x.record_digest INTO pd FROM steward.outbox_tombstones x
                  WHERE x.record_id = s.record_id AND x.tenant_id = t;
-                IF NOT FOUND OR s.seq <> n THEN
+                IF NOT FOUND OR s.seq <> n OR NOT s.prunable THEN
                     bad := s.record_id; EXIT;
                 END IF;
-                prev := sha256(prev || pd);
+                prev := steward._chain_step(prev, pd, true);
                 IF prev <> s.hash THEN
                     bad := s.record_id; EXIT;
                 END IF;
                 CONTINUE;
             END IF;
-            IF s.seq <> n OR c.tenant_id <> t THEN
+            IF s.seq <> n OR c.tenant_id <> t OR s.prunable <> (c.evented AND NOT c.audited) THEN
+                bad := s.record_id; EXIT;
+            END IF;
+            -- An erased record has no payload, and its erasure is itself on record.
+            IF c.erased_at IS NOT NULL AND (c.old_row IS NOT NULL OR c.new_row IS NOT NULL
+                 OR NOT EXISTS (SELECT 1 FROM steward.change_log e
+                                 WHERE e.action = 'ERASE' AND e.rel = c.rel
+                                   AND e.row_key = c.row_key AND e.id > c.id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
             pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c) ELSE s.payload_digest END;
             IF pd <> s.payload_digest THEN
                 bad := s.record_id; EXIT;
             END IF;
-            prev := sha256(prev || steward._record_digest(c, pd));
+            prev := steward._chain_step(prev, steward._record_digest(c, pd), s.prunable);
             IF prev <> s.hash THEN
                 bad := s.record_id; EXIT;
             END IF;

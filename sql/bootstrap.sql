@@ -113,6 +113,7 @@ CREATE TABLE steward.audit_seals (
     sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     row_hash       bigint,                    -- the record's row_hash: finds a row's sealed records
+    prunable       boolean NOT NULL DEFAULT false, -- only the outbox needs the record (in the hash)
     UNIQUE (tenant_id, seq)
 );
 CREATE INDEX audit_seals_row ON steward.audit_seals (row_hash);

@@ -90,7 +90,7 @@ fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
                          SELECT c.id, c.tenant_id, steward._record_digest(c, s.payload_digest) AS digest
                            FROM steward.change_log c
                            JOIN steward.audit_seals s ON s.record_id = c.id
-                          WHERE c.evented AND NOT c.audited
+                          WHERE c.evented AND NOT c.audited AND s.prunable
                             AND c.occurred_at < pg_catalog.now() - $1
                             AND NOT EXISTS (
                                 SELECT 1 FROM steward.consumers k

@@ -66,6 +66,26 @@ UPDATE steward.audit_seals SET seq = CASE WHEN record_id = :first_task_record TH
 SELECT ok FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
 ROLLBACK;
 
+-- ... deletes a sealed audit record and leaves a tombstone with its digest, as prune_outbox()
+-- does for outbox-only records: detected (the chain says which records may be pruned).
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
+SELECT c.id, c.tenant_id, steward._record_digest(c, steward._payload_digest(c))
+  FROM steward.change_log c WHERE c.id = :first_task_record;
+DELETE FROM steward.change_log WHERE id = :first_task_record;
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
+-- ... marks a record erased and rewrites its payload: detected (an erased record has no
+-- payload, and its erasure is on record).
+BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+UPDATE steward.change_log SET erased_at = now(), new_row = '{"title": "rewritten"}'
+ WHERE id = :first_task_record;
+SELECT ok, first_bad_id = :first_task_record AS names_the_record
+  FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
+ROLLBACK;
 -- A superuser who rewrites a record AND recomputes the whole chain consistently: the chain
 -- alone cannot tell (verify_audit() says ok); the heads kept outside can.
 BEGIN;
@@ -78,7 +98,7 @@ BEGIN
   FOR s IN SELECT * FROM steward.audit_seals
             WHERE tenant_id = '00000000-0000-4000-8000-00000000000a' ORDER BY seq LOOP
     SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-    prev := sha256(prev || steward._record_digest(c, steward._payload_digest(c)));
+    prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c)), s.prunable);
     UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
      WHERE record_id = s.record_id;
   END LOOP;

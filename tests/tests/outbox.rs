@@ -469,7 +469,7 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
              BEGIN
                FOR s IN SELECT * FROM steward.audit_seals WHERE tenant_id = '{ACME}' ORDER BY seq LOOP
                  SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-                 prev := sha256(prev || steward._record_digest(c, steward._payload_digest(c)));
+                 prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c)), s.prunable);
                  UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
                   WHERE record_id = s.record_id;
                END LOOP;
