@@ -274,7 +274,10 @@ fn extension_owner() -> pg_sys::Oid {
 
 /// Whether the session user is a superuser or a member of a trusted (service) role.
 pub fn caller_trusted() -> bool {
-    let caller = session_user();
+    role_trusted(session_user())
+}
+
+fn role_trusted(caller: pg_sys::Oid) -> bool {
     if let Some(known) = CACHE.with_borrow(|c| c.trusted.get(&caller).copied()) {
         return known;
     }
@@ -316,16 +319,13 @@ fn read_tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
     // ignored instead of raising "role with OID ... does not exist".
     const Q: &str = "
         SELECT t.slug, t.status::text,
-               (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2)
-               OR EXISTS (SELECT 1 FROM steward.trusted_roles x
-                            JOIN pg_catalog.pg_roles r ON r.oid = x.role_oid
-                           WHERE pg_catalog.pg_has_role($2, r.oid, 'USAGE')),
                EXISTS (SELECT 1 FROM steward.tenant_grants g
                          JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
                         WHERE g.tenant_id = t.tenant_id
                           AND pg_catalog.pg_has_role($2, r.oid, 'USAGE'))
           FROM steward.tenants t
          WHERE t.tenant_id = $1";
+    let caller_trusted = role_trusted(caller);
     as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(Q, Some(1), &[tenant.into(), caller.into()])?;
@@ -336,8 +336,8 @@ fn read_tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
             Ok(Some(TenantFacts {
                 slug: row.get::<String>(1)?.unwrap_or_default(),
                 status: row.get::<String>(2)?.unwrap_or_default(),
-                caller_trusted: row.get::<bool>(3)?.unwrap_or(false),
-                caller_granted: row.get::<bool>(4)?.unwrap_or(false),
+                caller_trusted,
+                caller_granted: row.get::<bool>(3)?.unwrap_or(false),
             }))
         })
     })
