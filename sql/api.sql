@@ -544,9 +544,8 @@ BEGIN
             END IF;
             -- An erased record has no payload, and its erasure is itself on record.
             IF c.erased_at IS NOT NULL AND (c.old_row IS NOT NULL OR c.new_row IS NOT NULL
-                 OR NOT EXISTS (SELECT 1 FROM steward.change_log e
-                                 WHERE e.action = 'ERASE' AND e.rel = c.rel
-                                   AND e.row_key = c.row_key AND e.id > c.id)) THEN
+                 OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key) e
+                                 WHERE e.action = 'ERASE' AND e.id > c.id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
             pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c) ELSE s.payload_digest END;
@@ -699,20 +698,12 @@ BEGIN
             HINT = 'Poll in batches of 100 to 1000.';
     END IF;
     horizon := pg_snapshot_xmin(pg_current_snapshot());
-    IF k.tenant_id IS NULL THEN
-        RETURN QUERY
-            SELECT o.* FROM steward.outbox o
-             WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
-             ORDER BY o.txid, o.id
-             LIMIT max_events;
-    ELSE
-        RETURN QUERY
-            SELECT o.* FROM steward.outbox o
-             WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
-               AND o.tenant_id = k.tenant_id
-             ORDER BY o.txid, o.id
-             LIMIT max_events;
-    END IF;
+    RETURN QUERY
+        SELECT o.* FROM steward.outbox o
+         WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
+           AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+         ORDER BY o.txid, o.id
+         LIMIT max_events;
 END
 $$;
 

@@ -96,22 +96,18 @@ fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
                                 SELECT 1 FROM steward.consumers k
                                  WHERE (k.tenant_id IS NULL OR k.tenant_id = c.tenant_id)
                                    AND (c.txid, c.id) > (k.pos_txid, k.pos_id))
+                     ), tombstoned AS (
+                         INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
+                         SELECT id, tenant_id, digest FROM doomed
+                         RETURNING record_id
                      )
-                     INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
-                     SELECT id, tenant_id, digest FROM doomed
-                     RETURNING record_id",
+                     DELETE FROM steward.change_log c USING tombstoned t
+                      WHERE c.id = t.record_id
+                     RETURNING c.id",
                     None,
                     &[retention.into()],
                 )?;
-                let count = pruned.len() as i64;
-                client.update(
-                    "DELETE FROM steward.change_log c
-                      WHERE c.id IN (SELECT t.record_id FROM steward.outbox_tombstones t
-                                      WHERE t.pruned_at = pg_catalog.now())",
-                    None,
-                    &[],
-                )?;
-                Ok::<_, pgrx::spi::Error>(count)
+                Ok::<_, pgrx::spi::Error>(pruned.len() as i64)
             })
         })
     })
