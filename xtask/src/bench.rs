@@ -11,8 +11,8 @@ use crate::cluster::Cluster;
 use crate::run::{output, step};
 use crate::setup::{ensure_base, ensure_packages, install_extension, repo_root, PG_BIN};
 
-const DB: &str = "steward_bench";
-const TENANT: &str = "00000000-0000-4000-8000-000000000001";
+pub const DB: &str = "steward_bench";
+pub const TENANT: &str = "00000000-0000-4000-8000-000000000001";
 
 /// One pgbench workload, run as `user` (bench_tenant, or bench_quiet: the same tenant and
 /// privileges with steward.notify off).

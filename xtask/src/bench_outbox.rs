@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use postgres::{Client, NoTls};
 
+use crate::bench::{DB, TENANT};
 use crate::cluster::Cluster;
 use crate::run::step;
-
-const DB: &str = "steward_bench";
-const TENANT: &str = "00000000-0000-4000-8000-000000000001";
 /// Events drained per side per round.
 const DRAIN_EVENTS: usize = 20_000;
 const RATE_PER_S: u64 = 1_000;
