@@ -472,8 +472,7 @@ AS $$
                                'head', encode(head, 'hex')),
             steward._internal_uuid_v7(), 'steward.audit.sealed', false, true,
             'steward.audit', tenant::text, 1);
-    SELECT pg_notify('steward_outbox', '')
-     WHERE current_setting('steward.notify', true) IS DISTINCT FROM 'off';
+    SELECT steward._internal_wake_at_commit();
 $$;
 
 -- Erasure: removes a row's personal payload from its records, keeps the records and the proof.

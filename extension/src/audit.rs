@@ -558,7 +558,7 @@ impl Record {
             pg_sys::table_close(log, pg_sys::NoLock as i32);
         }
         if evented {
-            crate::outbox::notify_at_commit();
+            crate::wakeups::at_commit();
         }
         event_id
     }

@@ -10,6 +10,7 @@ pub mod govern;
 pub mod outbox;
 pub mod plans;
 pub mod tenancy;
+pub mod wakeups;
 
 pg_module_magic!(name, version);
 
@@ -22,6 +23,7 @@ extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     outbox::init();
+    wakeups::init();
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
     // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
     // placeholder set before that is removed with a warning.

@@ -1,17 +1,15 @@
-//! The change log's outbox face: domain events, event schemas, wake-ups.
+//! The change log's outbox face: domain events and event schemas.
 //!
 //! Row events need nothing here: the audit trigger's record is the event (`steward.outbox` is
 //! a view over the same change log). This module adds `steward.emit` (an explicit domain event,
-//! validated against the JSON Schema registered for its type), `register_event_type`, the
-//! `NOTIFY steward_outbox` sent at commit of every transaction that enqueued, and the checks
-//! behind the consumer functions (written in SQL, sql/api.sql).
+//! validated against the JSON Schema registered for its type), `register_event_type`, and the
+//! checks behind the consumer functions (written in SQL, sql/api.sql). Waking consumers at
+//! commit is `wakeups`' work.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::rc::Rc;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum, JsonB, Uuid};
 
@@ -23,62 +21,18 @@ use crate::tenancy;
 type Registered = Option<(i32, Rc<jsonschema::Validator>)>;
 
 thread_local! {
-    /// Whether this transaction enqueued events (and so sends the wake-up at commit).
-    static ENQUEUED: Cell<bool> = const { Cell::new(false) };
     /// Compiled schemas by event type; emptied when steward.event_types changes.
     static SCHEMAS: RefCell<HashMap<String, Registered>> = RefCell::new(HashMap::new());
     static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
-/// `steward.notify`: whether a transaction that enqueued sends `NOTIFY steward_outbox` at
-/// commit. On by default. Postgres serializes the commits of notifying transactions across the
-/// whole cluster (async.c holds a lock from pre-commit to the end of commit so that the queue is
-/// in commit order), which costs writes under concurrency: docs/benchmarks.md measures it. A
-/// superuser setting (tenants cannot turn it off or on).
-pub static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
-
-/// Registers `steward.notify` and the invalidation callback for the schema cache. Called from
-/// `_PG_init`, before the `steward` prefix is reserved.
+/// Registers the invalidation callback for the schema cache. Called from `_PG_init`.
 pub fn init() {
-    GucRegistry::define_bool_guc(
-        c"steward.notify",
-        c"Send NOTIFY steward_outbox at commit of each transaction that enqueued events.",
-        c"Consumers LISTEN steward_outbox to poll as soon as events commit. Off: consumers poll \
-          on their own schedule, and commits of concurrent writers are not serialized by \
-          Postgres' notification queue.",
-        &NOTIFY,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(
             Some(on_relcache_invalidation),
             pg_sys::Datum::from(0),
         );
-        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
-    }
-}
-
-/// Sends the wake-up in pre-commit (Postgres queues the notification right after), so that it
-/// goes out only for a transaction that commits, and never for one that is prepared: a prepared
-/// transaction cannot hold a NOTIFY (its events wake consumers at their next poll).
-#[pg_guard]
-unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
-    use pg_sys::XactEvent::*;
-    match event {
-        // The guard clears the mark whether or not the setting lets the wake-up out.
-        XACT_EVENT_PRE_COMMIT if ENQUEUED.replace(false) && NOTIFY.get() => unsafe {
-            pg_sys::OidFunctionCall2Coll(
-                pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
-                pg_sys::InvalidOid,
-                "steward_outbox".into_datum().expect("text"),
-                "".into_datum().expect("text"),
-            );
-        },
-        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
-            ENQUEUED.set(false)
-        }
-        _ => {}
     }
 }
 
@@ -87,12 +41,6 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     if relid == pg_sys::InvalidOid || relid == EVENT_TYPES_OID.get() {
         SCHEMAS.with_borrow_mut(HashMap::clear);
     }
-}
-
-/// Marks this transaction as one that enqueued: `NOTIFY steward_outbox` goes out when it
-/// commits (once, however many events), unless `steward.notify` is off then.
-pub fn notify_at_commit() {
-    ENQUEUED.set(true);
 }
 
 /// Event types are names such as `invoice.paid`; `steward.` is steward's own.

@@ -1,5 +1,7 @@
-//! Shared fixtures for the end-to-end tests: a database of their own on the private cluster
-//! that `cargo xtask test` starts (STEWARD_TEST_PGHOST / STEWARD_TEST_PGPORT).
+//! Shared fixtures for the end-to-end tests: a database of their own on one of the two private
+//! clusters that `cargo xtask test` starts: steward preloaded (STEWARD_TEST_PGHOST /
+//! STEWARD_TEST_PGPORT, the default here) or loaded on demand (STEWARD_TEST_PLAIN_PGHOST /
+//! STEWARD_TEST_PLAIN_PGPORT).
 
 use postgres::{Client, NoTls};
 
@@ -12,12 +14,38 @@ fn env(name: &str) -> String {
     })
 }
 
-/// A connection string to `db` on the test cluster as `user`, with extra libpq options.
+/// Which test cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// `shared_preload_libraries = 'steward'`, as the DBA guide recommends.
+    Preloaded,
+    /// steward loaded by the first backend that uses it.
+    Plain,
+}
+
+impl Server {
+    pub const BOTH: [Server; 2] = [Server::Preloaded, Server::Plain];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Server::Preloaded => "STEWARD_TEST_PG",
+            Server::Plain => "STEWARD_TEST_PLAIN_PG",
+        }
+    }
+}
+
+/// A connection string to `db` on the preloaded test cluster as `user`, with libpq options.
 pub fn conninfo(db: &str, user: &str, options: Option<&str>) -> String {
+    conninfo_on(Server::Preloaded, db, user, options)
+}
+
+/// A connection string to `db` on `server` as `user`, with extra libpq options.
+pub fn conninfo_on(server: Server, db: &str, user: &str, options: Option<&str>) -> String {
+    let p = server.prefix();
     let mut s = format!(
         "host={} port={} dbname={db} user={user}",
-        env("STEWARD_TEST_PGHOST"),
-        env("STEWARD_TEST_PGPORT")
+        env(&format!("{p}HOST")),
+        env(&format!("{p}PORT"))
     );
     if let Some(o) = options {
         s.push_str(&format!(" options='{o}'"));
@@ -26,15 +54,24 @@ pub fn conninfo(db: &str, user: &str, options: Option<&str>) -> String {
 }
 
 pub fn connect(db: &str, user: &str) -> Client {
-    Client::connect(&conninfo(db, user, None), NoTls)
-        .unwrap_or_else(|e| panic!("connecting to {db} as {user}: {e}"))
+    connect_on(Server::Preloaded, db, user)
+}
+
+pub fn connect_on(server: Server, db: &str, user: &str) -> Client {
+    Client::connect(&conninfo_on(server, db, user, None), NoTls)
+        .unwrap_or_else(|e| panic!("connecting to {db} as {user} ({server:?}): {e}"))
 }
 
 /// Creates a fresh database `name` with the extension, two tenants (acme and globex), the
 /// roles `e2e_acme` (granted acme), `e2e_nogrant` (no grant) and `e2e_service` (trusted), and a
 /// governed table `items`.
 pub fn fresh_database(name: &str) -> String {
-    let mut admin = connect("postgres", "postgres");
+    fresh_database_on(Server::Preloaded, name)
+}
+
+/// `fresh_database` on `server`.
+pub fn fresh_database_on(server: Server, name: &str) -> String {
+    let mut admin = connect_on(server, "postgres", "postgres");
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
         .unwrap();
@@ -48,7 +85,7 @@ pub fn fresh_database(name: &str) -> String {
             ))
             .unwrap();
     }
-    let mut db = connect(name, "postgres");
+    let mut db = connect_on(server, name, "postgres");
     db.batch_execute(&format!(
         "CREATE EXTENSION steward;
          INSERT INTO steward.tenants (tenant_id, slug, display_name)

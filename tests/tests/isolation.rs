@@ -1,7 +1,10 @@
 //! Tenant isolation seen from real client connections.
 
 use postgres::NoTls;
-use steward_tests::{connect, conninfo, fresh_database, sqlstate, ACME, GLOBEX};
+use steward_tests::{
+    connect, connect_on, conninfo_on, fresh_database, fresh_database_on, sqlstate, Server, ACME,
+    GLOBEX,
+};
 
 fn tenants_of(client: &mut postgres::Client) -> Vec<String> {
     client
@@ -87,41 +90,61 @@ fn context_never_leaks_between_transactions_on_one_connection() {
     assert_eq!(sqlstate(&err), "ST001");
 }
 
-/// Connection options are settings: `-c steward.tenant_id=...` decides nothing.
+/// Connection options are settings: `-c steward.tenant_id=...` decides nothing. Where steward
+/// is preloaded the connection is refused outright (no setting under `steward.` exists but
+/// steward's own); where it is loaded on demand the option is at most a placeholder, removed
+/// when steward loads.
 #[test]
 fn startup_options_cannot_forge_the_tenant() {
-    let db = fresh_database("e2e_options");
-    let mut svc = connect(&db, "e2e_service");
-    let mut tx = svc.transaction().unwrap();
-    tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&GLOBEX])
-        .unwrap();
-    tx.execute("INSERT INTO items (label) VALUES ('globex secret')", &[])
-        .unwrap();
-    tx.commit().unwrap();
+    for server in Server::BOTH {
+        let db = fresh_database_on(server, "e2e_options");
+        let mut svc = connect_on(server, &db, "e2e_service");
+        let mut tx = svc.transaction().unwrap();
+        tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&GLOBEX])
+            .unwrap();
+        tx.execute("INSERT INTO items (label) VALUES ('globex secret')", &[])
+            .unwrap();
+        tx.commit().unwrap();
 
-    for opt in [
-        format!("-c steward.tenant_id={GLOBEX}"),
-        format!("-c steward.current_tenant={GLOBEX}"),
-        "-c row_security=off".to_string(),
-    ] {
-        let mut forged =
-            postgres::Client::connect(&conninfo(&db, "e2e_nogrant", Some(&opt)), NoTls)
-                .unwrap_or_else(|e| panic!("connect with {opt}: {e}"));
-        let err = forged.query("SELECT label FROM items", &[]).unwrap_err();
-        let code = sqlstate(&err);
-        assert!(
-            code == "ST001" || code == "42501",
-            "{opt}: got {code}, expected a refusal"
-        );
-
-        let mut acme =
-            postgres::Client::connect(&conninfo(&db, "e2e_acme", Some(&opt)), NoTls).unwrap();
-        match acme.query("SELECT tenant_id::text FROM items", &[]) {
-            Ok(rows) => assert!(
-                rows.iter().all(|r| r.get::<_, String>(0) == ACME),
-                "{opt} leaked rows"
-            ),
-            Err(e) => assert_eq!(sqlstate(&e), "42501", "{opt}"),
+        for opt in [
+            format!("-c steward.tenant_id={GLOBEX}"),
+            format!("-c steward.current_tenant={GLOBEX}"),
+            "-c row_security=off".to_string(),
+        ] {
+            let refused = |e: &postgres::Error| {
+                let code = sqlstate(e);
+                assert!(
+                    server == Server::Preloaded && opt.contains("steward.") && code == "42602",
+                    "{server:?}, {opt}: connection failed with {code}: {e}"
+                );
+            };
+            match postgres::Client::connect(
+                &conninfo_on(server, &db, "e2e_nogrant", Some(&opt)),
+                NoTls,
+            ) {
+                Ok(mut forged) => {
+                    let err = forged.query("SELECT label FROM items", &[]).unwrap_err();
+                    let code = sqlstate(&err);
+                    assert!(
+                        code == "ST001" || code == "42501",
+                        "{server:?}, {opt}: got {code}, expected a refusal"
+                    );
+                }
+                Err(e) => refused(&e),
+            }
+            match postgres::Client::connect(
+                &conninfo_on(server, &db, "e2e_acme", Some(&opt)),
+                NoTls,
+            ) {
+                Ok(mut acme) => match acme.query("SELECT tenant_id::text FROM items", &[]) {
+                    Ok(rows) => assert!(
+                        rows.iter().all(|r| r.get::<_, String>(0) == ACME),
+                        "{server:?}, {opt} leaked rows"
+                    ),
+                    Err(e) => assert_eq!(sqlstate(&e), "42501", "{server:?}, {opt}"),
+                },
+                Err(e) => refused(&e),
+            }
         }
     }
 }

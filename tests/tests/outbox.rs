@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use steward_tests::{connect, fresh_database, sqlstate, ACME, GLOBEX};
+use steward_tests::{
+    connect, connect_on, fresh_database, fresh_database_on, sqlstate, Server, ACME, GLOBEX,
+};
 
 /// The horizon is cluster-wide: a transaction left open in one test's database holds back every
 /// other test's events. These tests take turns.
@@ -294,14 +296,16 @@ fn a_long_transaction_holds_events_back() {
     assert_eq!(poll_and_ack(&mut c, "relay"), ["long", "x1", "x2", "x3"]);
 }
 
-/// NOTIFY steward_outbox at commit of a transaction that enqueued; nothing for a rollback.
+/// Loaded on demand, a transaction that enqueued sends `NOTIFY steward_outbox` itself as it
+/// commits (once, however many events); a rollback sends nothing.
 #[test]
 fn commit_wakes_listeners() {
     let _turn = one_at_a_time();
-    let db = fresh_database("e2e_outbox_notify");
-    let mut listener = connect(&db, "e2e_service");
+    let db = fresh_database_on(Server::Plain, "e2e_outbox_notify");
+    let mut listener = connect_on(Server::Plain, &db, "e2e_service");
     listener.batch_execute("LISTEN steward_outbox").unwrap();
-    let mut c = connect(&db, "e2e_service");
+    let mut c = connect_on(Server::Plain, &db, "e2e_service");
+    let writer: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     c.batch_execute(&format!(
         "BEGIN; SELECT steward.enter_tenant('{ACME}');
          INSERT INTO items (label) VALUES ('rolled back'); ROLLBACK;"
@@ -313,25 +317,96 @@ fn commit_wakes_listeners() {
          SELECT steward.emit('notify.tested', 'x', '1', '{{}}'); COMMIT;"
     ))
     .unwrap();
-    // A marker after both: every notification before it has arrived once it has.
-    c.batch_execute("NOTIFY steward_test_marker").unwrap();
+    // A marker after both, from the same backend: the queue is in commit order, so every
+    // wake-up the two transactions sent has arrived once the marker has.
     listener
         .batch_execute("LISTEN steward_test_marker")
         .unwrap();
     c.batch_execute("NOTIFY steward_test_marker").unwrap();
-    let mut outbox = 0;
+    let mut senders = Vec::new();
     let mut notes = listener.notifications();
     let mut it = notes.timeout_iter(Duration::from_secs(30));
     while let Some(n) = it.next().unwrap() {
         match n.channel() {
-            "steward_outbox" => outbox += 1,
+            "steward_outbox" => senders.push(n.process_id()),
             _ => break,
         }
     }
     assert_eq!(
-        outbox, 1,
-        "one wake-up for the committed transaction, none for the rollback"
+        senders,
+        [writer],
+        "one wake-up, from the committing backend, and none for the rollback"
     );
+}
+
+/// Preloaded, the database's waker sends the wake-up: writers never take Postgres' notification
+/// lock. Whatever ends the transactions that counted on it (commit, rollback, an error in
+/// pre-commit, PREPARE), the waker goes once it has nothing to send, so that the database can
+/// be dropped.
+#[test]
+fn the_waker_wakes_listeners_and_then_goes() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_waker");
+    let mut listener = connect(&db, "e2e_service");
+    listener.batch_execute("LISTEN steward_outbox").unwrap();
+    let mut c = connect(&db, "e2e_service");
+    let writer: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('one'); COMMIT;"
+    ))
+    .unwrap();
+    let woken_by = listener
+        .notifications()
+        .timeout_iter(Duration::from_secs(30))
+        .next()
+        .unwrap()
+        .expect("a wake-up after the commit")
+        .process_id();
+    drop(listener);
+    assert_ne!(woken_by, writer, "the writer notified itself");
+    let mut admin = connect("postgres", "postgres");
+    let kind: Option<String> = admin
+        .query_opt(
+            "SELECT backend_type FROM pg_stat_activity WHERE pid = $1",
+            &[&woken_by],
+        )
+        .unwrap()
+        .map(|r| r.get(0));
+    // Gone already if it was idle for its whole second; otherwise it is the waker.
+    if let Some(kind) = kind {
+        assert_eq!(kind, "steward waker");
+    }
+
+    // Transactions that count on the waker and do not commit.
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('rolled back'); ROLLBACK;
+         BEGIN; SELECT steward.enter_tenant('{ACME}');
+         INSERT INTO items (label) VALUES ('prepared'); PREPARE TRANSACTION 'e2e_waker';"
+    ))
+    .unwrap();
+    c.batch_execute("COMMIT PREPARED 'e2e_waker'").unwrap();
+    // Write skew between two serializable transactions: the second fails in commit, after
+    // pre-commit counted it on the waker.
+    let mut other = connect(&db, "e2e_service");
+    for (conn, reads, writes) in [(&mut c, "a", "b"), (&mut other, "b", "a")] {
+        conn.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT steward.enter_tenant('{ACME}');
+             SELECT count(*) FROM items WHERE label = '{reads}';
+             INSERT INTO items (label) VALUES ('{writes}');"
+        ))
+        .unwrap();
+    }
+    c.batch_execute("COMMIT").unwrap();
+    let err = other.batch_execute("COMMIT").unwrap_err();
+    assert_eq!(sqlstate(&err), "40001");
+    drop((c, other));
+    // DROP DATABASE waits up to 5 s for other sessions to leave; the waker leaves after 1 s
+    // idle unless a transaction still counts on it.
+    admin
+        .batch_execute(&format!("DROP DATABASE {db}"))
+        .unwrap_or_else(|e| panic!("the waker stayed: {e:?}"));
 }
 
 /// With steward.notify off (the DBA's choice), commits send no wake-up; a tenant role cannot
@@ -339,9 +414,25 @@ fn commit_wakes_listeners() {
 #[test]
 fn notify_off_sends_no_wake_up_and_is_the_dbas() {
     let _turn = one_at_a_time();
+    // Preloaded, the setting exists before the connection: setting it is refused.
     let db = fresh_database("e2e_outbox_quiet");
-    let mut tenant = postgres::Client::connect(
+    let err = postgres::Client::connect(
         &steward_tests::conninfo(&db, "e2e_acme", Some("-c steward.notify=off")),
+        postgres::NoTls,
+    )
+    .err()
+    .expect("a tenant connection that turns wake-ups off");
+    assert_eq!(sqlstate(&err), "42501");
+
+    // Loaded on demand, the option is a placeholder that loading steward replaces.
+    let db = fresh_database_on(Server::Plain, "e2e_outbox_quiet");
+    let mut tenant = postgres::Client::connect(
+        &steward_tests::conninfo_on(
+            Server::Plain,
+            &db,
+            "e2e_acme",
+            Some("-c steward.notify=off"),
+        ),
         postgres::NoTls,
     )
     .unwrap();
@@ -354,9 +445,9 @@ fn notify_off_sends_no_wake_up_and_is_the_dbas() {
         "a tenant's connection options cannot turn wake-ups off"
     );
 
-    let mut listener = connect(&db, "e2e_service");
+    let mut listener = connect_on(Server::Plain, &db, "e2e_service");
     listener.batch_execute("LISTEN steward_outbox").unwrap();
-    let mut admin = connect(&db, "postgres");
+    let mut admin = connect_on(Server::Plain, &db, "postgres");
     admin
         .batch_execute(&format!(
             "SET steward.notify = off;

@@ -28,7 +28,8 @@ pub fn demo(args: &[String]) -> Result<()> {
     } else {
         free_port()?
     };
-    let mut cluster = Cluster::create("demo", Some(port), "")?;
+    // As the DBA guide recommends: wake-ups sent by the waker.
+    let mut cluster = Cluster::create("demo", Some(port), "shared_preload_libraries = 'steward'")?;
     cluster.start()?;
 
     step(&format!(

@@ -130,28 +130,39 @@ fn test(args: &[String]) -> Result<()> {
     }
     if wants("pg_regress") || wants("e2e") {
         install_extension(false)?;
-        let name = format!("test-{}", std::process::id());
-        let mut cluster = Cluster::create(
-            &name,
+        // Two clusters: one with steward preloaded (shared_preload_libraries, as the DBA guide
+        // recommends: wake-ups by the per-database waker), and one that loads it on demand
+        // (installed into a database the DBA cannot restart): pg_regress runs there, and the
+        // end-to-end tests that show the difference use both.
+        // Two-phase commit is on so that the tests can show steward works with it.
+        let conf = "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 4";
+        let pid = std::process::id();
+        let mut preloaded = Cluster::create(
+            &format!("test-{pid}"),
             None,
-            // Two-phase commit is on so that the tests can show steward works with it.
-            "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 4",
+            &format!("{conf}\nshared_preload_libraries = 'steward'"),
         )?;
-        cluster.start()?;
+        let mut plain = Cluster::create(&format!("test-{pid}-plain"), None, conf)?;
+        preloaded.start()?;
+        plain.start()?;
         if wants("pg_regress") {
-            suites.push(pg_regress_suite(&cluster)?);
+            suites.push(pg_regress_suite(&plain)?);
         }
         if wants("e2e") {
             suites.push(cargo_suite(
                 "e2e",
                 cargo(&root)
                     .args(["test", "-p", "steward-tests", "--", "--test-threads=2"])
-                    .env("STEWARD_TEST_PGHOST", cluster.host())
-                    .env("STEWARD_TEST_PGPORT", cluster.port.to_string()),
+                    .env("STEWARD_TEST_PGHOST", preloaded.host())
+                    .env("STEWARD_TEST_PGPORT", preloaded.port.to_string())
+                    .env("STEWARD_TEST_PLAIN_PGHOST", plain.host())
+                    .env("STEWARD_TEST_PLAIN_PGPORT", plain.port.to_string()),
             )?);
         }
-        cluster.stop();
-        cluster.remove();
+        for mut cluster in [preloaded, plain] {
+            cluster.stop();
+            cluster.remove();
+        }
     }
 
     if suites.is_empty() && only != Some("lint") {

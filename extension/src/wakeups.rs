@@ -1,0 +1,321 @@
+//! Wake-ups for consumers: `NOTIFY steward_outbox` after every commit of a transaction that
+//! enqueued, so that a consumer that `LISTEN`s polls as soon as there is something to read.
+//!
+//! Postgres serializes the commits of notifying transactions across the whole cluster: async.c
+//! takes a lock in pre-commit and holds it until the commit is done, so that its queue is in
+//! commit order. A NOTIFY from every writing transaction therefore costs concurrent writers
+//! about half their throughput at 8 clients (docs/benchmarks.md). Steward sends the wake-up one
+//! of two ways, with the same promise to consumers (a notification is delivered after each such
+//! commit, possibly one for several commits):
+//!
+//! - **Preloaded** (`shared_preload_libraries = 'steward'`): the committing backend marks its
+//!   database pending in shared memory and sets the latch of that database's *waker*, a
+//!   background worker that sends one NOTIFY for everything marked since its last one. Writers
+//!   never take the notification lock. The waker is started by the first commit that needs it
+//!   and exits after a second with nothing to send, so that it never keeps a database from being
+//!   dropped or used as a template for long.
+//! - **Loaded on demand**, or when no waker can be had (every slot taken, no free worker process):
+//!   the committing transaction sends the NOTIFY itself, in pre-commit.
+//!
+//! A prepared transaction sends none (Postgres forbids NOTIFY in one): its events wake
+//! consumers at their next scheduled poll. ADR 006 records the design.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, pg_sys, IntoDatum, PGRXSharedMemory, PgLwLock};
+
+/// The channel consumers listen on.
+const CHANNEL: &str = "steward_outbox";
+/// Databases that can have a waker at once; beyond that, writers notify themselves.
+const WAKERS: usize = 32;
+/// A waker with nothing to send for this long exits; the next commit that needs one starts it.
+const IDLE_EXIT: Duration = Duration::from_secs(1);
+/// After each NOTIFY the waker rests this long, so that under a steady stream of commits it
+/// sends at most a few hundred a second instead of taking a core from the writers. A consumer
+/// woken then polls until empty: more frequent wake-ups would find nothing more.
+const REST: Duration = Duration::from_millis(2);
+
+/// `steward.notify`: whether a transaction that enqueued wakes consumers after it commits. On
+/// by default; a superuser setting (tenants cannot turn it off or on). Off, consumers poll on
+/// their own schedule.
+pub static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// One database's waker, in shared memory. A slot with `database == 0` is free.
+#[derive(Clone, Copy, Default)]
+struct Waker {
+    database: u32,
+    /// Bumped each time the slot is claimed, so that a backend holding a reservation from an
+    /// earlier claim never marks a later one.
+    generation: u64,
+    /// The worker's process id and latch, zero until it runs.
+    pid: i32,
+    latch: usize,
+    /// Transactions between pre-commit and commit or abort that count on this waker: it does not
+    /// exit while there are any.
+    holders: u32,
+    /// A commit since the waker's last NOTIFY.
+    pending: bool,
+}
+
+impl Waker {
+    /// A free slot. The generation moves on, so that no reservation from before matches it.
+    fn freed(generation: u64) -> Waker {
+        Waker {
+            generation: generation.wrapping_add(1),
+            ..Waker::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Wakers([Waker; WAKERS]);
+
+impl Default for Wakers {
+    fn default() -> Self {
+        Wakers([Waker::default(); WAKERS])
+    }
+}
+
+// Plain integers and flags, no pointers into any one process's memory (the latch is in shared
+// memory, the same address in every backend).
+unsafe impl PGRXSharedMemory for Wakers {}
+
+static SLOTS: PgLwLock<Wakers> = unsafe { PgLwLock::new(c"steward_wakers") };
+/// Set in the postmaster when steward is preloaded; backends inherit it.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Whether this transaction enqueued (and so wakes consumers when it commits).
+    static ENQUEUED: Cell<bool> = const { Cell::new(false) };
+    /// The waker slot and generation this transaction counts on, from pre-commit to its end.
+    static HELD: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+}
+
+/// Registers `steward.notify` and the transaction callback, and, when steward is being
+/// preloaded, the wakers' shared memory. Called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"steward.notify",
+        c"Send NOTIFY steward_outbox after each commit of a transaction that enqueued events.",
+        c"Consumers LISTEN steward_outbox to poll as soon as events commit. Off: consumers poll \
+          on their own schedule.",
+        &NOTIFY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    unsafe {
+        if pg_sys::process_shared_preload_libraries_in_progress {
+            pg_shmem_init!(SLOTS);
+            PRELOADED.store(true, Ordering::Relaxed);
+        }
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+    }
+}
+
+/// Marks this transaction as one that enqueued: consumers are woken when it commits (once,
+/// however many events), unless `steward.notify` is off then.
+pub fn at_commit() {
+    ENQUEUED.set(true);
+}
+
+/// `steward._internal_wake_at_commit()`: the same mark, for records written in SQL (the seal's
+/// witness events).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_wake_at_commit() {
+    at_commit();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        // The mark is cleared whether or not the setting lets the wake-up out; with no waker
+        // to count on, the transaction notifies itself.
+        XACT_EVENT_PRE_COMMIT if ENQUEUED.replace(false) && NOTIFY.get() && !reserve_waker() => {
+            notify_now()
+        }
+        XACT_EVENT_COMMIT => {
+            ENQUEUED.set(false);
+            if let Some(held) = HELD.take() {
+                release(held, true);
+            }
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
+            ENQUEUED.set(false);
+            if let Some(held) = HELD.take() {
+                release(held, false);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Queues the NOTIFY in this transaction: Postgres sends it at commit.
+fn notify_now() {
+    unsafe {
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
+            pg_sys::InvalidOid,
+            CHANNEL.into_datum().expect("text"),
+            "".into_datum().expect("text"),
+        );
+    }
+}
+
+/// In pre-commit: counts this transaction on its database's waker, starting one if there is
+/// none. False when there is no waker to count on (steward not preloaded, no free slot, no
+/// worker process to be had, or one still starting for another transaction): the caller then
+/// notifies itself.
+fn reserve_waker() -> bool {
+    if !PRELOADED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let (index, generation) = {
+        let mut slots = SLOTS.exclusive();
+        if let Some(i) = slots.0.iter().position(|w| w.database == database) {
+            let w = &mut slots.0[i];
+            if w.pid == 0 {
+                // Starting, for the transaction that claimed it.
+                return false;
+            }
+            w.holders += 1;
+            HELD.set(Some((i, w.generation)));
+            return true;
+        }
+        let Some(i) = slots.0.iter().position(|w| w.database == 0) else {
+            return false;
+        };
+        let w = &mut slots.0[i];
+        w.generation = w.generation.wrapping_add(1);
+        *w = Waker {
+            database,
+            generation: w.generation,
+            holders: 1,
+            ..Waker::default()
+        };
+        (i, w.generation)
+    };
+    HELD.set(Some((index, generation)));
+    let started = BackgroundWorkerBuilder::new("steward waker")
+        .set_type("steward waker")
+        .set_library("steward")
+        .set_function("steward_waker_main")
+        .enable_spi_access()
+        .set_argument((index as i32).into_datum())
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .map(|worker| worker.wait_for_startup().is_ok())
+        .unwrap_or(false);
+    if !started {
+        HELD.set(None);
+        let mut slots = SLOTS.exclusive();
+        let w = &mut slots.0[index];
+        if w.generation == generation {
+            *w = Waker::freed(generation);
+        }
+    }
+    started
+}
+
+/// At the end of a transaction that counted on a waker: after a commit, marks its database
+/// pending and wakes the waker. Takes a lock and sets a latch; nothing here can fail.
+fn release((index, generation): (usize, u64), committed: bool) {
+    let latch = {
+        let mut slots = SLOTS.exclusive();
+        let w = &mut slots.0[index];
+        if w.generation != generation {
+            // The waker died after this transaction reserved it (see `waker_exited`).
+            return;
+        }
+        w.holders -= 1;
+        // Only the commit that makes the database pending wakes the waker: it reads the mark
+        // after every wake, so later commits before that are seen with this one.
+        let wake = committed && !w.pending;
+        w.pending |= committed;
+        if wake {
+            w.latch
+        } else {
+            0
+        }
+    };
+    if latch != 0 {
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+}
+
+/// The waker of one database (its slot is the argument): sends `NOTIFY steward_outbox` once for
+/// all commits marked since the last, until it has had nothing to send for `IDLE_EXIT`.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
+    let index = arg.value();
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let (database, generation) = {
+        let slots = SLOTS.share();
+        (slots.0[index].database, slots.0[index].generation)
+    };
+    if database == 0 {
+        return;
+    }
+    unsafe {
+        MINE.set(Some((index, generation)));
+        pg_sys::before_shmem_exit(Some(waker_exited), pg_sys::Datum::from(0));
+    }
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    {
+        let mut slots = SLOTS.exclusive();
+        let w = &mut slots.0[index];
+        w.pid = unsafe { pg_sys::MyProcPid };
+        w.latch = unsafe { pg_sys::MyLatch } as usize;
+    }
+    let mut last = Instant::now();
+    loop {
+        let send = {
+            let mut slots = SLOTS.exclusive();
+            let w = &mut slots.0[index];
+            if w.pending {
+                w.pending = false;
+                true
+            } else if w.holders == 0 && last.elapsed() >= IDLE_EXIT {
+                // Free the slot under the lock: a transaction that finds it free starts anew.
+                *w = Waker::freed(generation);
+                return;
+            } else {
+                false
+            }
+        };
+        if send {
+            BackgroundWorker::transaction(notify_now);
+            last = Instant::now();
+            unsafe { pg_sys::pg_usleep(REST.as_micros() as std::ffi::c_long) };
+        } else if !BackgroundWorker::wait_latch(Some(IDLE_EXIT)) {
+            return; // asked to stop; the exit callback frees the slot
+        }
+    }
+}
+
+thread_local! {
+    /// In a waker: its slot and generation.
+    static MINE: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+}
+
+/// A waker's last act, however it exits: frees its slot if it still holds it. A commit marked
+/// after the waker's last NOTIFY and before this is woken by the next commit (the waker is
+/// started again) or by the consumer's scheduled poll.
+#[pg_guard]
+unsafe extern "C-unwind" fn waker_exited(_code: i32, _arg: pg_sys::Datum) {
+    if let Some((index, generation)) = MINE.take() {
+        let mut slots = SLOTS.exclusive();
+        let w = &mut slots.0[index];
+        if w.generation == generation {
+            *w = Waker::freed(generation);
+        }
+    }
+}
