@@ -8,7 +8,7 @@
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, Uuid};
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgTupleDesc, Uuid};
 
 use crate::errors::{or_raise, StewardError};
 
@@ -259,7 +259,7 @@ fn check_version(
 
 fn update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
-) -> crate::errors::Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>> {
+) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
     let column = tenant_column(trigger);
     let old = trigger.old().expect("an UPDATE row trigger has an old row");
     let new = trigger.new().expect("an UPDATE row trigger has a new row");
@@ -284,16 +284,32 @@ fn update_guard<'a>(
     };
     // An update that changes nothing leaves the version alone (and writes no change record).
     let data = trigger.trigger_data();
-    let unchanged = same_bytes(data.tg_trigtuple, data.tg_newtuple);
-    let mut out = new.into_owned();
-    if let (Some((attnum, actual)), false) = (bump, unchanged) {
-        out.set_by_index(
-            std::num::NonZeroUsize::new(attnum).expect("attnum > 0"),
-            actual + 1,
-        )
-        .unwrap_or_else(|e| pgrx::error!("steward: cannot set the version: {e}"));
+    let Some((attnum, actual)) = bump else {
+        return Ok(Some(new));
+    };
+    if same_bytes(data.tg_trigtuple, data.tg_newtuple) {
+        return Ok(Some(new));
     }
-    Ok(Some(out))
+    // The new row with the version raised, formed once from the row the UPDATE made (no copy
+    // of it first); palloc'd in the trigger's memory context, which Postgres frees.
+    unsafe {
+        let tupdesc = (*data.tg_relation).rd_att;
+        let mut column = attnum as i32;
+        let mut value = (actual + 1).into_datum().expect("bigint");
+        let mut isnull = false;
+        let bumped = pg_sys::heap_modify_tuple_by_cols(
+            data.tg_newtuple,
+            tupdesc,
+            1,
+            &mut column,
+            &mut value,
+            &mut isnull,
+        );
+        Ok(Some(PgHeapTuple::from_heap_tuple(
+            PgTupleDesc::from_pg_unchecked(tupdesc),
+            bumped,
+        )))
+    }
 }
 
 /// BEFORE UPDATE FOR EACH ROW on every governed table: rows stay in their tenant, and a
@@ -301,7 +317,7 @@ fn update_guard<'a>(
 #[pg_trigger]
 fn _internal_update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
-) -> std::result::Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, StewardError> {
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
     Ok(or_raise(update_guard(trigger)))
 }
 
