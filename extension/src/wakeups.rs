@@ -11,11 +11,12 @@
 //! - **Preloaded** (`shared_preload_libraries = 'steward'`): the committing backend marks its
 //!   database pending in shared memory and sets the latch of that database's *waker*, a
 //!   background worker that sends one NOTIFY for everything marked since its last one. Writers
-//!   never take the notification lock. The waker is started by the first commit that needs it
-//!   and exits after a second with nothing to send, so that it never keeps a database from being
-//!   dropped or used as a template for long.
-//! - **Loaded on demand**, or when no waker can be had (every slot taken, no free worker process):
-//!   the committing transaction sends the NOTIFY itself, in pre-commit.
+//!   never take the notification lock. The first commit that finds no waker starts one (and
+//!   notifies itself); the waker exits after a second with nothing to send, so that it never
+//!   keeps a database from being dropped or used as a template for long.
+//! - **Loaded on demand**, or while no waker runs for the database (starting, stopping, more
+//!   databases busy than `steward.max_wakers`, no free worker process): the committing
+//!   transaction sends the NOTIFY itself, in pre-commit.
 //!
 //! A prepared transaction sends none (Postgres forbids NOTIFY in one): its events wake
 //! consumers at their next scheduled poll. ADR 006 records the design.
@@ -32,8 +33,10 @@ use pgrx::{pg_shmem_init, pg_sys, IntoDatum, PGRXSharedMemory, PgLwLock};
 
 /// The channel consumers listen on.
 const CHANNEL: &str = "steward_outbox";
-/// Databases that can have a waker at once; beyond that, writers notify themselves.
+/// Slots in shared memory: the most databases that can have a waker at once.
 const WAKERS: usize = 32;
+/// A waker claimed this long ago that never connected is given up, and its slot claimed anew.
+const STALE_START_US: i64 = 10_000_000;
 /// A waker with nothing to send for this long exits; the next commit that needs one starts it.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// After each NOTIFY the waker rests this long, so that under a steady stream of commits it
@@ -45,6 +48,10 @@ const REST: Duration = Duration::from_millis(2);
 /// by default; a superuser setting (tenants cannot turn it off or on). Off, consumers poll on
 /// their own schedule.
 pub static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `steward.max_wakers`: how many databases may have a waker at once. Each takes one of
+/// `max_worker_processes`, which parallel query and logical replication also use.
+pub static MAX_WAKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 
 /// One database's waker, in shared memory. A slot with `database == 0` is free.
 #[derive(Clone, Copy, Default)]
@@ -61,6 +68,10 @@ struct Waker {
     holders: u32,
     /// A commit since the waker's last NOTIFY.
     pending: bool,
+    /// The waker is stopping: no new transaction counts on it.
+    closing: bool,
+    /// When the slot was claimed (for giving up a start that never came to anything).
+    claimed_at: i64,
 }
 
 impl Waker {
@@ -107,6 +118,17 @@ pub fn init() {
           on their own schedule.",
         &NOTIFY,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"steward.max_wakers",
+        c"How many databases may have a steward waker (a background worker) at once.",
+        c"Each takes one of max_worker_processes. Beyond it, and at 0, a committing transaction \
+          sends its NOTIFY itself. Only where steward is preloaded.",
+        &MAX_WAKERS,
+        0,
+        WAKERS as i32,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     unsafe {
@@ -168,60 +190,68 @@ fn notify_now() {
     }
 }
 
-/// In pre-commit: counts this transaction on its database's waker, starting one if there is
-/// none. False when there is no waker to count on (steward not preloaded, no free slot, no
-/// worker process to be had, or one still starting for another transaction): the caller then
-/// notifies itself.
+/// In pre-commit: counts this transaction on its database's running waker. False when there is
+/// none to count on (steward not preloaded, none running yet, no slot): the caller then notifies
+/// itself, and, if the database has no waker, this starts one for the transactions after it.
 fn reserve_waker() -> bool {
-    if !PRELOADED.load(Ordering::Relaxed) {
+    let max = MAX_WAKERS.get().max(0) as usize;
+    if !PRELOADED.load(Ordering::Relaxed) || max == 0 {
         return false;
     }
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let (index, generation) = {
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let claimed = {
         let mut slots = SLOTS.exclusive();
+        let claim = |w: &mut Waker| {
+            *w = Waker {
+                database,
+                generation: w.generation.wrapping_add(1),
+                claimed_at: now,
+                ..Waker::default()
+            };
+        };
         if let Some(i) = slots.0.iter().position(|w| w.database == database) {
             let w = &mut slots.0[i];
-            if w.pid == 0 {
-                // Starting, for the transaction that claimed it.
+            if w.pid != 0 && !w.closing {
+                w.holders += 1;
+                HELD.set(Some((i, w.generation)));
+                return true;
+            }
+            // Starting or stopping. A start that never connected is given up after a while.
+            if w.pid != 0 || now - w.claimed_at < STALE_START_US {
                 return false;
             }
-            w.holders += 1;
-            HELD.set(Some((i, w.generation)));
-            return true;
+            claim(w);
+            (i, w.generation)
+        } else {
+            if slots.0.iter().filter(|w| w.database != 0).count() >= max {
+                return false;
+            }
+            let Some(i) = slots.0.iter().position(|w| w.database == 0) else {
+                return false;
+            };
+            claim(&mut slots.0[i]);
+            (i, slots.0[i].generation)
         }
-        let Some(i) = slots.0.iter().position(|w| w.database == 0) else {
-            return false;
-        };
-        let w = &mut slots.0[i];
-        w.generation = w.generation.wrapping_add(1);
-        *w = Waker {
-            database,
-            generation: w.generation,
-            holders: 1,
-            ..Waker::default()
-        };
-        (i, w.generation)
     };
-    HELD.set(Some((index, generation)));
-    let started = BackgroundWorkerBuilder::new("steward waker")
+    // Started without waiting for it: this transaction notifies itself.
+    let (index, generation) = claimed;
+    let registered = BackgroundWorkerBuilder::new("steward waker")
         .set_type("steward waker")
         .set_library("steward")
         .set_function("steward_waker_main")
         .enable_spi_access()
         .set_argument((index as i32).into_datum())
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
-        .map(|worker| worker.wait_for_startup().is_ok())
-        .unwrap_or(false);
-    if !started {
-        HELD.set(None);
+        .is_ok();
+    if !registered {
         let mut slots = SLOTS.exclusive();
         let w = &mut slots.0[index];
         if w.generation == generation {
             *w = Waker::freed(generation);
         }
     }
-    started
+    false
 }
 
 /// At the end of a transaction that counted on a waker: after a commit, marks its database
@@ -251,7 +281,8 @@ fn release((index, generation): (usize, u64), committed: bool) {
 }
 
 /// The waker of one database (its slot is the argument): sends `NOTIFY steward_outbox` once for
-/// all commits marked since the last, until it has had nothing to send for `IDLE_EXIT`.
+/// all commits marked since the last, until it has had nothing to send for `IDLE_EXIT`, or is
+/// asked to stop (then it first serves the transactions already counting on it).
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
@@ -264,26 +295,42 @@ pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
     if database == 0 {
         return;
     }
+    MINE.set(Some((index, generation)));
     unsafe {
-        MINE.set(Some((index, generation)));
         pg_sys::before_shmem_exit(Some(waker_exited), pg_sys::Datum::from(0));
+        // Connects even to a database that does not allow connections now: its writers still
+        // count on a wake-up.
+        pg_sys::BackgroundWorkerInitializeConnectionByOid(
+            pg_sys::Oid::from(database),
+            pg_sys::InvalidOid,
+            pg_sys::BGWORKER_BYPASS_ALLOWCONN,
+        );
     }
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
     {
         let mut slots = SLOTS.exclusive();
         let w = &mut slots.0[index];
+        if w.generation != generation {
+            return; // given up on while starting; the slot is someone else's now
+        }
         w.pid = unsafe { pg_sys::MyProcPid };
         w.latch = unsafe { pg_sys::MyLatch } as usize;
     }
     let mut last = Instant::now();
+    let mut stopping: Option<Instant> = None;
     loop {
+        if stopping.is_none() && BackgroundWorker::sigterm_received() {
+            stopping = Some(Instant::now());
+        }
         let send = {
             let mut slots = SLOTS.exclusive();
             let w = &mut slots.0[index];
+            w.closing |= stopping.is_some();
+            let drained =
+                w.holders == 0 || stopping.is_some_and(|since| since.elapsed() >= IDLE_EXIT);
             if w.pending {
                 w.pending = false;
                 true
-            } else if w.holders == 0 && last.elapsed() >= IDLE_EXIT {
+            } else if drained && (stopping.is_some() || last.elapsed() >= IDLE_EXIT) {
                 // Free the slot under the lock: a transaction that finds it free starts anew.
                 *w = Waker::freed(generation);
                 return;
@@ -295,8 +342,11 @@ pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
             BackgroundWorker::transaction(notify_now);
             last = Instant::now();
             unsafe { pg_sys::pg_usleep(REST.as_micros() as std::ffi::c_long) };
+        } else if stopping.is_some() {
+            // Transactions between pre-commit and commit: they finish in moments.
+            unsafe { pg_sys::pg_usleep(1000) };
         } else if !BackgroundWorker::wait_latch(Some(IDLE_EXIT)) {
-            return; // asked to stop; the exit callback frees the slot
+            stopping = Some(Instant::now());
         }
     }
 }
