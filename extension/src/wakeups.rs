@@ -162,16 +162,10 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
         XACT_EVENT_PRE_COMMIT if ENQUEUED.replace(false) && NOTIFY.get() && !reserve_waker() => {
             notify_now()
         }
-        XACT_EVENT_COMMIT => {
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
             ENQUEUED.set(false);
             if let Some(held) = HELD.take() {
-                release(held, true);
-            }
-        }
-        XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
-            ENQUEUED.set(false);
-            if let Some(held) = HELD.take() {
-                release(held, false);
+                release(held, event == XACT_EVENT_COMMIT);
             }
         }
         _ => {}
@@ -199,14 +193,15 @@ fn reserve_waker() -> bool {
         return false;
     }
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    // The clock is read only off the common path (a running waker to count on).
+    let now = || unsafe { pg_sys::GetCurrentTimestamp() };
     let claimed = {
         let mut slots = SLOTS.exclusive();
-        let claim = |w: &mut Waker| {
+        let claim = |w: &mut Waker, at: i64| {
             *w = Waker {
                 database,
                 generation: w.generation.wrapping_add(1),
-                claimed_at: now,
+                claimed_at: at,
                 ..Waker::default()
             };
         };
@@ -218,10 +213,11 @@ fn reserve_waker() -> bool {
                 return true;
             }
             // Starting or stopping. A start that never connected is given up after a while.
-            if w.pid != 0 || now - w.claimed_at < STALE_START_US {
+            let at = now();
+            if w.pid != 0 || at - w.claimed_at < STALE_START_US {
                 return false;
             }
-            claim(w);
+            claim(w, at);
             (i, w.generation)
         } else {
             if slots.0.iter().filter(|w| w.database != 0).count() >= max {
@@ -230,7 +226,7 @@ fn reserve_waker() -> bool {
             let Some(i) = slots.0.iter().position(|w| w.database == 0) else {
                 return false;
             };
-            claim(&mut slots.0[i]);
+            claim(&mut slots.0[i], now());
             (i, slots.0[i].generation)
         }
     };
@@ -245,11 +241,7 @@ fn reserve_waker() -> bool {
         .load_dynamic()
         .is_ok();
     if !registered {
-        let mut slots = SLOTS.exclusive();
-        let w = &mut slots.0[index];
-        if w.generation == generation {
-            *w = Waker::freed(generation);
-        }
+        free_if_mine(index, generation);
     }
     false
 }
@@ -362,10 +354,15 @@ thread_local! {
 #[pg_guard]
 unsafe extern "C-unwind" fn waker_exited(_code: i32, _arg: pg_sys::Datum) {
     if let Some((index, generation)) = MINE.take() {
-        let mut slots = SLOTS.exclusive();
-        let w = &mut slots.0[index];
-        if w.generation == generation {
-            *w = Waker::freed(generation);
-        }
+        free_if_mine(index, generation);
+    }
+}
+
+/// Frees slot `index` if it is still the claim of `generation`.
+fn free_if_mine(index: usize, generation: u64) {
+    let mut slots = SLOTS.exclusive();
+    let w = &mut slots.0[index];
+    if w.generation == generation {
+        *w = Waker::freed(generation);
     }
 }
