@@ -8,7 +8,8 @@ CREATE TABLE bench.w_plain (
     title     text NOT NULL,
     qty       int NOT NULL
 );
--- (b) the floor: the same table and one log record, written by one plain SQL statement.
+-- (b) the floor: the same table and one log record of the same shape as steward's (the new row
+--     whole, of the old one the values the update replaced), written by one plain SQL statement.
 CREATE TABLE bench.w_floor (LIKE bench.w_plain INCLUDING ALL);
 CREATE TABLE bench.w_floor_log (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -19,8 +20,9 @@ CREATE TABLE bench.w_floor_log (
     table_name  text,
     row_key     jsonb,
     action      text NOT NULL,
-    old_row     jsonb,
+    old_values  jsonb,              -- as steward's record: what the change replaced
     new_row     jsonb,
+    changed     jsonb,
     event_id    uuid NOT NULL DEFAULT gen_random_uuid(),
     event_type  text
 );

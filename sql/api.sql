@@ -300,10 +300,18 @@ CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.change_log
 CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.change_log
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
 
+-- The row before a change, whole: an update's record keeps the new row whole and, of the old one,
+-- only the values it replaced (no payload stored twice); the old row is the new one with those
+-- put back. NULL for an insert, and once erased. No SET clause, so that the faces inline it; the
+-- operator is named in full instead.
+CREATE FUNCTION steward._old_row(old_values jsonb, new_row jsonb, changed jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN changed IS NULL THEN old_values ELSE new_row OPERATOR(pg_catalog.||) old_values END $$;
+
 -- One record per row change: who, what, when and why.
 CREATE VIEW steward.audit_log WITH (security_invoker = true) AS
 SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id, c.table_name,
-       c.row_key, c.action, c.old_row, c.new_row, c.changed
+       c.row_key, c.action, steward._old_row(c.old_values, c.new_row, c.changed) AS old_row, c.new_row, c.changed
   FROM steward.change_log c
  WHERE c.audited;
 GRANT SELECT ON steward.audit_log TO PUBLIC;
@@ -336,7 +344,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id,
-           c.table_name, c.row_key, c.action, c.old_row, c.new_row, c.changed
+           c.table_name, c.row_key, c.action, steward._old_row(c.old_values, c.new_row, c.changed), c.new_row, c.changed
       FROM steward._row_records(history.rel::oid, history.row_key) c
      WHERE c.audited
      ORDER BY c.id
@@ -372,7 +380,7 @@ CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.audit_sea
 CREATE FUNCTION steward._payload_digest(c steward.change_log)
 RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT sha256(convert_to(jsonb_build_array(c.old_row, c.new_row, c.changed)::text, 'UTF8')) $$;
+AS $$ SELECT sha256(convert_to(jsonb_build_array(c.old_values, c.new_row, c.changed)::text, 'UTF8')) $$;
 
 -- The digest of a record: every field but the payload, which enters through its digest.
 CREATE FUNCTION steward._record_digest(c steward.change_log, payload_digest bytea)
@@ -542,7 +550,7 @@ BEGIN
                 bad := s.record_id; EXIT;
             END IF;
             -- An erased record has no payload, and its erasure is itself on record.
-            IF c.erased_at IS NOT NULL AND (c.old_row IS NOT NULL OR c.new_row IS NOT NULL
+            IF c.erased_at IS NOT NULL AND (c.old_values IS NOT NULL OR c.new_row IS NOT NULL
                  OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key) e
                                  WHERE e.action = 'ERASE' AND e.id > c.id)) THEN
                 bad := s.record_id; EXIT;
@@ -594,7 +602,7 @@ SELECT c.id, c.event_id, c.tenant_id, c.txid, c.occurred_at, c.event_type,
        coalesce(c.aggregate_type, c.table_name) AS aggregate_type,
        coalesce(c.aggregate_id, steward._internal_aggregate_id(c.row_key)) AS aggregate_id,
        c.schema_version,
-       CASE WHEN c.action = 'DELETE' THEN c.old_row ELSE c.new_row END AS payload,
+       CASE WHEN c.action = 'DELETE' THEN steward._old_row(c.old_values, c.new_row, c.changed) ELSE c.new_row END AS payload,
        coalesce(c.headers, '{}'::jsonb)
          || jsonb_strip_nulls(jsonb_build_object('actor', c.actor, 'reason', c.reason,
                                                  'request_id', c.request_id,

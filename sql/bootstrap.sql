@@ -75,8 +75,10 @@ CREATE TABLE steward.change_log (
     row_key     jsonb,              -- its primary key, e.g. {"id": 42}
     row_hash    bigint,             -- steward._internal_row_hash(rel, row_key): finds a row's records
     action      text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE', 'ERASE', 'EVENT')),
-    old_row     jsonb,
-    new_row     jsonb,
+    old_values  jsonb,              -- what the change replaced: the whole row (DELETE), or only the
+                                    -- changed columns' old values (UPDATE; the faces show
+                                    -- new_row || old_values as old_row: steward._old_row)
+    new_row     jsonb,              -- the row after the change, whole
     changed     jsonb,              -- the names of the columns that changed (UPDATE)
     event_id    uuid NOT NULL,      -- UUIDv7: the outbox's id for this record
     event_type  text,               -- e.g. projects.updated

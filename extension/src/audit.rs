@@ -141,7 +141,7 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
             Spi::connect_mut(|client| {
                 let erased = client.update(
                     "UPDATE steward.change_log
-                        SET old_row = NULL, new_row = NULL, erased_at = pg_catalog.now()
+                        SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
                       WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r)
                         AND erased_at IS NULL AND action <> 'ERASE'
                   RETURNING tenant_id, table_name",
@@ -256,6 +256,36 @@ unsafe fn row_jsonb(
     unsafe {
         let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
         pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row)
+    }
+}
+
+/// `row` (a row as jsonb) with only the keys in `keep`: `row - <every other column>`.
+unsafe fn only_columns(
+    row: pg_sys::Datum,
+    tupdesc: pg_sys::TupleDesc,
+    keep: &[String],
+) -> pg_sys::Datum {
+    unsafe {
+        let mut others: Vec<&str> = Vec::new();
+        for i in 0..(*tupdesc).natts as usize {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            let name = CStr::from_ptr(attr.attname.data.as_ptr())
+                .to_str()
+                .unwrap_or_default();
+            if !attr.attisdropped && !keep.iter().any(|k| k == name) {
+                others.push(name);
+            }
+        }
+        if others.is_empty() {
+            return row;
+        }
+        let others = others.into_datum().expect("a text[]");
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
+            pg_sys::InvalidOid,
+            row,
+            others,
+        )
     }
 }
 
@@ -406,7 +436,7 @@ pub enum Col {
     RowKey,
     RowHash,
     Action,
-    OldRow,
+    OldValues,
     NewRow,
     Changed,
     EventId,
@@ -438,7 +468,7 @@ const COLUMNS: [&str; Col::COUNT] = [
     "row_key",
     "row_hash",
     "action",
-    "old_row",
+    "old_values",
     "new_row",
     "changed",
     "event_id",
@@ -588,7 +618,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
                 })
                 .to_jsonb
         });
-        let old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
+        let mut old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
         let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.pk);
@@ -613,7 +643,11 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
                     }
                 }
             }
-            changed = Some(jsonb_from_text(&serde_json::Value::from(names).to_string()));
+            changed = Some(jsonb_from_text(
+                &serde_json::Value::from(names.clone()).to_string(),
+            ));
+            // The new row is stored whole; of the old one, only what the update replaced.
+            old_json = old_json.map(|o| only_columns(o, tupdesc, &names));
         }
         let event_type = format!("{}.{suffix}", args.short_name);
 
@@ -624,7 +658,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         record.set(Col::RowKey, Some(row_key));
         record.set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
         record.set(Col::Action, text(Some(action)));
-        record.set(Col::OldRow, old_json);
+        record.set(Col::OldValues, old_json);
         record.set(Col::NewRow, new_json);
         record.set(Col::Changed, changed);
         record.set(Col::EventType, text(Some(&event_type)));

@@ -53,6 +53,15 @@ VALUES ('00000000-0000-4000-8000-00000000000a', 'INSERT', gen_random_uuid(), tru
 \echo :LAST_ERROR_SQLSTATE
 -- ... and a superuser's plain SQL is refused too (ST403).
 \c - postgres
+-- What an update's record stores: the new row whole and, of the old one, only the values the
+-- update replaced (the audit face shows the old row whole, above). A delete keeps the old row.
+SELECT action, changed, old_values, new_row IS NOT NULL AS has_new_row
+  FROM steward.change_log WHERE table_name = 'app.tasks' AND tenant_id = '00000000-0000-4000-8000-00000000000a'
+ ORDER BY id;
+SELECT a.old_row = jsonb_build_object('id', 1, 'tenant_id', '00000000-0000-4000-8000-00000000000a',
+                                      'title', 'order anvil', 'done', false, 'n', 0, 'version', 1)
+       AS old_row_whole
+  FROM steward.audit_log a WHERE a.table_name = 'app.tasks' AND a.action = 'UPDATE';
 UPDATE steward.change_log SET actor = 'someone else' WHERE table_name = 'app.tasks';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM steward.change_log WHERE table_name = 'app.tasks';

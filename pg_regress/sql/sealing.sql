@@ -51,7 +51,7 @@ ROLLBACK;
 -- ... reorders two sealed records (swaps their contents): detected at the first.
 BEGIN;
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
-UPDATE steward.change_log c SET new_row = o.new_row, old_row = o.old_row, action = o.action, row_key = o.row_key
+UPDATE steward.change_log c SET new_row = o.new_row, old_values = o.old_values, action = o.action, row_key = o.row_key
   FROM steward.change_log o
  WHERE (c.id, o.id) IN ((:first_task_record, :first_task_record + 1), (:first_task_record + 1, :first_task_record));
 SELECT ok, first_bad_id = :first_task_record AS names_the_record

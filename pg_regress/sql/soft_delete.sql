@@ -25,7 +25,12 @@ SELECT id, title, deleted_at IS NOT NULL AS deleted, version FROM app.docs ORDER
 \c - acme_app
 SELECT steward.restore('app.docs', '{"id": 1}');
 SELECT id, title FROM app.docs ORDER BY id;
-SELECT action, new_row ->> 'deleted_at' IS NOT NULL AS deleted_after FROM steward.history('app.docs', '{"id": 1}');
+SELECT action, old_row ->> 'title' AS title_before, old_row ->> 'deleted_at' IS NOT NULL AS deleted_before,
+       new_row ->> 'deleted_at' IS NOT NULL AS deleted_after
+  FROM steward.history('app.docs', '{"id": 1}');
+-- The row events carry the whole row, the delete's included.
+SELECT event_type, payload ->> 'title' AS title, payload ->> 'deleted_at' IS NOT NULL AS deleted
+  FROM steward.outbox WHERE aggregate_type = 'app.docs' AND aggregate_id = '1' ORDER BY id;
 -- A row that is not deleted cannot be restored: ST400.
 SELECT steward.restore('app.docs', '{"id": 1}');
 \echo :LAST_ERROR_SQLSTATE
