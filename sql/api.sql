@@ -376,11 +376,13 @@ CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.audit_seal
 CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.audit_seals
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
 
--- The digest of a record's personal payload.
-CREATE FUNCTION steward._payload_digest(c steward.change_log)
+-- The digest of a record's personal payload, salted: a digest of the payload alone would let
+-- anyone who reads the seals confirm a guess of an erased payload (an email address, a name).
+-- The salt is random per record and erase() removes it with the payload.
+CREATE FUNCTION steward._payload_digest(c steward.change_log, salt bytea)
 RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT sha256(convert_to(jsonb_build_array(c.old_values, c.new_row, c.changed)::text, 'UTF8')) $$;
+AS $$ SELECT sha256(salt || convert_to(jsonb_build_array(c.old_values, c.new_row, c.changed)::text, 'UTF8')) $$;
 
 -- The digest of a record: every field but the payload, which enters through its digest.
 CREATE FUNCTION steward._record_digest(c steward.change_log, payload_digest bytea)
@@ -422,6 +424,7 @@ DECLARE
     prev    bytea;
     pos     bigint;
     pd      bytea;
+    salt    bytea;
     last_id bigint;
     witness boolean := false;
     total   bigint := 0;
@@ -447,12 +450,13 @@ BEGIN
             pos := coalesce(last.seq, 0);
             prev := coalesce(last.hash, ''::bytea);
         END IF;
-        pd := steward._payload_digest(r);
+        salt := uuid_send(gen_random_uuid());   -- 122 random bits
+        pd := steward._payload_digest(r, salt);
         pos := pos + 1;
         prev := steward._chain_step(prev, steward._record_digest(r, pd), r.evented AND NOT r.audited);
         INSERT INTO steward.audit_seals
-               (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, row_hash, prunable)
-        VALUES (r.id, cur_t, pos, pd, prev, upto, r.row_hash, r.evented AND NOT r.audited);
+               (record_id, tenant_id, seq, payload_digest, payload_salt, hash, sealed_xmin, row_hash, prunable)
+        VALUES (r.id, cur_t, pos, pd, salt, prev, upto, r.row_hash, r.evented AND NOT r.audited);
         last_id := r.id;
         witness := witness OR r.event_type IS DISTINCT FROM 'steward.audit.sealed';
         total := total + 1;
@@ -555,8 +559,8 @@ BEGIN
                                  WHERE e.action = 'ERASE' AND e.id > c.id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
-            pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c) ELSE s.payload_digest END;
-            IF pd <> s.payload_digest THEN
+            pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c, s.payload_salt) ELSE s.payload_digest END;
+            IF pd IS DISTINCT FROM s.payload_digest THEN
                 bad := s.record_id; EXIT;
             END IF;
             prev := steward._chain_step(prev, steward._record_digest(c, pd), s.prunable);
@@ -594,6 +598,13 @@ $$;
 -- The change log's outbox face
 ------------------------------------------------------------------------------------------------
 
+-- An event's headers: emit()'s own, and the context's actor, reason, request_id and traceparent
+-- where they are set (extension/src/outbox.rs: one pass, for every event a consumer reads).
+CREATE FUNCTION steward._internal_headers(headers jsonb, actor text, reason text, request_id text,
+                                          traceparent text)
+RETURNS jsonb LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'steward_event_headers';
+
 -- One row per event: row events of governed tables with `events`, domain events from emit(),
 -- and steward's own (steward.audit.sealed). The same records the audit face shows; nothing is
 -- stored twice. Tenant roles see their own tenant's events (the log's RLS).
@@ -603,10 +614,7 @@ SELECT c.id, c.event_id, c.tenant_id, c.txid, c.occurred_at, c.event_type,
        coalesce(c.aggregate_id, steward._internal_aggregate_id(c.row_key)) AS aggregate_id,
        c.schema_version,
        CASE WHEN c.action = 'DELETE' THEN steward._old_row(c.old_values, c.new_row, c.changed) ELSE c.new_row END AS payload,
-       coalesce(c.headers, '{}'::jsonb)
-         || jsonb_strip_nulls(jsonb_build_object('actor', c.actor, 'reason', c.reason,
-                                                 'request_id', c.request_id,
-                                                 'traceparent', c.traceparent)) AS headers
+       steward._internal_headers(c.headers, c.actor, c.reason, c.request_id, c.traceparent) AS headers
   FROM steward.change_log c
  WHERE c.evented;
 GRANT SELECT ON steward.outbox TO PUBLIC;
@@ -638,8 +646,8 @@ BEGIN
     END IF;
     IF k.tenant_id IS DISTINCT FROM scope THEN
         RAISE EXCEPTION USING ERRCODE = 'ST002',
-            MESSAGE = format('consumer "%s" reads %s; the caller is %s', name,
-                             coalesce('tenant ' || k.tenant_id, 'every tenant'),
+            -- Which tenant it reads is not said: that would tell one tenant another's id.
+            MESSAGE = format('consumer "%s" is not usable by the caller (%s)', name,
                              coalesce('in tenant ' || scope, 'outside any tenant')),
             HINT = 'A tenant''s consumer is used from inside that tenant; an all-tenant consumer by a trusted role outside any tenant.';
     END IF;
@@ -729,7 +737,7 @@ BEGIN
     SELECT o.txid, o.id, o.tenant_id INTO e FROM steward.outbox o WHERE o.id = through_id;
     IF NOT FOUND OR (k.tenant_id IS NOT NULL AND e.tenant_id <> k.tenant_id) THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', through_id, consumer),
+            MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
             HINT = 'Ack the id of the last event poll() returned.';
     END IF;
     IF e.txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN

@@ -110,7 +110,9 @@ CREATE TABLE steward.audit_seals (
     record_id      bigint PRIMARY KEY,
     tenant_id      uuid NOT NULL,
     seq            bigint NOT NULL,           -- position in the tenant's chain, from 1
-    payload_digest bytea NOT NULL,
+    payload_digest bytea NOT NULL,             -- sha256(payload_salt || the record's payload)
+    payload_salt   bytea,                     -- random, per record; erase() removes it, so an
+                                              -- erased payload cannot be confirmed by guessing
     hash           bytea NOT NULL,
     sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),

@@ -139,12 +139,19 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
     tenancy::as_extension_owner(|| {
         with_flag(&ERASING, || {
             Spi::connect_mut(|client| {
+                // The payload goes, and with it the salt of its sealed digest.
                 let erased = client.update(
-                    "UPDATE steward.change_log
-                        SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                      WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r)
-                        AND erased_at IS NULL AND action <> 'ERASE'
-                  RETURNING tenant_id, table_name",
+                    "WITH erased AS (
+                         UPDATE steward.change_log
+                            SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
+                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r)
+                            AND erased_at IS NULL AND action <> 'ERASE'
+                      RETURNING id, tenant_id, table_name
+                     ), unsalted AS (
+                         UPDATE steward.audit_seals s SET payload_salt = NULL
+                           FROM erased e WHERE s.record_id = e.id
+                     )
+                     SELECT tenant_id, table_name FROM erased",
                     None,
                     &[rel.into(), pgrx::JsonB(key.clone()).into()],
                 )?;

@@ -40,6 +40,8 @@ pub fn init() {
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == EVENT_TYPES_OID.get() {
         SCHEMAS.with_borrow_mut(HashMap::clear);
+        // Looked up again at next use: a dropped and re-created extension has a new table.
+        EVENT_TYPES_OID.set(pg_sys::InvalidOid);
     }
 }
 
@@ -58,13 +60,50 @@ fn check_event_type(event_type: &str, function: &str) -> Result<()> {
             "Use letters, digits, '_', '-' and '.', at most 128 characters, e.g. 'invoice.paid'.",
         ));
     }
-    if event_type.starts_with("steward.") {
+    if event_type
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("steward."))
+    {
         return Err(StewardError::bad_argument(
             format!("{function}: event type \"{event_type}\" is reserved"),
             "Event types under 'steward.' are emitted by steward itself; choose another prefix.",
         ));
     }
     Ok(())
+}
+
+/// A governed table's row events are steward's to write: `emit()` may not use their names, or a
+/// consumer could not tell a forged `invoices.updated` (any payload, from any role that can
+/// emit) from a real one. The names are those the tables' log triggers use (their fifth
+/// argument), for the tables whose row events are on.
+fn check_not_row_event(event_type: &str) -> Result<()> {
+    let Some((table, action)) = event_type.rsplit_once('.') else {
+        return Ok(());
+    };
+    if !matches!(action, "created" | "updated" | "deleted") {
+        return Ok(());
+    }
+    let emitter = tenancy::as_extension_owner(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT t.tgrelid::pg_catalog.regclass::text
+               FROM pg_catalog.pg_trigger t JOIN steward.governed g ON g.rel = t.tgrelid
+              WHERE t.tgname = 'steward_log'
+                AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\\\000', 2) = 't'
+                AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\\\000', 5) = $1
+              LIMIT 1",
+            &[table.into()],
+        )
+    });
+    match emitter {
+        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => Ok(()),
+        Ok(Some(rel)) => Err(StewardError::bad_argument(
+            format!("steward.emit: event type \"{event_type}\" is a row event of {rel}"),
+            "Row events are written by steward when the table's rows change; name a domain \
+             event otherwise (e.g. 'invoice.approved'), or govern the table with events => \
+             false and emit your own.",
+        )),
+        Err(e) => pgrx::error!("steward: reading the governed tables failed: {e}"),
+    }
 }
 
 fn event_types_oid() -> pg_sys::Oid {
@@ -126,6 +165,7 @@ fn emit_event(
 ) -> Result<Uuid> {
     let context = tenancy::context()?;
     check_event_type(event_type, "steward.emit")?;
+    check_not_row_event(event_type)?;
     let headers = match headers.map(|h| h.0) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Object(map)) => {
@@ -269,5 +309,74 @@ fn _internal_aggregate_id(row_key: JsonB) -> String {
             None => String::new(),
         },
         other => other.to_string(),
+    }
+}
+
+/// Version-1 calling convention record for [`steward_event_headers`].
+#[no_mangle]
+pub extern "C" fn pg_finfo_steward_event_headers() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `steward._internal_headers(headers jsonb, actor text, reason text, request_id text,
+/// traceparent text) → jsonb`: an event's headers, as the outbox face shows them, for every
+/// event a consumer reads. It forms the object of the non-NULL context values in one pass
+/// (`jsonb_build_object`, `jsonb_strip_nulls` and `||` made three), and merges emit()'s own
+/// headers when there are any (they never hold these four keys: emit refuses them).
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn steward_event_headers(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    const KEYS: [&str; 4] = ["actor", "reason", "request_id", "traceparent"];
+    unsafe {
+        let args = (*fcinfo).args.as_slice(5);
+        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+        pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+            std::ptr::null_mut(),
+        );
+        for (key, arg) in KEYS.iter().zip(&args[1..]) {
+            if arg.isnull {
+                continue;
+            }
+            let text = pg_sys::pg_detoast_datum_packed(arg.value.cast_mut_ptr());
+            let mut k = string_value(key.as_ptr().cast_mut().cast(), key.len());
+            let mut v = string_value(
+                pgrx::varlena::vardata_any(text).cast_mut(),
+                pgrx::varlena::varsize_any_exhdr(text),
+            );
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
+        }
+        let own = pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+            std::ptr::null_mut(),
+        );
+        let own = pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(own));
+        if args[0].isnull {
+            return own;
+        }
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_CONCAT),
+            pg_sys::InvalidOid,
+            args[0].value,
+            own,
+        )
+    }
+}
+
+fn string_value(ptr: *mut std::ffi::c_char, len: usize) -> pg_sys::JsonbValue {
+    pg_sys::JsonbValue {
+        type_: pg_sys::jbvType::jbvString,
+        val: pg_sys::JsonbValue__bindgen_ty_1 {
+            string: pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+                len: len as std::ffi::c_int,
+                val: ptr,
+            },
+        },
     }
 }

@@ -67,6 +67,16 @@ SELECT steward.emit('invoice.reminded', 'invoice', '1', '{}', '{"actor": "someon
 \echo :LAST_ERROR_SQLSTATE
 SELECT steward.emit('steward.audit.sealed', 'steward.audit', 'x', '{}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT steward.emit('Steward.Audit.Sealed', 'steward.audit', 'x', '{}');
+\echo :LAST_ERROR_SQLSTATE
+-- Attack: a role that may emit forges a row event, hoping consumers apply it as a change to the
+-- table: refused (ST400) while the table's row events are on ...
+SELECT steward.emit('invoices.updated', 'app.invoices', '1', '{"id": 1, "amount": 0}');
+\echo :LAST_ERROR_SQLSTATE
+-- ... a table with row events off leaves its names to the application's own events.
+BEGIN;
+SELECT steward.emit('notes.updated', 'app.notes', '1', '{}') IS NOT NULL AS emitted;
+ROLLBACK;
 SELECT steward.emit('bad type!', 'invoice', '1', '{}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT steward.emit('invoice.reminded', 'invoice', '1', '{}', '[1]');
@@ -125,6 +135,7 @@ SELECT * FROM steward.poll('nobody');
 UPDATE steward.consumers SET pos_id = 0;
 \echo :LAST_ERROR_SQLSTATE
 SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
+-- Another tenant cannot use acme's consumer (ST002), and the error does not tell it acme's id.
 \c - globex_app
 SELECT * FROM steward.poll('acme-bi');
 \echo :LAST_ERROR_SQLSTATE
@@ -192,3 +203,14 @@ TRUNCATE steward.outbox_tombstones;
 \c - acme_app
 SELECT * FROM steward.outbox_tombstones;
 \echo :LAST_ERROR_SQLSTATE
+
+-- The headers of every event a consumer reads are formed in one pass; they equal the plain SQL
+-- they replace, for every combination of unset values, with and without emit()'s own headers.
+SELECT count(*) AS combinations,
+       count(*) FILTER (WHERE steward._internal_headers(h, a, r, q, t)
+                              = coalesce(h, '{}') || jsonb_strip_nulls(jsonb_build_object(
+                                    'actor', a, 'reason', r, 'request_id', q, 'traceparent', t))) AS same
+  FROM (VALUES (NULL::jsonb), ('{"source": "x", "n": {"deep": [1, null]}}')) hh(h),
+       (VALUES (NULL::text), ('alice "quoted" é ' || repeat('x', 3000))) aa(a),
+       (VALUES (NULL::text), ('why')) rr(r), (VALUES (NULL::text), ('req-1')) qq(q),
+       (VALUES (NULL::text), ('00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')) tt(t);

@@ -71,8 +71,8 @@ ROLLBACK;
 BEGIN;
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
-SELECT c.id, c.tenant_id, steward._record_digest(c, steward._payload_digest(c))
-  FROM steward.change_log c WHERE c.id = :first_task_record;
+SELECT c.id, c.tenant_id, steward._record_digest(c, s.payload_digest)
+  FROM steward.change_log c JOIN steward.audit_seals s ON s.record_id = c.id WHERE c.id = :first_task_record;
 DELETE FROM steward.change_log WHERE id = :first_task_record;
 SELECT ok, first_bad_id = :first_task_record AS names_the_record
   FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
@@ -98,8 +98,8 @@ BEGIN
   FOR s IN SELECT * FROM steward.audit_seals
             WHERE tenant_id = '00000000-0000-4000-8000-00000000000a' ORDER BY seq LOOP
     SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-    prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c)), s.prunable);
-    UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
+    prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c, s.payload_salt)), s.prunable);
+    UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c, s.payload_salt)
      WHERE record_id = s.record_id;
   END LOOP;
 END $$;
@@ -127,9 +127,23 @@ COMMIT;
 
 -- Erasure: a customer asks to be forgotten. The payload goes; the records, who, when, why and
 -- the proof stay.
+-- Attack, first: someone who reads the seals (a tenant's analyst, a backup) and guesses the
+-- payload exactly cannot confirm the guess from the digest: it is salted per record ...
+CREATE TEMP TABLE guesses AS
+SELECT c.id, jsonb_build_array(c.old_values, c.new_row, c.changed) AS payload
+  FROM steward.change_log c WHERE c.table_name = 'app.tasks' AND c.row_key = '{"id": 1}' AND c.action <> 'ERASE';
+SELECT count(*) AS sealed_records,
+       count(*) FILTER (WHERE s.payload_digest = sha256(convert_to(g.payload::text, 'UTF8'))) AS confirmed_unsalted
+  FROM guesses g JOIN steward.audit_seals s ON s.record_id = g.id;
 SELECT steward.erase('app.tasks', '{"id": 1}', 'GDPR request 2026-113') AS records_erased;
 SELECT action, actor, reason, new_row IS NULL AS payload_gone, erased_at IS NOT NULL AS erased
   FROM steward.change_log WHERE table_name = 'app.tasks' AND row_key = '{"id": 1}' ORDER BY id;
+-- ... and once erased, the salt is gone with the payload: the right guess confirms nothing.
+SELECT count(*) AS erased_sealed,
+       count(*) FILTER (WHERE s.payload_salt IS NULL) AS salt_gone,
+       count(*) FILTER (WHERE s.payload_digest = sha256(coalesce(s.payload_salt, ''::bytea)
+                                                        || convert_to(g.payload::text, 'UTF8'))) AS confirmed
+  FROM guesses g JOIN steward.audit_seals s ON s.record_id = g.id;
 SELECT steward.seal_audit() AS sealed_the_erasure;
 SELECT bool_and(ok) AS all_ok FROM steward.verify_audit();
 SELECT bool_and(ok) AS all_ok_with_witness FROM steward.verify_audit(heads => (SELECT heads FROM public.witness));

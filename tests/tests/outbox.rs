@@ -568,8 +568,8 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
              BEGIN
                FOR s IN SELECT * FROM steward.audit_seals WHERE tenant_id = '{ACME}' ORDER BY seq LOOP
                  SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-                 prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c)), s.prunable);
-                 UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c)
+                 prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c, s.payload_salt)), s.prunable);
+                 UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c, s.payload_salt)
                   WHERE record_id = s.record_id;
                END LOOP;
              END $$;
@@ -653,4 +653,39 @@ fn prune_removes_only_what_no_face_needs() {
         .batch_execute("DELETE FROM steward.change_log")
         .unwrap_err();
     assert_eq!(sqlstate(&err), "ST403");
+}
+
+/// A backend that lived through `DROP EXTENSION` and `CREATE EXTENSION` still validates against
+/// the schemas registered in the new extension (its schema cache follows the new catalog).
+#[test]
+fn schemas_registered_after_the_extension_is_recreated_are_enforced() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_recreated");
+    let mut admin = connect(&db, "postgres");
+    let emit_in_acme = |c: &mut Client, payload: &str| {
+        c.batch_execute(&format!(
+            "BEGIN; SELECT steward.enter_tenant('{ACME}');
+             SELECT steward.emit('order.placed', 'order', '1', '{payload}'); COMMIT;"
+        ))
+    };
+    // This backend reads the schema catalog once (no schema yet) ...
+    emit_in_acme(&mut admin, "{}").unwrap();
+    // ... then the extension is dropped and created again, on the same connection.
+    admin
+        .batch_execute(&format!(
+            "DROP EXTENSION steward CASCADE; CREATE EXTENSION steward;
+             INSERT INTO steward.tenants (tenant_id, slug, display_name) VALUES ('{ACME}', 'acme', 'Acme');"
+        ))
+        .unwrap();
+    emit_in_acme(&mut admin, "{}").unwrap();
+    admin
+        .batch_execute(
+            r#"SELECT steward.register_event_type('order.placed', 1,
+                 '{"type": "object", "required": ["amount"]}')"#,
+        )
+        .unwrap();
+    let err = emit_in_acme(&mut admin, "{}").expect_err("a payload the new schema refuses");
+    assert_eq!(sqlstate(&err), "ST422", "{err}");
+    admin.batch_execute("ROLLBACK").unwrap();
+    emit_in_acme(&mut admin, r#"{"amount": 5}"#).unwrap();
 }
