@@ -266,32 +266,18 @@ unsafe fn row_jsonb(
     }
 }
 
-/// `row` (a row as jsonb) with only the keys in `keep`: `row - <every other column>`.
-unsafe fn only_columns(
-    row: pg_sys::Datum,
-    tupdesc: pg_sys::TupleDesc,
-    keep: &[String],
-) -> pg_sys::Datum {
+/// `row` (a row as jsonb) without the keys `drop`: `row - drop`.
+unsafe fn without_keys(row: pg_sys::Datum, drop: Vec<String>) -> pg_sys::Datum {
+    if drop.is_empty() {
+        return row;
+    }
+    let drop = drop.into_datum().expect("a text[]");
     unsafe {
-        let mut others: Vec<&str> = Vec::new();
-        for i in 0..(*tupdesc).natts as usize {
-            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
-            let name = CStr::from_ptr(attr.attname.data.as_ptr())
-                .to_str()
-                .unwrap_or_default();
-            if !attr.attisdropped && !keep.iter().any(|k| k == name) {
-                others.push(name);
-            }
-        }
-        if others.is_empty() {
-            return row;
-        }
-        let others = others.into_datum().expect("a text[]");
         pg_sys::OidFunctionCall2Coll(
             pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
             pg_sys::InvalidOid,
             row,
-            others,
+            drop,
         )
     }
 }
@@ -362,14 +348,15 @@ unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sy
     }
 }
 
-/// The names of the columns whose bytes differ between two versions of a row.
-unsafe fn changed_columns(
+/// The names of the columns whose bytes differ between two versions of a row, and of those
+/// that are the same.
+unsafe fn compare_columns(
     old: *mut pg_sys::HeapTupleData,
     new: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     unsafe {
-        let mut out = Vec::new();
+        let (mut changed, mut same_cols) = (Vec::new(), Vec::new());
         let natts = (*tupdesc).natts as usize;
         for i in 0..natts {
             let attr = &*(*tupdesc).attrs.as_ptr().add(i);
@@ -405,15 +392,12 @@ unsafe fn changed_columns(
                 }
                 _ => false,
             };
-            if !same {
-                out.push(
-                    CStr::from_ptr(attr.attname.data.as_ptr())
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
+            let name = CStr::from_ptr(attr.attname.data.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            if same { &mut same_cols } else { &mut changed }.push(name);
         }
-        out
+        (changed, same_cols)
     }
 }
 
@@ -637,7 +621,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         };
         let mut changed = None;
         if action == "UPDATE" {
-            let names = changed_columns(old, new, tupdesc);
+            let (names, unchanged) = compare_columns(old, new, tupdesc);
             if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
                 if let Some(i) = attnum_of(tupdesc, "deleted_at") {
                     let (mut onull, mut nnull) = (false, false);
@@ -651,10 +635,10 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
                 }
             }
             changed = Some(jsonb_from_text(
-                &serde_json::Value::from(names.clone()).to_string(),
+                &serde_json::to_string(&names).expect("names as JSON"),
             ));
             // The new row is stored whole; of the old one, only what the update replaced.
-            old_json = old_json.map(|o| only_columns(o, tupdesc, &names));
+            old_json = old_json.map(|o| without_keys(o, unchanged));
         }
         let event_type = format!("{}.{suffix}", args.short_name);
 
