@@ -181,7 +181,7 @@ BEGIN
                 USING ERRCODE = 'ST400',
                       HINT = 'Soft delete marks rows in a "deleted_at timestamptz" column.';
         END IF;
-        soft := format('UPDATE %s SET deleted_at = now() WHERE ctid = $1', tbl);
+        soft := 't';
     END IF;
 
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
@@ -190,7 +190,11 @@ BEGIN
     -- statement (an InitPlan) and can use an index on the tenant column.
     cond := format('%I = (SELECT steward.current_tenant())', tenant_column);
     -- Rows are visible (and changeable) in the tenant; with soft delete, only while not deleted.
-    vis := cond || CASE WHEN soft_delete THEN ' AND deleted_at IS NULL' ELSE '' END;
+    -- steward's own soft delete and restore() run as the caller and reach the tenant's deleted
+    -- rows of this one table, for the one statement that marks or restores a row.
+    vis := cond || CASE WHEN soft_delete
+                        THEN format(' AND (deleted_at IS NULL OR (SELECT steward._internal_own_write(%s::oid)))', rel::oid)
+                        ELSE '' END;
     -- One permissive policy grants the tenant's rows; one restrictive policy per command makes
     -- sure that no other permissive policy on the table can ever widen that.
     EXECUTE format('DROP POLICY IF EXISTS steward_tenant ON %s', tbl);
@@ -211,6 +215,8 @@ BEGIN
                    tbl, tenant_column);
 
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
+    -- Arguments: the tenant column, the version column ('' when not versioned), 't' when the
+    -- table soft-deletes, then the primary key's columns.
     EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L, %L, %L, %s)',
                    tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END, soft, pk);
@@ -227,16 +233,16 @@ BEGIN
 
     -- The change log: one record per changed row, formed and inserted by an AFTER ROW trigger
     -- in the same transaction. Arguments: audited, events, soft delete, the table's qualified
-    -- name, its name for event types, then the primary key's columns.
+    -- name, its name for event types, the tenant column, then the primary key's columns.
     FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
     END LOOP;
     EXECUTE format('DROP TRIGGER IF EXISTS steward_log ON %s', tbl);
     IF audited OR events THEN
         EXECUTE format('CREATE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%L, %L, %L, %L, %L, %s)',
+                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%L, %L, %L, %L, %L, %L, %s)',
                        tbl, CASE WHEN audited THEN 't' ELSE 'f' END, CASE WHEN events THEN 't' ELSE 'f' END,
-                       CASE WHEN soft_delete THEN 't' ELSE 'f' END, tbl, c.relname, pk);
+                       CASE WHEN soft_delete THEN 't' ELSE 'f' END, tbl, c.relname, tenant_column, pk);
     END IF;
 
     INSERT INTO steward.governed AS g
@@ -294,11 +300,15 @@ SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.eve
 CREATE POLICY steward_tenant ON steward.change_log FOR SELECT
     USING (tenant_id = (SELECT steward.current_tenant()));
 
--- Append-only, for everyone: plain SQL cannot change or remove a record.
-CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.change_log
+-- Append-only, for everyone: plain SQL cannot add, change or remove a record, in any
+-- session_replication_role (ENABLE ALWAYS). steward's writer inserts without firing triggers;
+-- erase() and prune_outbox() are let through by the guard itself (extension/src/audit.rs).
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.change_log
     FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
 CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.change_log
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.change_log ENABLE ALWAYS TRIGGER steward_append_only,
+                               ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- The row before a change, whole: an update's record keeps the new row whole and, of the old one,
 -- only the values it replaced (no payload stored twice); the old row is the new one with those
@@ -371,10 +381,20 @@ $$;
 CREATE POLICY steward_tenant ON steward.audit_seals FOR SELECT
     USING (tenant_id = (SELECT steward.current_tenant()));
 
-CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.audit_seals
+-- Seals are added only by seal_audit() and lose only their salt, to erase(); the sealing
+-- state moves only with seal_audit(). Nothing else writes either, in any replication role.
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.audit_seals
     FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
 CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.audit_seals
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.audit_seals ENABLE ALWAYS TRIGGER steward_append_only,
+                                ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.seal_state
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.seal_state
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.seal_state ENABLE ALWAYS TRIGGER steward_append_only,
+                               ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- The digest of a record's personal payload, salted: a digest of the payload alone would let
 -- anyone who reads the seals confirm a guess of an erased payload (an email address, a name).
@@ -410,7 +430,9 @@ AS $$ SELECT sha256(prev || record_digest || CASE WHEN prunable THEN '\x01'::byt
 -- the records from the previous run's horizon up to its own (the (txid, id) index). Each tenant
 -- whose chain advanced gets a `steward.audit.sealed` event carrying its new head, so consumers
 -- outside hold a witness (a run that seals only such events emits none, or it never settles).
-CREATE FUNCTION steward.seal_audit()
+-- steward.seal_audit() (extension/src/audit.rs) runs this as the extension's owner, with the
+-- seals' append-only guard open for it: called any other way, its writes are refused.
+CREATE FUNCTION steward._seal_audit()
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -441,7 +463,7 @@ BEGIN
     LOOP
         IF cur_t IS DISTINCT FROM r.tenant_id THEN
             IF witness THEN
-                PERFORM steward._witness(cur_t, last_id, prev);
+                PERFORM steward._internal_witness(cur_t, last_id, prev);
             END IF;
             cur_t := r.tenant_id;
             witness := false;
@@ -462,29 +484,11 @@ BEGIN
         total := total + 1;
     END LOOP;
     IF witness THEN
-        PERFORM steward._witness(cur_t, last_id, prev);
+        PERFORM steward._internal_witness(cur_t, last_id, prev);
     END IF;
     UPDATE steward.seal_state x SET horizon = upto WHERE x.horizon < upto;
     RETURN total;
 END
-$$;
-
--- The witness event of a seal: the tenant's new head, in the shape audit_heads() returns, so a
--- consumer can pass the heads it kept to verify_audit(heads => ...).
-CREATE FUNCTION steward._witness(tenant uuid, sealed_through bigint, head bytea)
-RETURNS void
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    INSERT INTO steward.change_log
-        (tenant_id, actor, action, new_row, event_id, event_type, audited, evented,
-         aggregate_type, aggregate_id, schema_version)
-    VALUES (tenant, session_user, 'EVENT',
-            jsonb_build_object('tenant_id', tenant, 'sealed_through', sealed_through,
-                               'head', encode(head, 'hex')),
-            steward._internal_uuid_v7(), 'steward.audit.sealed', false, true,
-            'steward.audit', tenant::text, 1);
-    SELECT steward._internal_wake_at_commit();
 $$;
 
 -- Erasure: removes a row's personal payload from its records, keeps the records and the proof.
@@ -524,7 +528,12 @@ DECLARE
     bad   bigint;
     h     jsonb;
 BEGIN
+    -- Every tenant steward knows, every tenant with seals, and every tenant a head kept
+    -- outside names: a chain that is gone is reported, not skipped.
     FOR t IN
+        SELECT x.tenant_id FROM steward.tenants x
+         WHERE verify_audit.tenant IS NULL OR x.tenant_id = verify_audit.tenant
+        UNION
         SELECT DISTINCT x.tenant_id FROM steward.audit_seals x
          WHERE verify_audit.tenant IS NULL OR x.tenant_id = verify_audit.tenant
         UNION
@@ -556,7 +565,7 @@ BEGIN
             -- An erased record has no payload, and its erasure is itself on record.
             IF c.erased_at IS NOT NULL AND (c.old_values IS NOT NULL OR c.new_row IS NOT NULL
                  OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key) e
-                                 WHERE e.action = 'ERASE' AND e.id > c.id)) THEN
+                                 WHERE e.action = 'ERASE' AND e.id > c.id AND e.tenant_id = c.tenant_id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
             pd := CASE WHEN c.erased_at IS NULL THEN steward._payload_digest(c, s.payload_salt) ELSE s.payload_digest END;
@@ -622,10 +631,12 @@ GRANT SELECT ON steward.outbox TO PUBLIC;
 CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON steward.event_types FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
 
-CREATE TRIGGER steward_append_only BEFORE UPDATE OR DELETE ON steward.outbox_tombstones
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.outbox_tombstones
     FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
 CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.outbox_tombstones
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.outbox_tombstones ENABLE ALWAYS TRIGGER steward_append_only,
+                                      ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
 -- an all-tenant consumer from a trusted role or superuser outside any tenant.
@@ -641,7 +652,7 @@ BEGIN
     SELECT * INTO k FROM steward.consumers x WHERE x.name = _consumer.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('consumer "%s" does not exist', name),
+            MESSAGE = format('consumer %s does not exist', coalesce('"' || name || '"', 'NULL')),
             HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest'').';
     END IF;
     IF k.tenant_id IS DISTINCT FROM scope THEN
@@ -819,49 +830,14 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT steward._internal_prune_outbox(retention) $$;
 
--- Brings back a soft-deleted row of the caller's tenant (recorded as an INSERT).
+-- Brings back a soft-deleted row of the caller's tenant (recorded as an INSERT). It runs as the
+-- caller: the UPDATE needs the caller's UPDATE privilege, and nothing the table owner defined runs
+-- with more privilege than the caller has (extension/src/govern.rs).
 CREATE FUNCTION steward.restore(rel regclass, row_key jsonb)
 RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    g       record;
-    tbl     text;
-    keycond text;
-    n       bigint;
-BEGIN
-    SELECT gv.tenant_column, gv.soft_delete INTO g FROM steward.governed gv WHERE gv.rel = restore.rel;
-    IF g.soft_delete IS DISTINCT FROM true THEN
-        RAISE EXCEPTION 'table % does not soft-delete', rel
-            USING ERRCODE = 'ST400', HINT = 'Govern it with soft_delete => true to keep deleted rows.';
-    END IF;
-    -- Deleted rows are hidden from everyone, so this runs as the extension's owner: it checks
-    -- the caller's right to update the table and the caller's tenant itself.
-    IF NOT has_table_privilege(session_user, rel, 'UPDATE') THEN
-        RAISE EXCEPTION 'permission denied to restore rows of %', rel
-            USING ERRCODE = '42501', HINT = 'Restoring a row needs UPDATE on the table.';
-    END IF;
-    SELECT format('%I.%I', ns.nspname, cl.relname) INTO tbl
-      FROM pg_class cl JOIN pg_namespace ns ON ns.oid = cl.relnamespace WHERE cl.oid = rel;
-    SELECT string_agg(format('t.%I = k.%I', a.attname, a.attname), ' AND ')
-      INTO keycond
-      FROM pg_index i
-     CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-     WHERE i.indrelid = rel AND i.indisprimary;
-    EXECUTE format('UPDATE %s t SET deleted_at = NULL FROM jsonb_populate_record(NULL::%s, $1) k '
-                   'WHERE %s AND t.%I = steward.current_tenant() AND t.deleted_at IS NOT NULL',
-                   tbl, tbl, keycond, g.tenant_column)
-      USING row_key;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n = 0 THEN
-        RAISE EXCEPTION 'no deleted row of % with key % in tenant %', rel, row_key, steward.current_tenant()
-            USING ERRCODE = 'ST400', HINT = 'steward.history(rel, row_key) shows what happened to the row.';
-    END IF;
-END
-$$;
+AS $$ SELECT steward._internal_restore(rel::oid, row_key) $$;
 
 -- A dropped table leaves the catalog with it.
 CREATE FUNCTION steward._forget_dropped_tables()
@@ -903,11 +879,12 @@ REVOKE ALL ON FUNCTION
     steward.ungovern(regclass),
     steward._forget_dropped_tables(),
     steward.seal_audit(),
+    steward._seal_audit(),
+    steward._internal_witness(uuid, bigint, bytea),
     steward.audit_heads(),
     steward.verify_audit(uuid, jsonb),
     steward.erase(regclass, jsonb, text),
     steward._internal_erase(oid, jsonb, text),
-    steward._witness(uuid, bigint, bytea),
     steward.register_event_type(text, integer, jsonb),
     steward.prune_outbox(interval),
     steward._internal_prune_outbox(interval)

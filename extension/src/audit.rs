@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum};
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, Uuid};
 
 use crate::errors::{or_raise, StewardError};
 use crate::tenancy;
@@ -20,6 +20,8 @@ thread_local! {
     static ERASING: Cell<bool> = const { Cell::new(false) };
     /// True only while `steward.prune_outbox` removes records it has tombstoned.
     static PRUNING: Cell<bool> = const { Cell::new(false) };
+    /// True only while `steward.seal_audit` seals.
+    static SEALING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A new UUIDv7: a millisecond timestamp, then random bits; sorts by creation time.
@@ -28,17 +30,39 @@ fn _internal_uuid_v7() -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
 }
 
+/// Which of steward's own writes may change one of its append-only tables, by operation. A
+/// write no flag allows is refused for everyone, superusers included; the triggers fire in
+/// every `session_replication_role` (ENABLE ALWAYS).
+fn allowed(table: &str, op: &PgTriggerOperation) -> bool {
+    use PgTriggerOperation::*;
+    match (table, op) {
+        // Records are written by steward's writer, which fires no trigger: an INSERT through
+        // SQL is always a forgery.
+        ("change_log", Update) => ERASING.get(),
+        ("change_log", Delete) => PRUNING.get(),
+        ("audit_seals", Insert) => SEALING.get(),
+        ("audit_seals", Update) => ERASING.get(),
+        ("seal_state", Update) => SEALING.get(),
+        ("outbox_tombstones", Insert) => PRUNING.get(),
+        _ => false,
+    }
+}
+
 fn log_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    let table_name = trigger.table_name().unwrap_or_default();
     let op = trigger.op().ok();
-    if matches!(op, Some(PgTriggerOperation::Update)) && ERASING.get() {
-        return Ok(trigger.new());
-    }
-    if matches!(op, Some(PgTriggerOperation::Delete)) && PRUNING.get() {
-        return Ok(trigger.old());
+    if let Some(op) = &op {
+        if allowed(&table_name, op) {
+            return Ok(match op {
+                PgTriggerOperation::Delete => trigger.old(),
+                _ => trigger.new(),
+            });
+        }
     }
     let verb = match op {
+        Some(PgTriggerOperation::Insert) => "INSERT",
         Some(PgTriggerOperation::Update) => "UPDATE",
         Some(PgTriggerOperation::Delete) => "DELETE",
         Some(PgTriggerOperation::Truncate) => "TRUNCATE",
@@ -46,17 +70,19 @@ fn log_guard<'a>(
     };
     let table = pgrx::spi::quote_qualified_identifier(
         trigger.table_schema().unwrap_or_default(),
-        trigger.table_name().unwrap_or_default(),
+        table_name,
     );
     Err(StewardError::forbidden(
-        format!("{table} is append-only: {verb} of its records is forbidden"),
-        "Audit records are never changed or removed; steward.erase(rel, row_key, reason) \
+        format!("{table} is append-only: {verb} through SQL is forbidden"),
+        "Audit records, seals and the sealing state are written only by steward (the change \
+         log's writer, seal_audit, erase, prune_outbox); steward.erase(rel, row_key, reason) \
          removes personal payload and keeps the record.",
     ))
 }
 
-/// BEFORE UPDATE OR DELETE (each row) and BEFORE TRUNCATE on steward.change_log: nobody,
-/// owner and superuser included, changes or removes a record with plain SQL.
+/// BEFORE INSERT, UPDATE OR DELETE (each row) and BEFORE TRUNCATE on steward's append-only
+/// tables (the change log, the seals, the sealing state, the tombstones): nobody, owner and
+/// superuser included, writes them with plain SQL, under any session_replication_role.
 #[pg_trigger]
 fn _internal_log_guard<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -65,17 +91,70 @@ fn _internal_log_guard<'a>(
 }
 
 /// Runs `f` with `flag` set, so that the append-only guard lets steward's own rewrite through
-/// (updates for `steward.erase`, deletes for `steward.prune_outbox`).
+/// (updates for `steward.erase`, deletes for `steward.prune_outbox`, seals for
+/// `steward.seal_audit`).
 fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
-    struct Reset(&'static std::thread::LocalKey<Cell<bool>>);
+    struct Reset(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            self.0.set(false);
+            self.0.set(self.1);
         }
     }
-    flag.set(true);
-    let _reset = Reset(flag);
+    let _reset = Reset(flag, flag.replace(true));
     f()
+}
+
+/// `steward.seal_audit()`: seals what is final (the SQL in `steward._seal_audit`, run as the
+/// extension's owner with the seals' guard open for it).
+fn seal() -> i64 {
+    tenancy::as_extension_owner(|| {
+        with_flag(&SEALING, || {
+            Spi::get_one::<i64>("SELECT steward._seal_audit()")
+                .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
+                .unwrap_or(0)
+        })
+    })
+}
+
+/// Seals every committed record that is not sealed yet into its tenant's hash chain; returns
+/// how many it sealed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn seal_audit() -> i64 {
+    seal()
+}
+
+/// The witness event of a seal: the tenant's new head, in the shape audit_heads() returns, so a
+/// consumer can pass the heads it kept to verify_audit(heads => ...). Only while sealing.
+fn witness(tenant: Uuid, sealed_through: i64, head: &[u8]) -> crate::errors::Result<()> {
+    if !SEALING.get() {
+        return Err(StewardError::forbidden(
+            "steward._internal_witness is steward.seal_audit's own",
+            "Run steward.seal_audit(): it emits the witness of every chain it advances.",
+        ));
+    }
+    let hex: String = head.iter().map(|b| format!("{b:02x}")).collect();
+    let payload = serde_json::json!({
+        "tenant_id": tenant.to_string(), "sealed_through": sealed_through, "head": hex,
+    });
+    let mut record = Record::bare(
+        tenant,
+        &tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }),
+    );
+    record.set(Col::Action, text(Some("EVENT")));
+    record.set(Col::NewRow, pgrx::JsonB(payload).into_datum());
+    record.set(Col::EventType, text(Some("steward.audit.sealed")));
+    record.set(Col::Audited, false.into_datum());
+    record.set(Col::Evented, true.into_datum());
+    record.set(Col::AggregateType, text(Some("steward.audit")));
+    record.set(Col::AggregateId, text(Some(&tenant.to_string())));
+    record.set(Col::SchemaVersion, 1i32.into_datum());
+    record.insert()?;
+    Ok(())
+}
+
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn _internal_witness(tenant: Uuid, sealed_through: i64, head: &[u8]) {
+    or_raise(witness(tenant, sealed_through, head))
 }
 
 /// Removes records only the outbox face needed: events not shown by the audit face, sealed,
@@ -121,8 +200,10 @@ fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
 
 /// `steward.prune_outbox(retention)`: see [`prune`]. Returns how many records it removed.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _internal_prune_outbox(retention: pgrx::datum::Interval) -> i64 {
-    or_raise(prune(retention))
+fn _internal_prune_outbox(retention: Option<pgrx::datum::Interval>) -> i64 {
+    or_raise(
+        crate::errors::required(retention, "steward.prune_outbox", "retention").and_then(prune),
+    )
 }
 
 fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors::Result<i64> {
@@ -132,11 +213,11 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
             "Say why, e.g. steward.erase('app.customers', '{\"id\": 7}', 'GDPR request 2026-113').",
         ));
     }
-    let actor = tenancy::context()
-        .map(|c| c.actor)
-        .unwrap_or_else(|_| tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }));
+    // Only the caller's tenant's records: a key that is not unique across tenants (a primary
+    // key without the tenant column) names one row in each tenant.
+    let context = tenancy::context()?;
     let key = row_key.0.clone();
-    tenancy::as_extension_owner(|| {
+    let erased = tenancy::as_extension_owner(|| {
         with_flag(&ERASING, || {
             Spi::connect_mut(|client| {
                 // The payload goes, and with it the salt of its sealed digest.
@@ -144,7 +225,8 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                     "WITH erased AS (
                          UPDATE steward.change_log
                             SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r)
+                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r
+                                        WHERE r.tenant_id OPERATOR(pg_catalog.=) $3)
                             AND erased_at IS NULL AND action <> 'ERASE'
                       RETURNING id, tenant_id, table_name
                      ), unsalted AS (
@@ -153,43 +235,62 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                      )
                      SELECT tenant_id, table_name FROM erased",
                     None,
-                    &[rel.into(), pgrx::JsonB(key.clone()).into()],
+                    &[
+                        rel.into(),
+                        pgrx::JsonB(key.clone()).into(),
+                        context.tenant.into(),
+                    ],
                 )?;
                 let count = erased.len() as i64;
                 let first = match erased.into_iter().next() {
                     Some(row) => Some((row.get::<pgrx::Uuid>(1)?, row.get::<String>(2)?)),
                     None => None,
                 };
-                if let Some((Some(tenant), table)) = first {
-                    client.update(
-                        "INSERT INTO steward.change_log
-                             (tenant_id, actor, reason, rel, table_name, row_key, row_hash, action,
-                              event_id, audited, evented)
-                         VALUES ($1, $2, $3, $4, $5, $6, steward._internal_row_hash($4, $6), 'ERASE',
-                                 steward._internal_uuid_v7(), true, false)",
-                        None,
-                        &[
-                            tenant.into(),
-                            actor.as_str().into(),
-                            reason.into(),
-                            rel.into(),
-                            table.into(),
-                            pgrx::JsonB(key.clone()).into(),
-                        ],
-                    )?;
-                }
-                Ok::<_, pgrx::spi::Error>(count)
+                Ok::<_, pgrx::spi::Error>((count, first))
             })
         })
     })
-    .map_err(|e| StewardError::bad_argument(format!("steward.erase failed: {e}"), "Check the table and key."))
+    .map_err(|e| {
+        StewardError::bad_argument(
+            format!("steward.erase failed: {e}"),
+            "Check the table and key.",
+        )
+    })?;
+    let (count, first) = erased;
+    // The erasure itself is on record: who, why, which row (its key), no payload.
+    if let Some((Some(tenant), table)) = first {
+        let mut record = Record::bare(tenant, &context.actor);
+        record.set(Col::Reason, text(Some(reason)));
+        record.set(Col::Rel, Some(pg_sys::Datum::from(rel)));
+        record.set(Col::TableName, text(table.as_deref()));
+        let key_datum = pgrx::JsonB(key).into_datum().expect("jsonb");
+        let hash = row_hash(rel, unsafe { jsonb_text(key_datum) }.as_bytes());
+        record.set(Col::RowKey, Some(key_datum));
+        record.set(Col::RowHash, Some(pg_sys::Datum::from(hash)));
+        record.set(Col::Action, text(Some("ERASE")));
+        record.set(Col::Audited, true.into_datum());
+        record.set(Col::Evented, false.into_datum());
+        record.insert()?;
+    }
+    Ok(count)
 }
 
 /// Removes the personal payload (old and new row) of a row's records and records the erasure
 /// (who and why). The records, their keys and the seal chain stay; `verify_audit` stays ok.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _internal_erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> i64 {
-    or_raise(erase(rel, row_key, reason))
+fn _internal_erase(
+    rel: Option<pg_sys::Oid>,
+    row_key: Option<pgrx::JsonB>,
+    reason: Option<&str>,
+) -> i64 {
+    use crate::errors::required;
+    or_raise((|| {
+        erase(
+            required(rel, "steward.erase", "rel")?,
+            required(row_key, "steward.erase", "row_key")?,
+            required(reason, "steward.erase", "reason")?,
+        )
+    })())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,6 +317,7 @@ struct LogArgs<'a> {
     soft_delete: bool,
     table_name: &'a str,
     short_name: &'a str,
+    tenant_column: &'a str,
     pk: Vec<&'a str>,
 }
 
@@ -227,7 +329,8 @@ fn log_args<'a>(trigger: &'a PgTrigger<'a>) -> LogArgs<'a> {
         soft_delete: arg(2) == "t",
         table_name: arg(3),
         short_name: arg(4),
-        pk: (5..trigger.trigger().tgnargs as usize).map(arg).collect(),
+        tenant_column: arg(5),
+        pk: (6..trigger.trigger().tgnargs as usize).map(arg).collect(),
     }
 }
 
@@ -305,7 +408,7 @@ pub fn row_hash(rel: pg_sys::Oid, canonical_key: &[u8]) -> i64 {
     h as i64
 }
 
-unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
+pub(crate) unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
     unsafe {
         let text = pg_sys::OidFunctionCall1Coll(
             pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
@@ -315,6 +418,15 @@ unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
         CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>())
             .to_string_lossy()
             .into_owned()
+    }
+}
+
+/// A JSON value as Postgres prints jsonb (`{"id": 1}`), for messages.
+pub fn jsonb_display(value: serde_json::Value) -> String {
+    match pgrx::JsonB(value).into_datum() {
+        // SAFETY: a jsonb datum just formed.
+        Some(datum) => unsafe { jsonb_text(datum) },
+        None => "NULL".into(),
     }
 }
 
@@ -350,7 +462,7 @@ unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sy
 
 /// The names of the columns whose bytes differ between two versions of a row, and of those
 /// that are the same.
-unsafe fn compare_columns(
+pub(crate) unsafe fn compare_columns(
     old: *mut pg_sys::HeapTupleData,
     new: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
@@ -444,64 +556,203 @@ impl Col {
     const COUNT: usize = Col::Headers as usize + 1;
 }
 
-/// The change log's column names, in the order of `Col`.
-const COLUMNS: [&str; Col::COUNT] = [
-    "id",
-    "tenant_id",
-    "txid",
-    "occurred_at",
-    "actor",
-    "reason",
-    "request_id",
-    "traceparent",
-    "rel",
-    "table_name",
-    "row_key",
-    "row_hash",
-    "action",
-    "old_values",
-    "new_row",
-    "changed",
-    "event_id",
-    "event_type",
-    "audited",
-    "evented",
-    "aggregate_type",
-    "aggregate_id",
-    "schema_version",
-    "headers",
+/// The change log's columns, in the order of `Col`, with the type steward writes into each.
+const COLUMNS: [(&str, pg_sys::Oid); Col::COUNT] = [
+    ("id", pg_sys::INT8OID),
+    ("tenant_id", pg_sys::UUIDOID),
+    ("txid", pg_sys::XID8OID),
+    ("occurred_at", pg_sys::TIMESTAMPTZOID),
+    ("actor", pg_sys::TEXTOID),
+    ("reason", pg_sys::TEXTOID),
+    ("request_id", pg_sys::TEXTOID),
+    ("traceparent", pg_sys::TEXTOID),
+    ("rel", pg_sys::OIDOID),
+    ("table_name", pg_sys::TEXTOID),
+    ("row_key", pg_sys::JSONBOID),
+    ("row_hash", pg_sys::INT8OID),
+    ("action", pg_sys::TEXTOID),
+    ("old_values", pg_sys::JSONBOID),
+    ("new_row", pg_sys::JSONBOID),
+    ("changed", pg_sys::JSONBOID),
+    ("event_id", pg_sys::UUIDOID),
+    ("event_type", pg_sys::TEXTOID),
+    ("audited", pg_sys::BOOLOID),
+    ("evented", pg_sys::BOOLOID),
+    ("aggregate_type", pg_sys::TEXTOID),
+    ("aggregate_id", pg_sys::TEXTOID),
+    ("schema_version", pg_sys::INT4OID),
+    ("headers", pg_sys::JSONBOID),
 ];
 
 /// Where each column sits in `steward.change_log`, and the sequence behind its id: looked up
-/// once per backend for a given change_log (a re-created extension has a new OID).
+/// per backend, checked, and looked up again whenever the log's relcache entry is invalidated
+/// (any ALTER TABLE, index, trigger or constraint change on it).
 #[derive(Clone, Copy)]
 struct LogLayout {
-    attnums: [Option<usize>; Col::COUNT],
+    attnums: [usize; Col::COUNT],
     id_sequence: pg_sys::Oid,
+    /// The log has CHECK constraints beyond steward's own (on `action`, which the writer
+    /// always satisfies): they are checked for every record.
+    foreign_checks: bool,
+}
+
+#[derive(Default)]
+struct LayoutCache {
+    generation: u64,
+    layout: Option<(pg_sys::Oid, LogLayout)>,
 }
 
 thread_local! {
-    static LOG_LAYOUT: RefCell<Option<(pg_sys::Oid, LogLayout)>> = const { RefCell::new(None) };
+    static LOG_LAYOUT: RefCell<LayoutCache> = RefCell::new(LayoutCache::default());
 }
 
-unsafe fn log_layout(log_oid: pg_sys::Oid, log_desc: pg_sys::TupleDesc) -> LogLayout {
-    if let Some((oid, layout)) = LOG_LAYOUT.with_borrow(|l| *l) {
+/// Registers the invalidation callback for the log's layout. Called from `_PG_init`.
+pub fn init() {
+    // SAFETY: registers a callback that only touches LOG_LAYOUT, never holding its borrow
+    // across a call into Postgres.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    LOG_LAYOUT.with_borrow_mut(|c| {
+        if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
+            c.generation += 1;
+            c.layout = None;
+        }
+    });
+}
+
+fn log_altered(what: String) -> StewardError {
+    StewardError::bad_argument(
+        format!("steward.change_log has been altered: {what}"),
+        "steward writes every record itself; restore the table as CREATE EXTENSION made it \
+         (a DBA drops what was added), then write again. Indexes of any kind are fine.",
+    )
+}
+
+/// The log's layout, checked: every column steward writes is there with its type, no column
+/// steward does not write needs a value (a default, NOT NULL, a generated expression), and no
+/// trigger steward did not put there expects to see inserts (steward's writer fires none: a
+/// foreign key's or a DBA's trigger would be silently skipped).
+unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> {
+    let log_oid = unsafe { (*log).rd_id };
+    let (known, generation) = LOG_LAYOUT.with_borrow(|c| (c.layout, c.generation));
+    if let Some((oid, layout)) = known {
         if oid == log_oid {
-            return layout;
+            return Ok(layout);
         }
     }
-    let mut attnums = [None; Col::COUNT];
-    for (i, name) in COLUMNS.iter().enumerate() {
-        attnums[i] = attnum_of(log_desc, name);
+    unsafe {
+        let log_desc = (*log).rd_att;
+        let mut attnums = [0usize; Col::COUNT];
+        for (i, (name, want)) in COLUMNS.iter().enumerate() {
+            let Some(at) = attnum_of(log_desc, name) else {
+                return Err(log_altered(format!("its column \"{name}\" is gone")));
+            };
+            let attr = &*(*log_desc).attrs.as_ptr().add(at);
+            if attr.atttypid != *want || attr.attgenerated != 0 {
+                return Err(log_altered(format!(
+                    "its column \"{name}\" is not the {} column steward writes",
+                    CStr::from_ptr(pg_sys::format_type_be(*want)).to_string_lossy()
+                )));
+            }
+            attnums[i] = at;
+        }
+        for i in 0..(*log_desc).natts as usize {
+            let attr = &*(*log_desc).attrs.as_ptr().add(i);
+            if attr.attisdropped || attnums.contains(&i) {
+                continue;
+            }
+            if attr.attnotnull || attr.atthasdef || attr.attgenerated != 0 {
+                return Err(log_altered(format!(
+                    "column \"{}\" was added with a default, NOT NULL or an expression, which \
+                     steward's writer does not fill",
+                    CStr::from_ptr(attr.attname.data.as_ptr()).to_string_lossy()
+                )));
+            }
+        }
+        let triggers = (*log).trigdesc;
+        if !triggers.is_null() {
+            for t in 0..(*triggers).numtriggers as usize {
+                let trig = &*(*triggers).triggers.add(t);
+                let name = CStr::from_ptr(trig.tgname).to_bytes();
+                let on_insert = trig.tgtype as u32 & pg_sys::TRIGGER_TYPE_INSERT != 0;
+                if on_insert && name != b"steward_append_only" {
+                    return Err(log_altered(format!(
+                        "trigger \"{}\" fires on INSERT, and steward's writer fires no triggers",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
+            }
+        }
+        let constr = (*log_desc).constr;
+        let foreign_checks = !constr.is_null()
+            && (0..(*constr).num_check as usize).any(|i| {
+                let check = &*(*constr).check.add(i);
+                CStr::from_ptr(check.ccname).to_bytes() != b"change_log_action_check"
+            });
+        let id_attnum = attnums[Col::Id as usize] + 1;
+        let id_sequence = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false);
+        let layout = LogLayout {
+            attnums,
+            id_sequence,
+            foreign_checks,
+        };
+        LOG_LAYOUT.with_borrow_mut(|c| {
+            if c.generation == generation {
+                c.layout = Some((log_oid, layout));
+            }
+        });
+        Ok(layout)
     }
-    let id_attnum = attnums[Col::Id as usize].expect("change_log.id") + 1;
-    let id_sequence = unsafe { pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false) };
-    let layout = LogLayout {
-        attnums,
-        id_sequence,
-    };
-    LOG_LAYOUT.with_borrow_mut(|l| *l = Some((log_oid, layout)));
-    layout
+}
+
+/// Inserts `tuple` into `log` with its index entries, as the executor would for an INSERT: a
+/// DBA's CHECK constraints are checked, and every index gets its entry, including
+/// expression and partial indexes (their expressions are evaluated, their predicates decide),
+/// unique and exclusion constraints. Only triggers are not fired: `log_layout` refuses a log with
+/// an INSERT trigger steward did not put there.
+unsafe fn insert_with_indexes(
+    log: pg_sys::Relation,
+    tuple: *mut pg_sys::HeapTupleData,
+    layout: &LogLayout,
+) {
+    unsafe {
+        let estate = pg_sys::CreateExecutorState();
+        let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+            .cast::<pg_sys::ResultRelInfo>();
+        (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+        pg_sys::InitResultRelInfo(rri, log, 0, std::ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(rri, false);
+        let slot = pg_sys::ExecInitExtraTupleSlot(estate, (*log).rd_att, &pg_sys::TTSOpsHeapTuple);
+        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+        // steward's own CHECK and NOT NULL constraints hold by construction (each record sets
+        // every NOT NULL column, and `action` is one of steward's); a DBA's are checked.
+        if layout.foreign_checks {
+            pg_sys::ExecConstraints(rri, slot, estate);
+        }
+        pg_sys::simple_table_tuple_insert(log, slot);
+        if (*rri).ri_NumIndices > 0 {
+            pg_sys::ExecInsertIndexTuples(
+                rri,
+                slot,
+                estate,
+                false,
+                false,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+        pg_sys::ExecCloseIndices(rri);
+        pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
+        pg_sys::FreeExecutorState(estate);
+    }
 }
 
 pub fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
@@ -514,15 +765,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of the current transaction by `actor` in `tenant`, with nothing else set.
+    pub fn bare(tenant: Uuid, actor: &str) -> Record {
+        let mut r = Record {
+            values: [None; Col::COUNT],
+        };
+        r.set(Col::TenantId, tenant.into_datum());
+        r.set(Col::Actor, text(Some(actor)));
+        r
+    }
+
     /// A record of the current transaction by `context`'s actor in its tenant, with the
     /// transaction's annotations.
     pub fn new(context: &tenancy::Context) -> Record {
         let notes = tenancy::annotations();
-        let mut r = Record {
-            values: [None; Col::COUNT],
-        };
-        r.set(Col::TenantId, context.tenant.into_datum());
-        r.set(Col::Actor, text(Some(&context.actor)));
+        let mut r = Record::bare(context.tenant, &context.actor);
         r.set(Col::Reason, text(notes.reason.as_deref()));
         r.set(Col::RequestId, text(notes.request_id.as_deref()));
         r.set(Col::Traceparent, text(notes.traceparent.as_deref()));
@@ -536,15 +793,23 @@ impl Record {
     /// Inserts the record with its index entries, in the current transaction: the id from the
     /// log's sequence, the transaction's id and start time, a fresh UUIDv7 event id. An evented
     /// record makes sure `NOTIFY steward_outbox` goes out at commit. Returns the event id.
-    pub fn insert(mut self) -> pgrx::Uuid {
+    pub fn insert(mut self) -> crate::errors::Result<pgrx::Uuid> {
         let event_id = pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
         let evented = self.values[Col::Evented as usize] == true.into_datum();
+        // SAFETY: the log is opened and locked for the insert and closed after it; the tuple is
+        // formed from datums of the types log_layout checked, in its descriptor.
         unsafe {
             let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
             let log_oid = pg_sys::get_relname_relid(c"change_log".as_ptr(), ns);
             let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
+            let layout = match log_layout(log) {
+                Ok(layout) => layout,
+                Err(e) => {
+                    pg_sys::table_close(log, pg_sys::NoLock as i32);
+                    return Err(e);
+                }
+            };
             let log_desc = (*log).rd_att;
-            let layout = log_layout(log_oid, log_desc);
             // The record is steward's write, not the caller's: nextval checks privileges.
             let id = tenancy::as_extension_owner(|| {
                 pg_sys::OidFunctionCall1Coll(
@@ -569,19 +834,19 @@ impl Record {
             let mut values = vec![pg_sys::Datum::from(0); natts];
             let mut nulls = vec![true; natts];
             for (column, value) in self.values.iter().enumerate() {
-                if let (Some(i), Some(v)) = (layout.attnums[column], value) {
-                    values[i] = *v;
-                    nulls[i] = false;
+                if let Some(v) = value {
+                    values[layout.attnums[column]] = *v;
+                    nulls[layout.attnums[column]] = false;
                 }
             }
             let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            pg_sys::CatalogTupleInsert(log, tuple);
+            insert_with_indexes(log, tuple, &layout);
             pg_sys::table_close(log, pg_sys::NoLock as i32);
         }
         if evented {
             crate::wakeups::at_commit();
         }
-        event_id
+        Ok(event_id)
     }
 }
 
@@ -598,6 +863,19 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     }
     let context = tenancy::context()?;
     let args = log_args(trigger);
+    let shape = crate::govern::shape(
+        trigger,
+        &crate::govern::Expect {
+            tenant: Some(args.tenant_column),
+            version: None,
+            deleted_at: if args.soft_delete {
+                crate::govern::Need::Required
+            } else {
+                crate::govern::Need::No
+            },
+            pk: &args.pk,
+        },
+    )?;
     let tgoid = trigger.trigger().tgoid;
     unsafe {
         let table = data.tg_relation;
@@ -623,10 +901,10 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         if action == "UPDATE" {
             let (names, unchanged) = compare_columns(old, new, tupdesc);
             if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
-                if let Some(i) = attnum_of(tupdesc, "deleted_at") {
+                if let Some(attnum) = shape.deleted_at {
                     let (mut onull, mut nnull) = (false, false);
-                    pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
-                    pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
+                    pg_sys::heap_getattr(old, attnum as i32, tupdesc, &mut onull);
+                    pg_sys::heap_getattr(new, attnum as i32, tupdesc, &mut nnull);
                     match (onull, nnull) {
                         (true, false) => (action, suffix) = ("DELETE", "deleted"),
                         (false, true) => (action, suffix) = ("INSERT", "created"),
@@ -642,8 +920,25 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         }
         let event_type = format!("{}.{suffix}", args.short_name);
 
-        // The guards made sure the row is in the context's tenant.
+        // The record is filed under the tenant the row belongs to, whatever the context says
+        // by the time this AFTER trigger runs (the guards checked the row against the context
+        // the statement started with).
+        let row_tenant = crate::govern::row_tenant(
+            if new.is_null() { old } else { new },
+            tupdesc,
+            shape
+                .tenant
+                .expect("the log trigger names the tenant column"),
+        )
+        .ok_or_else(|| {
+            StewardError::forbidden(
+                format!("a row of {} has no tenant", args.table_name),
+                "Every row of a governed table belongs to a tenant; steward fills the column from \
+                 the tenant context.",
+            )
+        })?;
         let mut record = Record::new(&context);
+        record.set(Col::TenantId, row_tenant.into_datum());
         record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
         record.set(Col::TableName, text(Some(args.table_name)));
         record.set(Col::RowKey, Some(row_key));
@@ -655,7 +950,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         record.set(Col::EventType, text(Some(&event_type)));
         record.set(Col::Audited, args.audited.into_datum());
         record.set(Col::Evented, args.evented.into_datum());
-        record.insert();
+        record.insert()?;
     }
     Ok(())
 }

@@ -34,6 +34,8 @@ pub enum StewardError {
     VersionPreset { table: String, stated: i64 },
     /// ST428: an UPDATE of a table with `version_required` did not state the version.
     VersionRequired { table: String, key: String },
+    /// 42501: the caller lacks a privilege a steward operation needs (Postgres' own code).
+    InsufficientPrivilege { message: String, hint: String },
     /// ST422: an event's payload does not match the JSON Schema registered for its type.
     SchemaViolation {
         event_type: String,
@@ -53,6 +55,7 @@ impl StewardError {
             StewardError::VersionConflict { .. } | StewardError::VersionPreset { .. } => "ST409",
             StewardError::VersionRequired { .. } => "ST428",
             StewardError::SchemaViolation { .. } => "ST422",
+            StewardError::InsufficientPrivilege { .. } => "42501",
         }
     }
 
@@ -63,7 +66,8 @@ impl StewardError {
             }
             StewardError::TenantNotPermitted { message, .. }
             | StewardError::BadArgument { message, .. }
-            | StewardError::Forbidden { message, .. } => message.clone(),
+            | StewardError::Forbidden { message, .. }
+            | StewardError::InsufficientPrivilege { message, .. } => message.clone(),
             StewardError::VersionConflict { table, key, expected, actual } => format!(
                 "version conflict on {table} row {key}: expected version {expected}, actual {actual}"
             ),
@@ -88,7 +92,8 @@ impl StewardError {
             StewardError::NoTenantContext { hint, .. }
             | StewardError::TenantNotPermitted { hint, .. }
             | StewardError::BadArgument { hint, .. }
-            | StewardError::Forbidden { hint, .. } => hint,
+            | StewardError::Forbidden { hint, .. }
+            | StewardError::InsufficientPrivilege { hint, .. } => hint,
             StewardError::VersionConflict { .. } => {
                 "Someone else changed the row since you read it: read it again, reapply your \
                  change, and send the version you read. A version is never set by hand."
@@ -128,6 +133,17 @@ impl StewardError {
             hint: hint.into(),
         }
     }
+}
+
+/// An argument a steward function needs: NULL gets a clear ST400 naming the function and the
+/// argument, never a panic (pgrx's "argument must not be null") with XX000.
+pub fn required<T>(value: Option<T>, function: &str, argument: &str) -> Result<T> {
+    value.ok_or_else(|| {
+        StewardError::bad_argument(
+            format!("{function}: {argument} must not be NULL"),
+            format!("Pass a value for {argument}."),
+        )
+    })
 }
 
 impl fmt::Display for StewardError {

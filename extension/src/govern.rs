@@ -3,8 +3,19 @@
 //! `steward.govern()` (hand-written SQL in `sql/api.sql`) enables and forces row-level security,
 //! writes the policies, sets the tenant column's default to `steward.current_tenant()` and attaches
 //! the triggers below. The triggers are the per-row hot path: no SQL runs in them, the tenant comes
-//! from backend memory, and the tenant column is found by name in the tuple descriptor.
+//! from backend memory, and the columns they rely on are found once per backend (see [`Shape`]).
+//!
+//! A table owner can change the table after `govern` (retype, rename or drop a column, change the
+//! primary key). The triggers never trust what `govern` saw: [`shape`] checks the table as it is
+//! now, and a table that no longer fits is refused with ST400 naming the table and the column,
+//! never read or written with the wrong type.
+//!
+//! steward's own writes to a governed table (the soft delete's UPDATE, `steward.restore`) run as
+//! the caller, never as a more privileged role: the table owner's triggers, defaults, checks and
+//! index expressions fire inside them, and must not gain anything by it.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
@@ -35,16 +46,264 @@ fn check_own_row(
 ) -> crate::errors::Result<()> {
     let tenant = tenancy::require_tenant()?;
     if row != Some(tenant) {
+        // Whose row it is is not said: a message never names or confirms another tenant.
         return Err(StewardError::forbidden(
             format!(
-                "cannot {verb} a row of tenant {} in {} from tenant {tenant}",
-                show(row),
+                "cannot {verb} a row of another tenant in {} from tenant {tenant}",
                 qualified_name(trigger)
             ),
             "Rows of another tenant are out of reach; enter that tenant to change them.",
         ));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table as it is now: what the triggers rely on, checked before they rely on it.
+// ---------------------------------------------------------------------------------------------
+
+/// Where a governed table keeps what steward's triggers read and write, found by name in the
+/// table as it is now (1-based attribute numbers), and checked: each column has the type steward
+/// reads and writes, is not generated, and the primary key is the one `govern` saw.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub tenant: Option<usize>,
+    pub version: Option<usize>,
+    pub deleted_at: Option<usize>,
+}
+
+/// What one trigger expects of its table (from its arguments, as `govern` wrote them).
+pub(crate) struct Expect<'a> {
+    pub tenant: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub deleted_at: Need,
+    pub pk: &'a [&'a str],
+}
+
+/// Whether a trigger needs the soft-delete column.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    No,
+    /// Used if it is there (as timestamptz), else not.
+    IfPresent,
+    Required,
+}
+
+/// Checked shapes by trigger OID, with the table they belong to. An entry goes when the table's
+/// relcache entry is invalidated (any ALTER TABLE, index or constraint change); `generation`
+/// moves on with every invalidation, so that a lookup an invalidation overtook (reading the
+/// table can process invalidations) does not store what it read.
+#[derive(Default)]
+struct Shapes {
+    generation: u64,
+    by_trigger: HashMap<pg_sys::Oid, (pg_sys::Oid, Shape)>,
+}
+
+thread_local! {
+    static SHAPES: RefCell<Shapes> = RefCell::new(Shapes::default());
+    /// The table steward itself is updating (soft delete, restore), while it does: its
+    /// policies let that statement, run as the caller, reach the tenant's deleted rows, and the
+    /// update guard lets it through `version_required`.
+    static OWN_WRITE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// Registers the invalidation callback for the shape cache. Called from `_PG_init`.
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    // No borrow of SHAPES is ever held across a call into Postgres, so this cannot collide.
+    SHAPES.with_borrow_mut(|s| {
+        s.generation += 1;
+        if relid == pg_sys::InvalidOid {
+            s.by_trigger.clear();
+        } else {
+            s.by_trigger.retain(|_, (rel, _)| *rel != relid);
+        }
+    });
+}
+
+fn changed(table: &str, what: String) -> StewardError {
+    StewardError::bad_argument(
+        format!("governed table {table} has changed since steward.govern: {what}"),
+        format!(
+            "Undo the change, or have a DBA run steward.govern('{table}', ...) again with the \
+             options shown in steward.governed_tables, so that steward governs the table as it \
+             is now."
+        ),
+    )
+}
+
+/// The non-dropped column `name` of `tupdesc`: its attribute number and its attribute.
+unsafe fn column<'a>(
+    tupdesc: pg_sys::TupleDesc,
+    name: &str,
+) -> Option<(usize, &'a pg_sys::FormData_pg_attribute)> {
+    unsafe {
+        (0..(*tupdesc).natts as usize).find_map(|i| {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            (!attr.attisdropped
+                && CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes() == name.as_bytes())
+            .then_some((i + 1, attr))
+        })
+    }
+}
+
+fn type_name(oid: pg_sys::Oid) -> String {
+    unsafe {
+        CStr::from_ptr(pg_sys::format_type_be(oid))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Checks one column steward reads or writes: present, of type `want`, not generated, and (for
+/// the tenant column) not null.
+unsafe fn checked_column(
+    table: &str,
+    tupdesc: pg_sys::TupleDesc,
+    role: &str,
+    name: &str,
+    want: pg_sys::Oid,
+    not_null: bool,
+) -> crate::errors::Result<usize> {
+    let Some((attnum, attr)) = (unsafe { column(tupdesc, name) }) else {
+        return Err(changed(
+            table,
+            format!("its {role} column \"{name}\" is gone"),
+        ));
+    };
+    if attr.atttypid != want {
+        return Err(changed(
+            table,
+            format!(
+                "its {role} column \"{name}\" is {}, not {}",
+                type_name(attr.atttypid),
+                type_name(want)
+            ),
+        ));
+    }
+    if attr.attgenerated != 0 {
+        return Err(changed(
+            table,
+            format!("its {role} column \"{name}\" is a generated column"),
+        ));
+    }
+    if not_null && !attr.attnotnull {
+        return Err(changed(
+            table,
+            format!("its {role} column \"{name}\" is nullable"),
+        ));
+    }
+    Ok(attnum)
+}
+
+/// The table's shape as `trigger` needs it, checked; cached per trigger until the table changes.
+pub(crate) fn shape(trigger: &PgTrigger<'_>, expect: &Expect<'_>) -> crate::errors::Result<Shape> {
+    let tgoid = trigger.trigger().tgoid;
+    let (known, generation) =
+        SHAPES.with_borrow(|s| (s.by_trigger.get(&tgoid).copied(), s.generation));
+    if let Some((_, shape)) = known {
+        return Ok(shape);
+    }
+    let rel = trigger.trigger_data().tg_relation;
+    let table = qualified_name(trigger);
+    let shape = unsafe { read_shape(rel, &table, expect)? };
+    let relid = unsafe { (*rel).rd_id };
+    SHAPES.with_borrow_mut(|s| {
+        if s.generation == generation {
+            s.by_trigger.insert(tgoid, (relid, shape));
+        }
+    });
+    Ok(shape)
+}
+
+unsafe fn read_shape(
+    rel: pg_sys::Relation,
+    table: &str,
+    expect: &Expect<'_>,
+) -> crate::errors::Result<Shape> {
+    unsafe {
+        let tupdesc = (*rel).rd_att;
+        let tenant = match expect.tenant {
+            Some(name) => Some(checked_column(
+                table,
+                tupdesc,
+                "tenant",
+                name,
+                pg_sys::UUIDOID,
+                true,
+            )?),
+            None => None,
+        };
+        let version = match expect.version {
+            Some(name) => Some(checked_column(
+                table,
+                tupdesc,
+                "version",
+                name,
+                pg_sys::INT8OID,
+                true,
+            )?),
+            None => None,
+        };
+        let deleted_at = match expect.deleted_at {
+            Need::Required => Some(checked_column(
+                table,
+                tupdesc,
+                "soft-delete",
+                "deleted_at",
+                pg_sys::TIMESTAMPTZOID,
+                false,
+            )?),
+            Need::IfPresent => column(tupdesc, "deleted_at")
+                .filter(|(_, a)| a.atttypid == pg_sys::TIMESTAMPTZOID)
+                .map(|(attnum, _)| attnum),
+            Need::No => None,
+        };
+        // The primary key: the same columns govern named (their order does not matter: a key
+        // is shown as a JSON object).
+        let mut want = std::ptr::null_mut::<pg_sys::Bitmapset>();
+        for name in expect.pk {
+            let Some((attnum, _)) = column(tupdesc, name) else {
+                return Err(changed(
+                    table,
+                    format!("its primary key column \"{name}\" is gone"),
+                ));
+            };
+            want = pg_sys::bms_add_member(
+                want,
+                attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+            );
+        }
+        if !expect.pk.is_empty() {
+            let have = pg_sys::RelationGetIndexAttrBitmap(
+                rel,
+                pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY,
+            );
+            if have.is_null() {
+                return Err(changed(table, "it has no primary key any more".into()));
+            }
+            if !pg_sys::bms_equal(want, have) {
+                return Err(changed(
+                    table,
+                    format!("its primary key is no longer ({})", expect.pk.join(", ")),
+                ));
+            }
+        }
+        Ok(Shape {
+            tenant,
+            version,
+            deleted_at,
+        })
+    }
 }
 
 /// The trigger's `n`th argument (0-based), as `govern` wrote it, if there is one.
@@ -63,44 +322,54 @@ pub(crate) fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
         .unwrap_or("")
 }
 
-/// The tenant column, passed as the trigger's first argument by `govern`.
-fn tenant_column<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
-    let column = trigger_arg(trigger, 0);
-    if column.is_empty() {
-        pgrx::error!(
-            "steward row guard on {} has no tenant column argument",
-            qualified_name(trigger)
-        );
+/// What the row and update guards expect (their arguments: the tenant column, the version
+/// column or '', the soft-delete flag or version-required flag, then the primary key).
+fn guard_expect<'a>(trigger: &'a PgTrigger<'a>, pk: &'a [&'a str], deleted_at: Need) -> Expect<'a> {
+    let version = trigger_arg(trigger, 1);
+    Expect {
+        tenant: Some(trigger_arg(trigger, 0)),
+        version: (!version.is_empty()).then_some(version),
+        deleted_at,
+        pk,
     }
-    column
+}
+
+fn pk_args<'a>(trigger: &'a PgTrigger<'a>, first: usize) -> Vec<&'a str> {
+    (first..trigger.trigger().tgnargs as usize)
+        .map(|n| trigger_arg(trigger, n))
+        .collect()
 }
 
 /// A row's primary key, for messages: `{"id": "42"}` (values in their text form). The key's
-/// columns are the trigger's arguments from `first_pk_arg` on.
+/// columns are the trigger's arguments from `first_pk_arg` on; [`shape`] checked they exist.
 fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
-    let t = trigger.trigger();
     // The row the trigger fired for: the old row of an UPDATE or DELETE, the new row of an INSERT.
     let raw = trigger.trigger_data().tg_trigtuple;
-    let Some(tuple) = trigger.old().or_else(|| trigger.new()) else {
+    if raw.is_null() {
         return "{}".into();
-    };
+    }
     let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
     let mut parts = Vec::new();
-    for n in first_pk_arg..t.tgnargs as usize {
-        let column = trigger_arg(trigger, n);
-        let value = tuple
-            .get_attribute_by_name(column)
-            .and_then(|(attnum, attr)| unsafe {
-                let datum = pgrx::heap_getattr_raw(raw, attnum, tupdesc)?;
+    for column_name in pk_args(trigger, first_pk_arg) {
+        // SAFETY: the tuple and descriptor are the trigger's own; the output function is the
+        // column's type's, so the datum has the type it expects.
+        let value = unsafe {
+            column(tupdesc, column_name).and_then(|(attnum, attr)| {
+                let mut isnull = false;
+                let datum = pg_sys::heap_getattr(raw, attnum as i32, tupdesc, &mut isnull);
+                if isnull {
+                    return None;
+                }
                 let (mut out, mut varlena) = (pg_sys::InvalidOid, false);
                 pg_sys::getTypeOutputInfo(attr.atttypid, &mut out, &mut varlena);
                 let text = pg_sys::OidOutputFunctionCall(out, datum);
                 Some(CStr::from_ptr(text).to_string_lossy().into_owned())
             })
-            .unwrap_or_else(|| "NULL".into());
+        }
+        .unwrap_or_else(|| "NULL".into());
         parts.push(format!(
             "{}: {}",
-            serde_json::Value::from(column),
+            serde_json::Value::from(column_name),
             serde_json::Value::from(value)
         ));
     }
@@ -111,6 +380,7 @@ fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
 /// bytes may still hold equal values, e.g. a value compressed in one and not in the other: such an
 /// update counts as a change.)
 pub(crate) fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::HeapTupleData) -> bool {
+    // SAFETY: both are the trigger's tuples; only their headers and data are read, within t_len.
     unsafe {
         let (o, n) = (&*old, &*new);
         if o.t_len != n.t_len || o.t_data.is_null() || n.t_data.is_null() {
@@ -132,23 +402,46 @@ pub(crate) fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::Heap
     }
 }
 
-fn row_tenant(tuple: &PgHeapTuple<'_, AllocatedByPostgres>, column: &str) -> Option<Uuid> {
-    tuple.get_by_name::<Uuid>(column).unwrap_or_else(|e| {
-        pgrx::error!("steward: tenant column \"{column}\" cannot be read as uuid: {e}")
-    })
+/// The tenant of a row: the uuid in column `attnum`, which [`shape`] checked is a uuid.
+pub(crate) fn row_tenant(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    attnum: usize,
+) -> Option<Uuid> {
+    // SAFETY: a uuid datum is a pointer to its 16 bytes (uuid is passed by reference).
+    unsafe {
+        let mut isnull = false;
+        let datum = pg_sys::heap_getattr(tuple, attnum as i32, tupdesc, &mut isnull);
+        if isnull {
+            return None;
+        }
+        let bytes = std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), 16);
+        Uuid::from_slice(bytes).ok()
+    }
 }
 
 fn row_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
-    let column = tenant_column(trigger);
+    let pk = pk_args(trigger, 3);
+    let soft = if trigger_arg(trigger, 2).is_empty() {
+        Need::No
+    } else {
+        Need::Required
+    };
+    let shape = shape(trigger, &guard_expect(trigger, &pk, soft))?;
+    let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
+    let data = trigger.trigger_data();
+    let tupdesc = unsafe { (*data.tg_relation).rd_att };
     match trigger.op() {
         Ok(PgTriggerOperation::Insert) => {
             let new = trigger.new().expect("an INSERT row trigger has a new row");
             let tenant = tenancy::require_tenant()?;
-            let version_column = trigger_arg(trigger, 1);
-            if !version_column.is_empty() {
-                let stated = new.get_by_name::<i64>(version_column).ok().flatten();
+            if let Some(attnum) = shape.version {
+                let stated = new
+                    .get_by_index::<i64>(std::num::NonZeroUsize::new(attnum).expect("1-based"))
+                    .ok()
+                    .flatten();
                 if stated != Some(1) {
                     return Err(StewardError::VersionPreset {
                         table: qualified_name(trigger),
@@ -156,24 +449,31 @@ fn row_guard<'a>(
                     });
                 }
             }
-            match row_tenant(&new, column) {
+            match row_tenant(data.tg_trigtuple, tupdesc, tenant_attnum) {
                 Some(row) if row != tenant => Err(StewardError::forbidden(
                     format!(
                         "cannot insert a row of tenant {row} into {} from tenant {tenant}",
                         qualified_name(trigger)
                     ),
-                    format!("Leave \"{column}\" out: steward fills it from the tenant context."),
+                    format!(
+                        "Leave \"{}\" out: steward fills it from the tenant context.",
+                        trigger_arg(trigger, 0)
+                    ),
                 )),
                 _ => Ok(Some(new)),
             }
         }
         Ok(PgTriggerOperation::Delete) => {
             let old = trigger.old().expect("a DELETE row trigger has an old row");
-            check_own_row(trigger, row_tenant(&old, column), "delete")?;
-            if trigger_arg(trigger, 2).is_empty() {
+            check_own_row(
+                trigger,
+                row_tenant(data.tg_trigtuple, tupdesc, tenant_attnum),
+                "delete",
+            )?;
+            let Some(deleted_at) = shape.deleted_at else {
                 return Ok(Some(old));
-            }
-            soft_delete(trigger);
+            };
+            soft_delete(trigger, deleted_at)?;
             // The row stays, marked deleted and hidden by the policies: skip the DELETE.
             Ok(None)
         }
@@ -181,28 +481,102 @@ fn row_guard<'a>(
     }
 }
 
-/// Marks the row the trigger fired for as deleted, with the statement `govern` wrote for the
-/// table (`UPDATE ... SET deleted_at = now() WHERE ctid = $1`). It runs with the extension
-/// owner's privileges and fires the update guard and the change log like any update; the log
-/// records it as a DELETE.
-fn soft_delete<'a>(trigger: &'a PgTrigger<'a>) {
-    let t = trigger.trigger();
-    let sql = trigger_arg_cstr(trigger, 2).expect("row_guard checked the soft-delete statement");
-    let mut ctid = unsafe { (*trigger.trigger_data().tg_trigtuple).t_self };
+/// Runs `f` while steward itself writes to table `relid`: the update guard lets that write
+/// through `version_required` (it changes no column a client wrote).
+fn as_own_write<R>(
+    cell: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>,
+    relid: pg_sys::Oid,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Reset(
+        &'static std::thread::LocalKey<Cell<pg_sys::Oid>>,
+        pg_sys::Oid,
+    );
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            self.0.set(self.1);
+        }
+    }
+    let _reset = Reset(cell, cell.replace(relid));
+    f()
+}
+
+/// The table's qualified name, from its OID.
+fn relation_name(rel: pg_sys::Relation) -> String {
+    // SAFETY: an open relation's rd_rel and namespace OID are valid.
+    unsafe {
+        let ns = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+        pgrx::spi::quote_qualified_identifier(
+            CStr::from_ptr(ns).to_string_lossy(),
+            CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy(),
+        )
+    }
+}
+
+/// Marks the row the trigger fired for as deleted: `UPDATE ONLY <this table> SET deleted_at =
+/// now() WHERE ctid = $1`, prepared once per table and backend. It runs as the caller, with
+/// the caller's privileges (UPDATE of deleted_at) and its tenant's policies, so that nothing the
+/// table owner defined (triggers, checks, index expressions) runs with more privilege than the
+/// caller has. ONLY and the table the trigger fired on (a partition, an inheritance child)
+/// make sure the row is this one, not one at the same ctid elsewhere. It fires the update guard
+/// and the change log like any update; the log records it as a DELETE.
+fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Result<()> {
+    let data = trigger.trigger_data();
+    let rel = data.tg_relation;
+    let relid = unsafe { (*rel).rd_id };
+    if !may_update(relid, deleted_at) {
+        return Err(StewardError::InsufficientPrivilege {
+            message: format!(
+                "permission denied to delete from {}: a soft delete updates \"deleted_at\"",
+                qualified_name(trigger)
+            ),
+            hint: format!(
+                "The table soft-deletes: a DBA grants UPDATE (deleted_at) ON {} to the role that \
+                 deletes.",
+                qualified_name(trigger)
+            ),
+        });
+    }
+    let sql = std::ffi::CString::new(format!(
+        "UPDATE ONLY {} SET deleted_at = pg_catalog.now() WHERE ctid OPERATOR(pg_catalog.=) $1",
+        relation_name(rel)
+    ))
+    .expect("no NUL in a quoted name");
+    let mut ctid = unsafe { (*data.tg_trigtuple).t_self };
     let param = plans::Param {
         datum: Some(pg_sys::Datum::from(std::ptr::from_mut(&mut ctid))),
         type_oid: pg_sys::TIDOID,
     };
-    tenancy::as_extension_owner(|| unsafe {
-        if pg_sys::SPI_connect() < 0 {
-            pgrx::error!("steward: SPI_connect failed");
-        }
-        let rc = plans::execute_kept(t.tgoid, sql, &[param]);
-        if rc != pg_sys::SPI_OK_UPDATE as i32 {
-            pgrx::error!("steward: soft delete failed (SPI code {rc})");
-        }
-        pg_sys::SPI_finish();
+    let rc = tenancy::with_pinned_search_path(|| {
+        as_own_write(&OWN_WRITE, relid, || unsafe {
+            if pg_sys::SPI_connect() < 0 {
+                pgrx::error!("steward: SPI_connect failed");
+            }
+            // The plan is kept under the table's OID; Postgres re-plans it when the table changes.
+            let rc = plans::execute_kept(relid, &sql, &[param]);
+            pg_sys::SPI_finish();
+            rc
+        })
     });
+    if rc != pg_sys::SPI_OK_UPDATE as i32 {
+        pgrx::error!(
+            "steward: the soft delete of a row of {} failed (SPI code {rc})",
+            qualified_name(trigger)
+        );
+    }
+    Ok(())
+}
+
+/// Whether the current user may update column `attnum` of `relid` (on the table or the column).
+fn may_update(relid: pg_sys::Oid, attnum: usize) -> bool {
+    // SAFETY: catalog lookups by OID.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        pg_sys::pg_class_aclcheck(relid, user, pg_sys::ACL_UPDATE as _)
+            == pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::pg_attribute_aclcheck(relid, attnum as i16, user, pg_sys::ACL_UPDATE as _)
+                == pg_sys::AclResult::ACLCHECK_OK
+    }
 }
 
 /// BEFORE INSERT OR DELETE FOR EACH ROW on every governed table.
@@ -224,14 +598,45 @@ fn truncate_guard(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     ))
 }
 
+/// Whether this update is steward's own soft delete or restore: on the table steward is
+/// writing, changing nothing but `deleted_at`.
+fn is_own_write(trigger: &PgTrigger<'_>, deleted_at: Option<usize>) -> bool {
+    let data = trigger.trigger_data();
+    let relid = unsafe { (*data.tg_relation).rd_id };
+    if OWN_WRITE.get() != relid || relid == pg_sys::InvalidOid {
+        return false;
+    }
+    let Some(deleted_at) = deleted_at else {
+        return false;
+    };
+    // SAFETY: the trigger's own tuples and descriptor.
+    let (changed, _) = unsafe {
+        crate::audit::compare_columns(
+            data.tg_trigtuple,
+            data.tg_newtuple,
+            (*data.tg_relation).rd_att,
+        )
+    };
+    let name = unsafe {
+        let attr = &*(*(*data.tg_relation).rd_att)
+            .attrs
+            .as_ptr()
+            .add(deleted_at - 1);
+        CStr::from_ptr(attr.attname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    changed == [name]
+}
+
 /// What a stale or missing version looks like for this update, if anything.
 fn check_version(
     trigger: &PgTrigger<'_>,
     old: &PgHeapTuple<'_, AllocatedByPostgres>,
     new: &PgHeapTuple<'_, AllocatedByPostgres>,
-    version_column: &str,
+    shape: &Shape,
 ) -> crate::errors::Result<Option<(usize, i64)>> {
-    let Some((attnum, _)) = old.get_attribute_by_name(version_column) else {
+    let Some(attnum) = shape.version.and_then(std::num::NonZeroUsize::new) else {
         return Ok(None);
     };
     let actual: i64 = old.get_by_index(attnum).ok().flatten().unwrap_or(0);
@@ -248,7 +653,7 @@ fn check_version(
                 actual,
             });
         }
-    } else if trigger_arg(trigger, 2) == "t" {
+    } else if trigger_arg(trigger, 2) == "t" && !is_own_write(trigger, shape.deleted_at) {
         return Err(StewardError::VersionRequired {
             table: qualified_name(trigger),
             key: key_text(trigger, 3),
@@ -260,10 +665,19 @@ fn check_version(
 fn update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
-    let column = tenant_column(trigger);
+    let pk = pk_args(trigger, 3);
+    let data = trigger.trigger_data();
+    // The update guard does not know whether the table soft-deletes: deleted_at is looked up
+    // only to recognise steward's own writes, and only if it is there.
+    let tupdesc = unsafe { (*data.tg_relation).rd_att };
+    let shape = shape(trigger, &guard_expect(trigger, &pk, Need::IfPresent))?;
+    let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let old = trigger.old().expect("an UPDATE row trigger has an old row");
     let new = trigger.new().expect("an UPDATE row trigger has a new row");
-    let (from, to) = (row_tenant(&old, column), row_tenant(&new, column));
+    let from = row_tenant(data.tg_trigtuple, tupdesc, tenant_attnum);
+    let to = row_tenant(data.tg_newtuple, tupdesc, tenant_attnum);
+    // First that the row is the caller's: then the tenant it is moved from may be named.
+    check_own_row(trigger, from, "update")?;
     if from != to {
         return Err(StewardError::forbidden(
             format!(
@@ -272,18 +686,14 @@ fn update_guard<'a>(
                 show(from),
                 show(to)
             ),
-            format!("\"{column}\" never changes; copy the row into the other tenant instead."),
+            format!(
+                "\"{}\" never changes; copy the row into the other tenant instead.",
+                trigger_arg(trigger, 0)
+            ),
         ));
     }
-    check_own_row(trigger, from, "update")?;
-    let version_column = trigger_arg(trigger, 1);
-    let bump = if version_column.is_empty() {
-        None
-    } else {
-        check_version(trigger, &old, &new, version_column)?
-    };
+    let bump = check_version(trigger, &old, &new, &shape)?;
     // An update that changes nothing leaves the version alone (and writes no change record).
-    let data = trigger.trigger_data();
     let Some((attnum, actual)) = bump else {
         return Ok(Some(new));
     };
@@ -292,8 +702,8 @@ fn update_guard<'a>(
     }
     // The new row with the version raised, formed once from the row the UPDATE made (no copy
     // of it first); palloc'd in the trigger's memory context, which Postgres frees.
+    // SAFETY: shape() checked the column is a bigint, so an int8 datum is what it holds.
     unsafe {
-        let tupdesc = (*data.tg_relation).rd_att;
         let mut column = attnum as i32;
         let mut value = (actual + 1).into_datum().expect("bigint");
         let mut isnull = false;
@@ -340,4 +750,129 @@ fn _internal_truncate_guard<'a>(
 ) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
     or_raise(truncate_guard(trigger));
     Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// steward.restore(rel, row_key)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether steward itself is soft-deleting or restoring a row of table `rel` right now. The
+/// policies of a soft-deleting table call it (once per statement), so that those UPDATEs, which
+/// run as the caller, reach the caller's tenant's deleted rows (restore's target, and the soft
+/// delete's new row), and nothing else ever does.
+#[pg_extern(stable, parallel_restricted, strict)]
+fn _internal_own_write(rel: pg_sys::Oid) -> bool {
+    rel != pg_sys::InvalidOid && OWN_WRITE.get() == rel
+}
+
+fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::errors::Result<()> {
+    let (Some(rel), Some(row_key)) = (rel, row_key) else {
+        return Err(StewardError::bad_argument(
+            "steward.restore needs a table and a row key",
+            "Pass both, e.g. steward.restore('app.docs', '{\"id\": 7}').",
+        ));
+    };
+    // SAFETY: a catalog lookup by OID and name.
+    let deleted_at = unsafe { pg_sys::get_attnum(rel, c"deleted_at".as_ptr()) };
+    if deleted_at > 0 && !may_update(rel, deleted_at as usize) {
+        return Err(StewardError::InsufficientPrivilege {
+            message: format!(
+                "permission denied to restore rows of {}",
+                regclass_text(rel)
+            ),
+            hint: "Restoring a row updates \"deleted_at\": it needs UPDATE on the table or that \
+                   column."
+                .into(),
+        });
+    }
+    let tenant = tenancy::require_tenant()?;
+    // What govern recorded, read as the extension's owner (steward.governed is not readable by
+    // tenant roles); only steward's catalogs and builtins are read.
+    let found = tenancy::as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT g.soft_delete, g.tenant_column::text,
+                        pg_catalog.format('%I.%I', n.nspname, c.relname),
+                        (SELECT pg_catalog.string_agg(pg_catalog.format('t.%I = k.%I', a.attname, a.attname), ' AND ')
+                           FROM pg_catalog.pg_index i
+                          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) AS k(attnum)
+                           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                          WHERE i.indrelid = g.rel AND i.indisprimary)
+                   FROM steward.governed g
+                   JOIN pg_catalog.pg_class c ON c.oid = g.rel
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE g.rel = $1",
+                Some(1),
+                &[rel.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok::<_, pgrx::spi::Error>(None);
+            }
+            let row = rows.first();
+            Ok(Some((
+                row.get::<bool>(1)?.unwrap_or(false),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+                row.get::<String>(4)?,
+            )))
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: reading the governed tables failed: {e}"));
+    let Some((true, tenant_column, table, Some(keycond))) = found else {
+        return Err(StewardError::bad_argument(
+            format!("table {} does not soft-delete", regclass_text(rel)),
+            "Govern it with soft_delete => true to keep deleted rows.",
+        ));
+    };
+    // As the caller: its UPDATE privilege, its tenant's policies, and the table owner's
+    // triggers with the caller's privileges only.
+    let sql = format!(
+        "UPDATE {table} t SET deleted_at = NULL
+           FROM pg_catalog.jsonb_populate_record(NULL::{table}, $1) k
+          WHERE {keycond} AND t.{} OPERATOR(pg_catalog.=) $2 AND t.deleted_at IS NOT NULL",
+        pgrx::spi::quote_identifier(&tenant_column)
+    );
+    let n = tenancy::with_pinned_search_path(|| {
+        as_own_write(&OWN_WRITE, rel, || {
+            Spi::connect_mut(|client| {
+                client
+                    .update(
+                        &sql,
+                        None,
+                        &[pgrx::JsonB(row_key.0.clone()).into(), tenant.into()],
+                    )
+                    .map(|t| t.len())
+            })
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("steward: restoring a row of {table} failed: {e}"));
+    if n == 0 {
+        return Err(StewardError::bad_argument(
+            format!(
+                "no deleted row of {table} with key {} in tenant {tenant}",
+                crate::audit::jsonb_display(row_key.0)
+            ),
+            "steward.history(rel, row_key) shows what happened to the row.",
+        ));
+    }
+    Ok(())
+}
+
+/// `steward.restore(rel, row_key)`: brings back a soft-deleted row of the caller's tenant
+/// (recorded as an INSERT).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) {
+    or_raise(restore(rel, row_key))
+}
+
+/// A relation's name as regclass prints it (its OID when there is no such relation).
+fn regclass_text(rel: pg_sys::Oid) -> String {
+    // SAFETY: regclassout takes any OID.
+    unsafe {
+        let text = pg_sys::OidOutputFunctionCall(
+            pg_sys::Oid::from(pg_sys::F_REGCLASSOUT),
+            pg_sys::Datum::from(rel),
+        );
+        CStr::from_ptr(text).to_string_lossy().into_owned()
+    }
 }

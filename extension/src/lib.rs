@@ -21,7 +21,13 @@ extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // A Postgres error that passes through Rust frames is reported with a Rust backtrace in
+    // DETAIL when the server's environment asks for backtraces (RUST_BACKTRACE): clients must
+    // never see steward's internals. Backtrace capture reads this before RUST_BACKTRACE.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     tenancy::init();
+    govern::init();
+    audit::init();
     outbox::init();
     wakeups::init();
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):

@@ -153,6 +153,84 @@ fn registered(event_type: &str) -> Result<Registered> {
     Ok(found)
 }
 
+/// A jsonb argument kept as Postgres gave it: steward stores an event's payload exactly, without
+/// a round trip through Rust's JSON (which would bound its nesting and, without care, alter its
+/// numbers). It is parsed only to validate it against a registered schema.
+pub struct RawJsonb(pg_sys::Datum);
+
+impl pgrx::FromDatum for RawJsonb {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a jsonb argument; detoasted here (a no-op for a plain value) so that the
+        // record never holds a pointer into another table's TOAST.
+        (!is_null).then(|| unsafe {
+            RawJsonb(pg_sys::Datum::from(pg_sys::pg_detoast_datum_packed(
+                datum.cast_mut_ptr(),
+            )))
+        })
+    }
+}
+
+// SAFETY: the argument is unboxed through FromDatum, as pgrx does for its own types.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+// SAFETY: it is a jsonb in SQL, and only ever an argument.
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RawJsonb);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"),
+    ));
+}
+
+impl RawJsonb {
+    /// The value as JSON, for schema validation: numbers keep their digits (serde_json's
+    /// arbitrary precision); nesting deeper than Rust's JSON parser takes is a clear ST422.
+    fn parse(&self, event_type: &str) -> Result<serde_json::Value> {
+        // SAFETY: a detoasted jsonb datum.
+        let text = unsafe { crate::audit::jsonb_text(self.0) };
+        serde_json::from_str(&text).map_err(|e| StewardError::SchemaViolation {
+            event_type: event_type.to_string(),
+            schema_version: 0,
+            path: String::new(),
+            problem: format!(
+                "the payload cannot be validated ({e}): at most 128 levels of nesting"
+            ),
+        })
+    }
+}
+
+impl RawJsonb {
+    /// Headers as JSON, to check their shape; nesting Rust's parser refuses is a clear ST400.
+    fn parse_headers(&self) -> Result<serde_json::Value> {
+        // SAFETY: a detoasted jsonb datum.
+        let text = unsafe { crate::audit::jsonb_text(self.0) };
+        serde_json::from_str(&text).map_err(|e| {
+            StewardError::bad_argument(
+                format!("steward.emit: headers cannot be read ({e})"),
+                "Headers are a flat JSON object of short values, e.g. '{\"source\": \"billing\"}'.",
+            )
+        })
+    }
+}
+
 /// Header names steward sets itself from the context and annotations.
 const OWN_HEADERS: [&str; 4] = ["actor", "reason", "request_id", "traceparent"];
 
@@ -160,13 +238,17 @@ fn emit_event(
     event_type: &str,
     aggregate_type: Option<&str>,
     aggregate_id: Option<&str>,
-    payload: JsonB,
-    headers: Option<JsonB>,
+    payload: RawJsonb,
+    headers: Option<RawJsonb>,
 ) -> Result<Uuid> {
     let context = tenancy::context()?;
     check_event_type(event_type, "steward.emit")?;
     check_not_row_event(event_type)?;
-    let headers = match headers.map(|h| h.0) {
+    let parsed = match &headers {
+        None => None,
+        Some(h) => Some(h.parse_headers()?),
+    };
+    let headers = match parsed {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Object(map)) => {
             if let Some(own) = OWN_HEADERS.iter().find(|k| map.contains_key(**k)) {
@@ -176,7 +258,8 @@ fn emit_event(
                      from steward.annotate(); leave them out of headers.",
                 ));
             }
-            (!map.is_empty()).then_some(serde_json::Value::Object(map))
+            // Stored as given, not as Rust re-serialized it.
+            (!map.is_empty()).then(|| headers.expect("parsed from it").0)
         }
         Some(other) => {
             return Err(StewardError::bad_argument(
@@ -187,7 +270,7 @@ fn emit_event(
     };
     let schema_version = match registered(event_type)? {
         Some((version, validator)) => {
-            if let Err(e) = validator.validate(&payload.0) {
+            if let Err(e) = validator.validate(&payload.parse(event_type)?) {
                 return Err(StewardError::SchemaViolation {
                     event_type: event_type.to_string(),
                     schema_version: version,
@@ -205,30 +288,33 @@ fn emit_event(
     record.set(Col::AggregateType, text(aggregate_type));
     record.set(Col::AggregateId, text(aggregate_id));
     record.set(Col::SchemaVersion, schema_version.into_datum());
-    record.set(Col::NewRow, payload.into_datum());
-    record.set(Col::Headers, headers.map(JsonB).into_datum());
+    record.set(Col::NewRow, Some(payload.0));
+    record.set(Col::Headers, headers);
     record.set(Col::Audited, false.into_datum());
     record.set(Col::Evented, true.into_datum());
-    Ok(record.insert())
+    record.insert()
 }
 
 /// An explicit domain event in the caller's transaction, under its tenant. Returns its
 /// event id (a UUIDv7).
 #[pg_extern(volatile, parallel_unsafe)]
 fn emit(
-    event_type: &str,
+    event_type: Option<&str>,
     aggregate_type: Option<&str>,
     aggregate_id: Option<&str>,
-    payload: JsonB,
-    headers: default!(Option<JsonB>, "'{}'"),
+    payload: Option<RawJsonb>,
+    headers: default!(Option<RawJsonb>, "'{}'"),
 ) -> Uuid {
-    or_raise(emit_event(
-        event_type,
-        aggregate_type,
-        aggregate_id,
-        payload,
-        headers,
-    ))
+    use crate::errors::required;
+    or_raise((|| {
+        emit_event(
+            required(event_type, "steward.emit", "event_type")?,
+            aggregate_type,
+            aggregate_id,
+            required(payload, "steward.emit", "payload")?,
+            headers,
+        )
+    })())
 }
 
 fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result<()> {
@@ -273,8 +359,20 @@ fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result
 /// Registers a JSON Schema for an event type; later `emit`s of that type are validated
 /// against the highest registered version (ST422).
 #[pg_extern(volatile, parallel_unsafe)]
-fn register_event_type(event_type: &str, schema_version: i32, json_schema: JsonB) {
-    or_raise(register(event_type, schema_version, json_schema))
+fn register_event_type(
+    event_type: Option<&str>,
+    schema_version: Option<i32>,
+    json_schema: Option<JsonB>,
+) {
+    use crate::errors::required;
+    const F: &str = "steward.register_event_type";
+    or_raise((|| {
+        register(
+            required(event_type, F, "event_type")?,
+            required(schema_version, F, "schema_version")?,
+            required(json_schema, F, "json_schema")?,
+        )
+    })())
 }
 
 /// Which tenant's events the caller may consume: its context's tenant, or every tenant (NULL)

@@ -5,7 +5,9 @@ SELECT steward.seal_audit() > 0 AS sealed_something;
 -- next seals those, and emits no witness for them, so a third has nothing to do.
 SELECT steward.seal_audit() AS sealed_the_witness_events;
 SELECT steward.seal_audit() AS sealed_again;
-SELECT tenant_id, sealed, ok, first_bad_id FROM steward.verify_audit() ORDER BY tenant_id;
+-- Every tenant in steward.tenants is reported, with or without a chain.
+SELECT t.slug, v.sealed, v.ok, v.first_bad_id
+  FROM steward.verify_audit() v JOIN steward.tenants t USING (tenant_id) ORDER BY t.slug;
 SELECT count(*) AS heads, bool_and(length(head) = 64) AS sha256_hex FROM steward.audit_heads();
 -- Keep the heads outside the database (here: a table that stands for the outside).
 CREATE TABLE public.witness AS SELECT jsonb_agg(h) AS heads FROM steward.audit_heads() h;
@@ -38,8 +40,16 @@ DELETE FROM steward.change_log WHERE id = :first_task_record;
 SELECT ok, first_bad_id = :first_task_record AS names_the_record
   FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
 ROLLBACK;
--- ... inserts a record back-dated below the sealed horizon: detected.
+-- ... inserts a record back-dated below the sealed horizon: refused while the guard stands
+-- (records are written only by steward's writer, never through SQL) ...
+INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented)
+     OVERRIDING SYSTEM VALUE
+     SELECT tenant_id, txid, 'mallory', 'INSERT', gen_random_uuid(), true, false
+       FROM steward.change_log WHERE id = :first_task_record;
+\echo :LAST_ERROR_SQLSTATE
+-- ... and detected once the guard is disabled.
 BEGIN;
+ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented)
      OVERRIDING SYSTEM VALUE
      SELECT tenant_id, txid, 'mallory', 'INSERT', gen_random_uuid(), true, false
@@ -70,6 +80,7 @@ ROLLBACK;
 -- does for outbox-only records: detected (the chain says which records may be pruned).
 BEGIN;
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+ALTER TABLE steward.outbox_tombstones DISABLE TRIGGER steward_append_only;
 INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
 SELECT c.id, c.tenant_id, steward._record_digest(c, s.payload_digest)
   FROM steward.change_log c JOIN steward.audit_seals s ON s.record_id = c.id WHERE c.id = :first_task_record;
@@ -135,7 +146,13 @@ SELECT c.id, jsonb_build_array(c.old_values, c.new_row, c.changed) AS payload
 SELECT count(*) AS sealed_records,
        count(*) FILTER (WHERE s.payload_digest = sha256(convert_to(g.payload::text, 'UTF8'))) AS confirmed_unsalted
   FROM guesses g JOIN steward.audit_seals s ON s.record_id = g.id;
+-- Erasure acts in one tenant: outside any, ST001.
+SELECT steward.erase('app.tasks', '{"id": 1}', 'GDPR request 2026-113');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'dpo@acme.example') IS NOT NULL AS entered;
 SELECT steward.erase('app.tasks', '{"id": 1}', 'GDPR request 2026-113') AS records_erased;
+COMMIT;
 SELECT action, actor, reason, new_row IS NULL AS payload_gone, erased_at IS NOT NULL AS erased
   FROM steward.change_log WHERE table_name = 'app.tasks' AND row_key = '{"id": 1}' ORDER BY id;
 -- ... and once erased, the salt is gone with the payload: the right guess confirms nothing.

@@ -490,12 +490,16 @@ fn erased_payload_never_reaches_consumers() {
     .unwrap();
     let mut admin = connect(&db, "postgres");
     let id: i64 = admin.query_one("SELECT id FROM items", &[]).unwrap().get(0);
-    admin
-        .execute(
-            "SELECT steward.erase('items', jsonb_build_object('id', $1::bigint), 'GDPR request')",
-            &[&id],
-        )
+    // Erasure acts in the caller's tenant.
+    let mut tx = admin.transaction().unwrap();
+    tx.execute(&format!("SELECT steward.enter_tenant('{ACME}')"), &[])
         .unwrap();
+    tx.execute(
+        "SELECT steward.erase('items', jsonb_build_object('id', $1::bigint), 'GDPR request')",
+        &[&id],
+    )
+    .unwrap();
+    tx.commit().unwrap();
     let rows = c
         .query(
             "SELECT event_type, payload IS NULL FROM steward.poll('relay')",
@@ -573,8 +577,8 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
                   WHERE record_id = s.record_id;
                END LOOP;
              END $$;
-             ALTER TABLE steward.change_log ENABLE TRIGGER steward_append_only;
-             ALTER TABLE steward.audit_seals ENABLE TRIGGER steward_append_only;"
+             ALTER TABLE steward.change_log ENABLE ALWAYS TRIGGER steward_append_only;
+             ALTER TABLE steward.audit_seals ENABLE ALWAYS TRIGGER steward_append_only;"
         ))
         .unwrap();
     assert!(

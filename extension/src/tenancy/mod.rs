@@ -220,25 +220,21 @@ pub fn role_name(role: pg_sys::Oid) -> String {
     }
 }
 
-/// Runs `f` with the privileges of the extension's owner, so that steward's own catalogs (which
-/// tenant roles cannot read) can be consulted. Only fixed, schema-qualified queries run inside,
-/// and with `search_path = pg_catalog, pg_temp`, as a SECURITY DEFINER function with a SET
-/// clause would: otherwise the caller's search path could put its own `=` operator or `now()`
-/// in front of pg_catalog's, and steward would run it with the owner's privileges.
-pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(pg_sys::Oid, i32, i32);
+/// Runs `f` with `search_path = pg_catalog, pg_temp`, as a function with that SET clause
+/// would: statements steward runs then resolve every function and operator in pg_catalog (or
+/// as schema-qualified), never in a schema the caller put first. The setting is restored when
+/// `f` returns or fails.
+pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(i32);
     impl Drop for Restore {
         fn drop(&mut self) {
-            unsafe {
-                pg_sys::AtEOXact_GUC(true, self.2);
-                pg_sys::SetUserIdAndSecContext(self.0, self.1)
-            }
+            // SAFETY: pops exactly the GUC nest level pushed below.
+            unsafe { pg_sys::AtEOXact_GUC(true, self.0) }
         }
     }
-    let owner = extension_owner();
-    let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+    // SAFETY: a GUC nest level is pushed and the setting saved in it, as fmgr_security_definer
+    // does for a function's SET clause.
     let nest = unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
         let nest = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
@@ -250,11 +246,41 @@ pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
             0,
             false,
         );
-        pg_sys::SetUserIdAndSecContext(owner, ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
         nest
     };
-    let _restore = Restore(uid, ctx, nest);
+    let _restore = Restore(nest);
     f()
+}
+
+/// Runs `f` with the privileges of the extension's owner, so that steward's own catalogs (which
+/// tenant roles cannot read) can be consulted. Only fixed, schema-qualified queries over
+/// steward's own tables and the system catalogs run inside, never anything a table owner or
+/// user can define (a governed table's triggers, defaults, checks or index expressions), and
+/// with the search path pinned ([`with_pinned_search_path`]): otherwise the caller's search path
+/// could put its own `=` operator or `now()` in front of pg_catalog's, and steward would run it
+/// with the owner's privileges.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the user and security context saved below.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
+        }
+    }
+    let owner = extension_owner();
+    with_pinned_search_path(|| {
+        let (mut uid, mut ctx) = (pg_sys::InvalidOid, 0i32);
+        // SAFETY: saves the current user and context, then switches as SECURITY DEFINER does.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
+        }
+        let _restore = Restore(uid, ctx);
+        f()
+    })
 }
 
 fn extension_owner() -> pg_sys::Oid {
@@ -374,13 +400,9 @@ pub fn enter(tenant: Uuid, actor: Option<&str>) -> Result<()> {
             .to_string()
     } else {
         if !facts.caller_granted {
-            return Err(StewardError::not_permitted(
-                format!(
-                    "role \"{caller_name}\" is not permitted to enter tenant \"{}\" ({tenant})",
-                    facts.slug
-                ),
-                "A DBA grants access with steward.grant_tenant(role, tenant).",
-            ));
+            // Word for word what an unknown tenant gets: a role learns nothing of a tenant it
+            // may not enter, not even that it exists.
+            return Err(unknown_tenant(tenant, &caller_name));
         }
         match actor {
             Some(a) if a != caller_name => {
@@ -549,14 +571,17 @@ pub fn annotations() -> Annotations {
 
 /// Sets the tenant context for the current transaction.
 #[pg_extern(volatile, parallel_unsafe)]
-fn enter_tenant(tenant: Uuid, actor: default!(Option<&str>, "NULL")) {
-    or_raise(enter(tenant, actor))
+fn enter_tenant(tenant: Option<Uuid>, actor: default!(Option<&str>, "NULL")) {
+    or_raise(
+        crate::errors::required(tenant, "steward.enter_tenant", "tenant")
+            .and_then(|t| enter(t, actor)),
+    )
 }
 
 /// Sets the tenant context from an HS256 JWT with `tenant_id`, `sub` and `exp` claims.
 #[pg_extern(volatile, parallel_unsafe)]
-fn enter_tenant_token(token: &str) {
-    or_raise(enter_token(token))
+fn enter_tenant_token(token: Option<&str>) {
+    or_raise(enter_token(token.unwrap_or("")))
 }
 
 /// The tenant of the current transaction; ST001 when there is none. The policies call it once

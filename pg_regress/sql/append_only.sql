@@ -1,0 +1,81 @@
+-- Plain SQL of any role, superuser included, under any session_replication_role, cannot add,
+-- change or remove change-log records, seals, the sealing state or tombstones. (A superuser's
+-- DDL, such as disabling the guard, is outside plain SQL: sealing.sql shows what the chain and
+-- the heads kept outside still detect then.)
+\set SHOW_CONTEXT never
+SELECT steward.seal_audit() >= 0 AS sealed;
+SELECT count(*) AS records FROM steward.change_log \gset
+SELECT count(*) AS seals FROM steward.audit_seals \gset
+SELECT horizon AS horizon FROM steward.seal_state \gset
+-- Replica mode skips ordinary triggers; steward's guards fire ALWAYS.
+SET session_replication_role = replica;
+DELETE FROM steward.change_log;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE steward.change_log;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE steward.change_log SET actor = 'mallory';
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented)
+VALUES ('00000000-0000-4000-8000-00000000000a', '3', 'mallory', 'INSERT', gen_random_uuid(), true, false);
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM steward.audit_seals;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE steward.audit_seals;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE steward.audit_seals SET hash = '\x00';
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin)
+VALUES (-1, '00000000-0000-4000-8000-00000000000a', 1000000, '', '', '1');
+\echo :LAST_ERROR_SQLSTATE
+-- The sealing state: moving the horizon would hide records from history() and let an unsealed
+-- record be rewritten before it is sealed.
+UPDATE steward.seal_state SET horizon = '0';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM steward.seal_state;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE steward.seal_state;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO steward.seal_state (one, horizon) VALUES (false, '0');
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE steward.outbox_tombstones;
+\echo :LAST_ERROR_SQLSTATE
+RESET session_replication_role;
+-- steward's own internals, called directly, do not open the guards: the witness writer and the
+-- sealing body write only inside steward.seal_audit().
+SELECT steward._internal_witness('00000000-0000-4000-8000-00000000000a', 1, '\x00');
+\echo :LAST_ERROR_SQLSTATE
+\c - acme_app
+INSERT INTO app.projects (name) VALUES ('acme: unsealed for now');
+\c - postgres
+SELECT steward._seal_audit();
+\echo :LAST_ERROR_SQLSTATE
+-- Nothing changed.
+SELECT count(*) = :records + 1 AS records_kept FROM steward.change_log;
+SELECT count(*) = :seals AS seals_kept FROM steward.audit_seals;
+SELECT horizon = :'horizon' AS horizon_kept FROM steward.seal_state;
+SELECT steward.seal_audit() > 0 AS sealing_still_works;
+SELECT bool_and(ok) AS all_ok FROM steward.verify_audit();
+
+-- Erasure stays in the caller's tenant, even where the primary key does not include the tenant
+-- column: acme's row 7 was deleted, then globex created its own row 7; both have records under
+-- the key {"id": 7}.
+CREATE TABLE app.people (id int PRIMARY KEY, tenant_id uuid NOT NULL, name text);
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.people TO PUBLIC;
+SELECT steward.govern('app.people');
+\c - acme_app
+INSERT INTO app.people (id, name) VALUES (7, 'Wile E. Coyote');
+DELETE FROM app.people WHERE id = 7;
+\c - globex_app
+INSERT INTO app.people (id, name) VALUES (7, 'Hank Scorpio');
+\c - postgres
+SELECT steward.seal_audit() > 0 AS sealed;
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'dpo@acme.example') IS NOT NULL AS entered;
+SELECT steward.erase('app.people', '{"id": 7}', 'GDPR request acme-7') AS erased;
+COMMIT;
+SELECT t.slug, c.action, c.new_row ->> 'name' AS name, c.old_values ->> 'name' AS old_name,
+       c.erased_at IS NOT NULL AS erased
+  FROM steward.change_log c JOIN steward.tenants t USING (tenant_id)
+ WHERE c.table_name = 'app.people' ORDER BY c.id;
+SELECT steward.seal_audit() > 0 AS sealed_the_erasure;
+SELECT bool_and(ok) AS all_ok FROM steward.verify_audit();
