@@ -85,7 +85,8 @@ $$;
 -- Governed tables
 ------------------------------------------------------------------------------------------------
 
-CREATE FUNCTION steward.govern(
+-- steward.govern() is a wrapper (below) that runs this with the DDL guard open for its own DDL.
+CREATE FUNCTION steward._govern(
     rel regclass,
     tenant_column name DEFAULT 'tenant_id',
     versioned boolean DEFAULT true,
@@ -247,16 +248,44 @@ BEGIN
 
     INSERT INTO steward.governed AS g
            (rel, tenant_column, versioned, version_required, audited, events, soft_delete)
-    VALUES (govern.rel, govern.tenant_column, govern.versioned, govern.version_required,
-            govern.audited, govern.events, govern.soft_delete)
+    VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
+            _govern.audited, _govern.events, _govern.soft_delete)
     ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
        SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
            version_required = excluded.version_required, audited = excluded.audited,
            events = excluded.events, soft_delete = excluded.soft_delete;
+
+    -- What govern cannot make safe (foreign keys across tenants, partitions and inheritance)
+    -- is refused, and everything above rolls back with it.
+    FOR c IN SELECT * FROM steward._governance_faults(rel) LOOP
+        RAISE EXCEPTION 'cannot govern %: %', tbl, c.fault
+            USING ERRCODE = 'ST400', HINT = c.hint;
+    END LOOP;
 END
 $$;
 
-CREATE FUNCTION steward.ungovern(rel regclass)
+CREATE FUNCTION steward.govern(
+    rel regclass,
+    tenant_column name DEFAULT 'tenant_id',
+    versioned boolean DEFAULT true,
+    version_required boolean DEFAULT false,
+    audited boolean DEFAULT true,
+    events boolean DEFAULT true,
+    soft_delete boolean DEFAULT false
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._internal_governing_begin(rel::oid);
+    PERFORM steward._govern(rel, tenant_column, versioned, version_required, audited, events,
+                            soft_delete);
+    PERFORM steward._internal_governing_end(rel::oid);
+END
+$$;
+
+CREATE FUNCTION steward._ungovern(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -267,7 +296,7 @@ DECLARE
     tbl text;
     cmd text;
 BEGIN
-    SELECT * INTO g FROM steward.governed WHERE governed.rel = ungovern.rel;
+    SELECT * INTO g FROM steward.governed WHERE governed.rel = _ungovern.rel;
     IF g.rel IS NULL THEN
         RAISE EXCEPTION 'table % is not governed', rel
             USING ERRCODE = 'ST400', HINT = 'steward.governed_tables lists the governed tables.';
@@ -283,9 +312,262 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS steward_log ON %s', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, g.tenant_column);
     EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', tbl);
-    DELETE FROM steward.governed WHERE governed.rel = ungovern.rel;
+    DELETE FROM steward.governed WHERE governed.rel = _ungovern.rel;
 END
 $$;
+
+CREATE FUNCTION steward.ungovern(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._internal_governing_begin(rel::oid);
+    PERFORM steward._ungovern(rel);
+    PERFORM steward._internal_governing_end(rel::oid);
+END
+$$;
+
+-- Every way a governed table is weaker than govern() left it: RLS off or not forced, a steward
+-- policy or trigger gone or disabled, steward's columns changed, a foreign key that joins two
+-- tenants' rows, partitions or inheritance. Each with the SQL or step that fixes it. The DDL
+-- guard refuses a command that leaves any of these; govern() refuses a table that has one.
+CREATE FUNCTION steward._governance_faults(rel oid)
+RETURNS TABLE (fault text, hint text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g   steward.governed;
+    cl  record;
+    tbl text;
+    r   record;
+BEGIN
+    SELECT * INTO g FROM steward.governed x WHERE x.rel = _governance_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT c.relrowsecurity, c.relforcerowsecurity, c.relkind, c.relispartition,
+           format('%I.%I', n.nspname, c.relname) AS name
+      INTO cl
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = _governance_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    tbl := cl.name;
+    IF NOT cl.relrowsecurity OR NOT cl.relforcerowsecurity THEN
+        fault := format('row-level security on %s is no longer enabled and forced', tbl);
+        hint := format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+        RETURN NEXT;
+    END IF;
+    FOR r IN
+        SELECT p.name
+          FROM unnest(ARRAY['steward_tenant', 'steward_select', 'steward_insert', 'steward_update',
+                            'steward_delete']) AS p(name)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_policy y
+                            WHERE y.polrelid = _governance_faults.rel AND y.polname = p.name)
+    LOOP
+        fault := format('policy %s on %s is gone', r.name, tbl);
+        hint := format('SELECT steward.govern(%L, ...) with the options in steward.governed_tables re-creates it', tbl);
+        RETURN NEXT;
+    END LOOP;
+    FOR r IN
+        SELECT t.name
+          FROM unnest(ARRAY['steward_row_guard', 'steward_update_guard', 'steward_truncate_guard']
+                      || CASE WHEN g.audited OR g.events THEN ARRAY['steward_log'] ELSE '{}'::text[] END) AS t(name)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger x
+                            WHERE x.tgrelid = _governance_faults.rel AND x.tgname = t.name
+                              AND x.tgenabled IN ('O', 'A'))
+    LOOP
+        fault := format('trigger %s on %s is gone or disabled', r.name, tbl);
+        hint := format('ALTER TABLE %s ENABLE TRIGGER %I (or govern the table again)', tbl, r.name);
+        RETURN NEXT;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _governance_faults.rel AND a.attname = g.tenant_column
+                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('tenant column %I of %s is no longer a uuid not null column', g.tenant_column, tbl);
+        hint := format('Put back %I as "uuid not null" (not generated)', g.tenant_column);
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary) THEN
+        fault := format('%s has no primary key', tbl);
+        hint := 'steward names rows by their primary key: put it back';
+        RETURN NEXT;
+    END IF;
+    IF g.versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'version'
+                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
+        hint := 'Put back "version bigint not null default 1" (not generated)';
+        RETURN NEXT;
+    END IF;
+    IF g.soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'deleted_at'
+                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
+                      AND a.attgenerated = '') THEN
+        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
+        hint := 'Put back "deleted_at timestamptz"';
+        RETURN NEXT;
+    END IF;
+    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
+    -- without row-level security, so a key without the tenant column lets one tenant's row
+    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
+    -- their tenant columns.
+    FOR r IN
+        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
+               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
+          FROM pg_constraint k
+          LEFT JOIN steward.governed src ON src.rel = k.conrelid
+          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
+         WHERE k.contype = 'f'
+           AND (k.confrelid = _governance_faults.rel
+                OR (k.conrelid = _governance_faults.rel AND dst.rel IS NOT NULL))
+    LOOP
+        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
+               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
+                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
+                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
+                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
+            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
+                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
+            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
+                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
+    -- and a child's rows are reached without them (ADR 008).
+    IF cl.relkind = 'p' OR cl.relispartition
+       OR EXISTS (SELECT 1 FROM pg_inherits i
+                   WHERE i.inhparent = _governance_faults.rel OR i.inhrelid = _governance_faults.rel) THEN
+        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
+        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
+-- The DDL guard: any DDL that leaves a governed table weaker than govern() made it (see
+-- _governance_faults), or that disables the append-only guards of steward's own tables, is
+-- refused, superusers included, unless steward.break_glass(reason) is in force in the
+-- transaction; then it is recorded in the change log (steward's own chain). govern() and
+-- ungovern() pass for their own DDL. ENABLE ALWAYS: replica mode does not turn it off.
+CREATE FUNCTION steward._ddl_guard()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected oid[];
+    t        oid;
+    f        record;
+    faults   text[] := '{}';
+    hint     text;
+BEGIN
+    -- The extension's own scripts (CREATE / ALTER EXTENSION) and DROP EXTENSION pass.
+    IF TG_EVENT = 'sql_drop' THEN
+        IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
+                    WHERE d.object_type = 'extension' AND d.object_identity = 'steward') THEN
+            RETURN;
+        END IF;
+    ELSIF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c WHERE c.in_extension) THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        -- A policy, trigger or column dropped from a table that is still there.
+        affected := ARRAY(
+            SELECT to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid
+              FROM pg_event_trigger_dropped_objects() d
+             WHERE d.object_type IN ('policy', 'trigger', 'table column')
+               AND cardinality(d.address_names) >= 3);
+    ELSE
+        affected := ARRAY(
+            SELECT x FROM pg_event_trigger_ddl_commands() c
+             CROSS JOIN LATERAL (
+                   SELECT c.objid WHERE c.classid = 'pg_class'::regclass
+                   UNION ALL SELECT i.indrelid FROM pg_index i
+                              WHERE c.classid = 'pg_class'::regclass AND i.indexrelid = c.objid
+                   UNION ALL SELECT k.confrelid FROM pg_constraint k
+                              WHERE c.classid = 'pg_class'::regclass AND k.conrelid = c.objid AND k.contype = 'f'
+                   UNION ALL SELECT h.inhparent FROM pg_inherits h
+                              WHERE c.classid = 'pg_class'::regclass AND h.inhrelid = c.objid
+                   UNION ALL SELECT h.inhrelid FROM pg_inherits h
+                              WHERE c.classid = 'pg_class'::regclass AND h.inhparent = c.objid
+                   UNION ALL SELECT p.polrelid FROM pg_policy p
+                              WHERE c.classid = 'pg_policy'::regclass AND p.oid = c.objid
+                   UNION ALL SELECT tg.tgrelid FROM pg_trigger tg
+                              WHERE c.classid = 'pg_trigger'::regclass AND tg.oid = c.objid) AS a(x));
+        -- ALTER POLICY of one of steward's policies changes what it lets through.
+        faults := ARRAY(
+            SELECT format('policy %s on %s was altered', p.polname, p.polrelid::regclass)
+              FROM pg_event_trigger_ddl_commands() c
+              JOIN pg_policy p ON c.classid = 'pg_policy'::regclass AND p.oid = c.objid
+              JOIN steward.governed g ON g.rel = p.polrelid
+             WHERE c.command_tag = 'ALTER POLICY' AND p.polname LIKE 'steward\_%');
+        IF cardinality(faults) > 0 THEN
+            hint := 'govern the table again to re-create its policies';
+        END IF;
+    END IF;
+    -- govern() and ungovern() pass for the table they are changing.
+    FOR t IN SELECT DISTINCT a FROM unnest(affected) AS a
+              WHERE a IN (SELECT g.rel::oid FROM steward.governed g)
+                AND NOT steward._internal_governing(a) LOOP
+        FOR f IN SELECT * FROM steward._governance_faults(t) LOOP
+            -- A foreign key between two governed tables is a fault of both: said once.
+            IF NOT f.fault = ANY (faults) THEN
+                faults := faults || f.fault;
+            END IF;
+            hint := coalesce(hint, f.hint);
+        END LOOP;
+    END LOOP;
+    -- steward's own append-only tables keep their guards.
+    IF EXISTS (SELECT 1
+          FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
+                       ('steward.outbox_tombstones')) AS v(tbl)
+         CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x0(name)
+         WHERE to_regclass(v.tbl) IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
+                            WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x0.name
+                              AND tg.tgenabled = 'A')) THEN
+        hint := coalesce(hint, 'ALTER TABLE <table> ENABLE ALWAYS TRIGGER <trigger>');
+    END IF;
+    faults := faults || ARRAY(
+        SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, x.tbl)
+          FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
+                       ('steward.outbox_tombstones')) AS v(tbl)
+         CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x0(name)
+         CROSS JOIN LATERAL (SELECT v.tbl, x0.name) AS x
+         WHERE to_regclass(v.tbl) IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
+                            WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x0.name
+                              AND tg.tgenabled = 'A'));
+    IF cardinality(faults) = 0 THEN
+        RETURN;
+    END IF;
+    IF steward._internal_break_glass_active() THEN
+        PERFORM steward._internal_record_ddl(TG_TAG, array_to_string(faults, '; '));
+        RETURN;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'ST403',
+        MESSAGE = format('%s refused: %s', TG_TAG, array_to_string(faults, '; ')),
+        HINT = coalesce(rtrim(hint, '.') || '. ', '') || 'To do it anyway, a member of steward_breakglass runs SELECT steward.break_glass(''<reason>'') in the same transaction first; it is recorded.';
+END
+$$;
+
+CREATE EVENT TRIGGER steward_ddl_guard ON ddl_command_end
+    EXECUTE FUNCTION steward._ddl_guard();
+CREATE EVENT TRIGGER steward_ddl_guard_drops ON sql_drop
+    EXECUTE FUNCTION steward._ddl_guard();
+ALTER EVENT TRIGGER steward_ddl_guard ENABLE ALWAYS;
+ALTER EVENT TRIGGER steward_ddl_guard_drops ENABLE ALWAYS;
 
 CREATE VIEW steward.governed_tables AS
 SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.events,
@@ -876,7 +1158,14 @@ REVOKE ALL ON FUNCTION
     steward.revoke_tenant(regrole, uuid),
     steward.trust_role(regrole),
     steward.govern(regclass, name, boolean, boolean, boolean, boolean, boolean),
+    steward._govern(regclass, name, boolean, boolean, boolean, boolean, boolean),
+    steward._internal_governing_begin(oid),
+    steward._internal_governing_end(oid),
     steward.ungovern(regclass),
+    steward._ungovern(regclass),
+    steward._governance_faults(oid),
+    steward._ddl_guard(),
+    steward._internal_record_ddl(text, text),
     steward._forget_dropped_tables(),
     steward.seal_audit(),
     steward._seal_audit(),

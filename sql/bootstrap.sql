@@ -171,3 +171,13 @@ CREATE TABLE steward.outbox_tombstones (
     pruned_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 REVOKE ALL ON steward.outbox_tombstones FROM PUBLIC;
+
+-- Who may break glass (steward.break_glass): roles are the cluster's, so the role may already
+-- exist from another database.
+DO $$
+BEGIN
+    CREATE ROLE steward_breakglass NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL;
+END
+$$;

@@ -876,3 +876,121 @@ fn regclass_text(rel: pg_sys::Oid) -> String {
         CStr::from_ptr(text).to_string_lossy().into_owned()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The DDL guard: govern() and ungovern() may change what they own; anyone else's DDL that
+// weakens a governed table needs steward.break_glass(reason) in the same transaction.
+// ---------------------------------------------------------------------------------------------
+
+/// steward's own chain: records about the database rather than one tenant (break-glass access,
+/// DDL let through under it). Tenant roles never see it; `verify_audit` checks it like any other.
+pub fn steward_tenant() -> Uuid {
+    Uuid::from_bytes([0; 16])
+}
+
+/// `steward.govern` and `ungovern` mark the table they change for the length of their own DDL
+/// (not executable by PUBLIC; a mark left by an error goes with the (sub)transaction).
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn _internal_governing_begin(rel: pg_sys::Oid) {
+    tenancy::set_governing(rel, true)
+}
+
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn _internal_governing_end(rel: pg_sys::Oid) {
+    tenancy::set_governing(rel, false)
+}
+
+/// Whether the DDL running on `rel` now is govern's or ungovern's own. The DDL guard asks.
+#[pg_extern(stable, parallel_restricted, strict)]
+fn _internal_governing(rel: pg_sys::Oid) -> bool {
+    tenancy::governing(rel)
+}
+
+/// Whether steward.break_glass is in force in this transaction. The DDL guard asks.
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_break_glass_active() -> bool {
+    tenancy::break_glass_active()
+}
+
+fn own_record(
+    event_type: &str,
+    reason: &str,
+    details: serde_json::Value,
+) -> crate::errors::Result<()> {
+    let who = tenancy::role_name(unsafe { pg_sys::GetSessionUserId() });
+    let mut record = crate::audit::Record::bare(steward_tenant(), &who);
+    record.set(crate::audit::Col::Reason, crate::audit::text(Some(reason)));
+    record.set(crate::audit::Col::Action, crate::audit::text(Some("EVENT")));
+    record.set(
+        crate::audit::Col::EventType,
+        crate::audit::text(Some(event_type)),
+    );
+    record.set(crate::audit::Col::NewRow, pgrx::JsonB(details).into_datum());
+    record.set(crate::audit::Col::Audited, true.into_datum());
+    record.set(crate::audit::Col::Evented, false.into_datum());
+    record.insert()?;
+    Ok(())
+}
+
+fn open_glass(reason: Option<&str>) -> crate::errors::Result<()> {
+    let reason = reason.map(str::trim).unwrap_or("");
+    if reason.is_empty() {
+        return Err(StewardError::bad_argument(
+            "steward.break_glass needs a reason",
+            "Say why, e.g. steward.break_glass('INC-2291: restore the tenant column type').",
+        ));
+    }
+    let member = Spi::get_one::<bool>(
+        "SELECT pg_catalog.pg_has_role(session_user, 'steward_breakglass', 'MEMBER')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !member {
+        return Err(StewardError::InsufficientPrivilege {
+            message: format!(
+                "role \"{}\" may not break glass",
+                tenancy::role_name(unsafe { pg_sys::GetSessionUserId() })
+            ),
+            hint: "Only members of role steward_breakglass may; a superuser grants it \
+                   (GRANT steward_breakglass TO ...)."
+                .into(),
+        });
+    }
+    // On record before it takes effect: if the record cannot be written, nothing is allowed.
+    own_record(
+        "steward.break_glass",
+        reason,
+        serde_json::json!({ "session_user": tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }) }),
+    )?;
+    tenancy::set_break_glass();
+    Ok(())
+}
+
+/// Lets this transaction run DDL that weakens a governed table (the DDL guard records each such
+/// command). Only for members of `steward_breakglass`; recorded in the change log first.
+#[pg_extern(volatile, parallel_unsafe)]
+fn break_glass(reason: Option<&str>) {
+    or_raise(open_glass(reason))
+}
+
+fn record_ddl(command: Option<&str>, faults: Option<&str>) -> crate::errors::Result<()> {
+    if !tenancy::break_glass_active() {
+        return Err(StewardError::forbidden(
+            "steward._internal_record_ddl is the DDL guard's own",
+            "DDL that weakens a governed table needs steward.break_glass(reason) first.",
+        ));
+    }
+    let command = command.unwrap_or("DDL");
+    own_record(
+        "steward.ddl",
+        &format!("{command} under break_glass"),
+        serde_json::json!({ "command": command, "weakens": faults.unwrap_or("") }),
+    )
+}
+
+/// The DDL guard records a command that break_glass let through.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_record_ddl(command: Option<&str>, faults: Option<&str>) {
+    or_raise(record_ddl(command, faults))
+}

@@ -87,4 +87,4 @@ SELECT steward.erase('app.readings', '{"id": 12345678901234567890123}', 'request
 COMMIT;
 SELECT count(*) FILTER (WHERE new_row::text LIKE '%acme.example%') AS payloads_left
   FROM steward.change_log WHERE table_name = 'app.readings';
-DROP FUNCTION public.outcome(text);
+-- public.outcome stays for ddl_guard.sql.

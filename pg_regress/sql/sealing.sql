@@ -21,6 +21,7 @@ SELECT min(c.id) AS first_task_record FROM steward.change_log c WHERE c.table_na
 
 -- A superuser who disables the guard edits a sealed record: detected, with the record.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log SET actor = 'mallory' WHERE id = :first_task_record;
 SELECT ok, first_bad_id = :first_task_record AS names_the_record
@@ -28,6 +29,7 @@ SELECT ok, first_bad_id = :first_task_record AS names_the_record
 ROLLBACK;
 -- ... edits a payload: detected.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log SET new_row = jsonb_set(new_row, '{title}', '"forged"') WHERE id = :first_task_record;
 SELECT ok, first_bad_id = :first_task_record AS names_the_record
@@ -35,6 +37,7 @@ SELECT ok, first_bad_id = :first_task_record AS names_the_record
 ROLLBACK;
 -- ... deletes a sealed record: detected.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 DELETE FROM steward.change_log WHERE id = :first_task_record;
 SELECT ok, first_bad_id = :first_task_record AS names_the_record
@@ -49,6 +52,7 @@ INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audite
 \echo :LAST_ERROR_SQLSTATE
 -- ... and detected once the guard is disabled.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 INSERT INTO steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented)
      OVERRIDING SYSTEM VALUE
@@ -60,6 +64,7 @@ SELECT ok, first_bad_id = :planted AS names_the_record
 ROLLBACK;
 -- ... reorders two sealed records (swaps their contents): detected at the first.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log c SET new_row = o.new_row, old_values = o.old_values, action = o.action, row_key = o.row_key
   FROM steward.change_log o
@@ -69,6 +74,7 @@ SELECT ok, first_bad_id = :first_task_record AS names_the_record
 ROLLBACK;
 -- ... or reorders the seals: detected.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
 UPDATE steward.audit_seals SET seq = -seq WHERE record_id IN (:first_task_record, :first_task_record + 1);
 UPDATE steward.audit_seals SET seq = CASE WHEN record_id = :first_task_record THEN -seq + 1 ELSE -seq - 1 END
@@ -79,6 +85,7 @@ ROLLBACK;
 -- ... deletes a sealed audit record and leaves a tombstone with its digest, as prune_outbox()
 -- does for outbox-only records: detected (the chain says which records may be pruned).
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 ALTER TABLE steward.outbox_tombstones DISABLE TRIGGER steward_append_only;
 INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
@@ -91,6 +98,7 @@ ROLLBACK;
 -- ... marks a record erased and rewrites its payload: detected (an erased record has no
 -- payload, and its erasure is on record).
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log SET erased_at = now(), new_row = '{"title": "rewritten"}'
  WHERE id = :first_task_record;
@@ -100,6 +108,7 @@ ROLLBACK;
 -- A superuser who rewrites a record AND recomputes the whole chain consistently: the chain
 -- alone cannot tell (verify_audit() says ok); the heads kept outside can.
 BEGIN;
+SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log SET actor = 'mallory' WHERE id = :first_task_record;

@@ -10,9 +10,19 @@ SELECT steward.govern('app.drift', soft_delete => true);
 \c - acme_app
 INSERT INTO app.drift (id, label) VALUES (1, 'one'), (2, 'two');
 
--- The version column retyped (to text, to integer): every write is refused, none crashes.
+-- The DDL guard refuses such changes at DDL time (ddl_guard.sql). This file is about the second
+-- line of defence: a change let through under steward.break_glass (or made with the guard
+-- disabled) is caught when steward uses the table.
 \c - app_owner
 ALTER TABLE app.drift ALTER COLUMN version TYPE text;
+\echo :LAST_ERROR_SQLSTATE
+
+-- The version column retyped (to text, to integer): every write is refused, none crashes.
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
+ALTER TABLE app.drift ALTER COLUMN version TYPE text;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
@@ -22,26 +32,38 @@ INSERT INTO app.drift (id, label) VALUES (3, 'three');
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM app.drift WHERE id = 2;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ALTER COLUMN version TYPE integer USING version::integer;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
 -- ... made nullable, renamed, dropped, or replaced by a generated column: refused the same way.
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ALTER COLUMN version TYPE bigint, ALTER COLUMN version DROP NOT NULL;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ALTER COLUMN version SET NOT NULL;
 ALTER TABLE app.drift RENAME COLUMN version TO v;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift DROP COLUMN v;
 ALTER TABLE app.drift ADD COLUMN version bigint GENERATED ALWAYS AS (7) STORED;
+COMMIT;
 \c - acme_app
 INSERT INTO app.drift (id, label) VALUES (3, 'three');
 \echo :LAST_ERROR_SQLSTATE
@@ -49,16 +71,22 @@ UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
 -- Put back as govern() wants it, the table works again (and steward adapts to the new column
 -- position on its own).
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift DROP COLUMN version;
 ALTER TABLE app.drift ADD COLUMN version bigint NOT NULL DEFAULT 1;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'one again' WHERE id = 1 RETURNING id, label, version;
 
 -- The tenant column renamed: refused (the policies follow the rename; steward's triggers
 -- check the column they were given).
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift RENAME COLUMN tenant_id TO owner_tenant;
+COMMIT;
 \c - acme_app
 INSERT INTO app.drift (id, label) VALUES (4, 'four');
 \echo :LAST_ERROR_SQLSTATE
@@ -66,24 +94,39 @@ UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM app.drift WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift RENAME COLUMN owner_tenant TO tenant_id;
+COMMIT;
 -- ... made nullable: refused.
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ALTER COLUMN tenant_id DROP NOT NULL;
+COMMIT;
 \c - acme_app
 INSERT INTO app.drift (id, label) VALUES (4, 'four');
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ALTER COLUMN tenant_id SET NOT NULL;
+COMMIT;
 
 -- The primary key dropped, or changed to other columns: refused, since records name rows by
 -- the key govern() saw. Governing the table again takes the new key.
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift DROP CONSTRAINT drift_pkey;
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift ADD PRIMARY KEY (id, tenant_id);
+COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
@@ -95,13 +138,19 @@ SELECT row_key FROM steward.audit_log WHERE table_name = 'app.drift' ORDER BY id
 
 -- The soft-delete column renamed (Postgres itself refuses to retype it: the policies use it):
 -- DELETE is refused, never writes a timestamp into another column.
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift RENAME COLUMN deleted_at TO removed_at;
+COMMIT;
 \c - acme_app
 DELETE FROM app.drift WHERE id = 2;
 \echo :LAST_ERROR_SQLSTATE
-\c - app_owner
+\c - postgres
+BEGIN;
+SELECT steward.break_glass('test: the owner changes the table');
 ALTER TABLE app.drift RENAME COLUMN removed_at TO deleted_at;
+COMMIT;
 
 -- Columns added (plain or generated) and dropped: steward adapts; the records show the row as
 -- it is.

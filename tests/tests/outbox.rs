@@ -563,7 +563,8 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
     // The rewrite: a record changed and acme's whole chain recomputed consistently.
     admin
         .batch_execute(&format!(
-            "ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
+            "SELECT steward.break_glass('test: a superuser rewrites a chain');
+             ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
              ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
              UPDATE steward.change_log SET actor = 'mallory'
               WHERE id = (SELECT min(id) FROM steward.change_log WHERE tenant_id = '{ACME}');

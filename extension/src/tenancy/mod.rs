@@ -56,12 +56,20 @@ struct State {
     entered: Vec<Entered>,
     /// Annotations, with the subtransaction that set them.
     annotations: Vec<(Annotations, pg_sys::SubTransactionId)>,
+    /// `steward.break_glass` calls of this transaction, by the subtransaction that made them
+    /// (its record rolls back with it, and so does the permission).
+    break_glass: Vec<pg_sys::SubTransactionId>,
+    /// Tables `steward.govern` / `ungovern` are changing right now, by subtransaction (an
+    /// error in govern leaves its mark until the subtransaction or transaction aborts).
+    governing: Vec<(pg_sys::Oid, pg_sys::SubTransactionId)>,
 }
 
 impl State {
     fn clear(&mut self) {
         self.entered.clear();
         self.annotations.clear();
+        self.break_glass.clear();
+        self.governing.clear();
     }
 }
 
@@ -186,6 +194,8 @@ unsafe extern "C-unwind" fn on_subxact_event(
         SUBXACT_EVENT_ABORT_SUB => {
             s.entered.retain(|e| e.subxid != my_subid);
             s.annotations.retain(|(_, id)| *id != my_subid);
+            s.break_glass.retain(|id| *id != my_subid);
+            s.governing.retain(|(_, id)| *id != my_subid);
         }
         SUBXACT_EVENT_COMMIT_SUB => {
             // What the subtransaction set now belongs to its parent, and dies with it.
@@ -193,6 +203,12 @@ unsafe extern "C-unwind" fn on_subxact_event(
                 e.subxid = parent_subid;
             }
             for (_, id) in s.annotations.iter_mut().filter(|(_, id)| *id == my_subid) {
+                *id = parent_subid;
+            }
+            for id in s.break_glass.iter_mut().filter(|id| **id == my_subid) {
+                *id = parent_subid;
+            }
+            for (_, id) in s.governing.iter_mut().filter(|(_, id)| *id == my_subid) {
                 *id = parent_subid;
             }
         }
@@ -554,6 +570,35 @@ fn implicit_context() -> Result<Context> {
 /// The tenant in force, or the ST001 (or ST002) that `context` gives.
 pub fn require_tenant() -> Result<Uuid> {
     context().map(|c| c.tenant)
+}
+
+/// Whether `steward.break_glass` is in force in this transaction.
+pub fn break_glass_active() -> bool {
+    STATE.with_borrow(|s| !s.break_glass.is_empty())
+}
+
+/// Puts `steward.break_glass` in force until the end of this transaction (or of the
+/// subtransaction that called it, if that rolls back).
+pub fn set_break_glass() {
+    let subxid = current_subxid();
+    STATE.with_borrow_mut(|s| s.break_glass.push(subxid));
+}
+
+/// Marks table `rel` as being changed by govern/ungovern (`on`), or no longer.
+pub fn set_governing(rel: pg_sys::Oid, on: bool) {
+    let subxid = current_subxid();
+    STATE.with_borrow_mut(|s| {
+        if on {
+            s.governing.push((rel, subxid));
+        } else if let Some(i) = s.governing.iter().rposition(|(r, _)| *r == rel) {
+            s.governing.remove(i);
+        }
+    });
+}
+
+/// Whether govern/ungovern is changing table `rel` right now.
+pub fn governing(rel: pg_sys::Oid) -> bool {
+    STATE.with_borrow(|s| s.governing.iter().any(|(r, _)| *r == rel))
 }
 
 pub fn annotations() -> Annotations {

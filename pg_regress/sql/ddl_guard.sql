@@ -1,0 +1,134 @@
+-- The DDL guard: DDL that weakens a governed table is refused for everyone, superusers
+-- included, unless steward.break_glass(reason) is in force in the transaction (a member of
+-- steward_breakglass); what it lets through is recorded in the change log first.
+\set SHOW_CONTEXT never
+SET ROLE app_owner;
+CREATE TABLE app.vault (id int PRIMARY KEY, tenant_id uuid NOT NULL, secret text,
+                        UNIQUE (tenant_id, id));
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.vault TO PUBLIC;
+RESET ROLE;
+SELECT steward.govern('app.vault');
+\c - acme_app
+INSERT INTO app.vault (id, secret) VALUES (1, 'acme secret');
+\c - globex_app
+INSERT INTO app.vault (id, secret) VALUES (2, 'globex secret');
+
+-- The table owner tries every way to weaken the table: each is refused with ST403.
+\c - app_owner
+SELECT q AS ddl, public.outcome(q) AS outcome FROM unnest(ARRAY[
+  'ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY',
+  'ALTER TABLE app.vault DISABLE ROW LEVEL SECURITY',
+  'ALTER TABLE app.vault DISABLE TRIGGER steward_row_guard',
+  'ALTER TABLE app.vault DISABLE TRIGGER ALL',
+  'ALTER TABLE app.vault ENABLE REPLICA TRIGGER steward_log',
+  'ALTER TRIGGER steward_update_guard ON app.vault RENAME TO something_else',
+  'DROP TRIGGER steward_truncate_guard ON app.vault',
+  'DROP POLICY steward_select ON app.vault',
+  'ALTER POLICY steward_tenant ON app.vault USING (true)',
+  'ALTER TABLE app.vault RENAME COLUMN tenant_id TO owner',
+  'ALTER TABLE app.vault ALTER COLUMN version DROP NOT NULL',
+  'ALTER TABLE app.vault DROP COLUMN version',
+  'ALTER TABLE app.vault DROP COLUMN tenant_id CASCADE',
+  'ALTER TABLE app.vault DROP CONSTRAINT vault_pkey'
+]) q;
+-- ... and the superuser too.
+\c - postgres
+SELECT public.outcome('ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY') AS superuser_no_force;
+SET session_replication_role = replica;
+SELECT public.outcome('ALTER TABLE app.vault DISABLE TRIGGER steward_row_guard') AS in_replica_mode;
+RESET session_replication_role;
+-- steward's own append-only guards cannot be disabled either.
+SELECT public.outcome('ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only') AS log_guard,
+       public.outcome('ALTER TABLE steward.seal_state ENABLE TRIGGER steward_append_only') AS not_always;
+-- Harmless DDL passes: a column, an index, a restrictive policy of one's own.
+\c - app_owner
+ALTER TABLE app.vault ADD COLUMN note text;
+CREATE INDEX ON app.vault (tenant_id, id);
+CREATE POLICY no_blank ON app.vault AS RESTRICTIVE FOR INSERT WITH CHECK (secret <> '');
+-- Still isolated.
+\c - acme_app
+SELECT id, secret FROM app.vault ORDER BY id;
+
+-- Foreign keys: Postgres checks them without row-level security, so a key that does not pair
+-- the tenant columns could join two tenants' rows. Refused when added later (ST403) and by
+-- govern() (ST400), with a hint showing the composite key.
+\c - app_owner
+CREATE TABLE app.vault_notes (id int PRIMARY KEY, tenant_id uuid NOT NULL, vault_id int);
+GRANT SELECT, INSERT ON app.vault_notes TO PUBLIC;
+\c - postgres
+SELECT steward.govern('app.vault_notes');
+\c - app_owner
+ALTER TABLE app.vault_notes ADD FOREIGN KEY (vault_id) REFERENCES app.vault (id);
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE app.vault_refs (vault_id int REFERENCES app.vault (id));
+\echo :LAST_ERROR_SQLSTATE
+-- The composite key is accepted: a reference stays inside its tenant.
+ALTER TABLE app.vault_notes ADD FOREIGN KEY (tenant_id, vault_id) REFERENCES app.vault (tenant_id, id);
+\c - globex_app
+INSERT INTO app.vault_notes (id, vault_id) VALUES (1, 1);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO app.vault_notes (id, vault_id) VALUES (2, 2);
+-- govern() refuses a table that such a key already references (ST400), and nothing of the
+-- attempt stays.
+\c - app_owner
+CREATE TABLE app.catalog (id int PRIMARY KEY, tenant_id uuid NOT NULL);
+CREATE TABLE app.loose (id int PRIMARY KEY, catalog_id int REFERENCES app.catalog (id));
+\c - postgres
+SELECT steward.govern('app.catalog');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS catalog_governed FROM steward.governed_tables WHERE rel = 'app.catalog'::regclass;
+SELECT relrowsecurity AS rls_left_behind FROM pg_class WHERE oid = 'app.catalog'::regclass;
+
+-- Partitions and inheritance: steward governs plain tables. govern() refuses a partitioned
+-- table, and a governed table cannot become a parent, a child or a partition.
+\c - app_owner
+CREATE TABLE app.parted (id int, tenant_id uuid NOT NULL, PRIMARY KEY (id, tenant_id)) PARTITION BY HASH (id);
+CREATE TABLE app.parted_0 PARTITION OF app.parted FOR VALUES WITH (MODULUS 1, REMAINDER 0);
+\c - postgres
+SELECT steward.govern('app.parted');
+\echo :LAST_ERROR_SQLSTATE
+\c - app_owner
+CREATE TABLE app.vault_child () INHERITS (app.vault);
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE app.vault_parent (id int, tenant_id uuid NOT NULL, secret text, version bigint NOT NULL DEFAULT 1, note text);
+ALTER TABLE app.vault INHERIT app.vault_parent;
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE app.vault_tree (LIKE app.vault INCLUDING DEFAULTS) PARTITION BY LIST (tenant_id);
+ALTER TABLE app.vault_tree ATTACH PARTITION app.vault DEFAULT;
+\echo :LAST_ERROR_SQLSTATE
+SELECT relispartition AS vault_is_a_partition FROM pg_class WHERE oid = 'app.vault'::regclass;
+
+-- break_glass: only for members of steward_breakglass (42501 otherwise), needs a reason, and is
+-- recorded before it takes effect; each weakening command it lets through is recorded too.
+\c - app_owner
+SELECT steward.break_glass('I am the owner');
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+SELECT steward.break_glass('');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT steward.break_glass('INC-7: rebuild the policies by hand');
+DROP POLICY steward_select ON app.vault;
+SELECT steward.govern('app.vault');
+COMMIT;
+SELECT action, actor, event_type, reason, new_row ->> 'weakens' AS weakens
+  FROM steward.change_log
+ WHERE tenant_id = '00000000-0000-0000-0000-000000000000'
+   AND (reason LIKE '%INC-7%' OR new_row ->> 'weakens' LIKE '%app.vault %')
+ ORDER BY id;
+-- A break-glass call rolled back with its savepoint takes its permission with it.
+BEGIN;
+SAVEPOINT s;
+SELECT steward.break_glass('undone');
+ROLLBACK TO SAVEPOINT s;
+SELECT public.outcome('ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY') AS after_rollback_to_savepoint;
+COMMIT;
+-- It ends with its transaction.
+SELECT public.outcome('ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY') AS next_transaction;
+-- Tenant roles never see steward's own records.
+\c - acme_app
+SELECT count(*) AS own_records_seen FROM steward.audit_log WHERE tenant_id = '00000000-0000-0000-0000-000000000000';
+-- ungovern() is the way to take a table out of steward's hands.
+\c - postgres
+SELECT steward.ungovern('app.vault_notes');
+SELECT count(*) AS still_governed FROM steward.governed_tables WHERE rel = 'app.vault_notes'::regclass;
