@@ -26,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
     // never see steward's internals. Backtrace capture reads this before RUST_BACKTRACE.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     tenancy::init();
+    tenancy::install_executor_hooks();
     govern::init();
     audit::init();
     outbox::init();
@@ -40,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
 #[pg_schema]
 mod tests {
     // Units that need a backend. The SQL surface as users see it is specified by pg_regress/.
+    use pgrx::pg_sys;
     use pgrx::prelude::*;
 
     const A: &str = "00000000-0000-4000-8000-00000000000a";
@@ -143,6 +145,28 @@ mod tests {
         let t = Spi::get_one::<String>("SELECT steward.current_tenant()::text").unwrap();
         assert_eq!(t.as_deref(), Some(A), "one grant: implicit context");
         Spi::run("RESET SESSION AUTHORIZATION").unwrap();
+    }
+
+    #[pg_test]
+    fn an_answer_read_before_an_invalidation_is_not_kept() {
+        // A lookup runs SQL, and SQL processes invalidations: the answer it read may already be
+        // stale when it comes back. The cache keeps it only if no invalidation came between.
+        crate::tenancy::invalidate_for_test();
+        let before = crate::tenancy::generation();
+        crate::tenancy::invalidate_for_test(); // arrives while the lookup runs
+        crate::tenancy::remember(before, |c| c.owner = Some(pg_sys::Oid::from(4242)));
+        assert_eq!(
+            crate::tenancy::cached_owner(),
+            None,
+            "a stale answer was kept"
+        );
+        let now = crate::tenancy::generation();
+        crate::tenancy::remember(now, |c| c.owner = Some(pg_sys::Oid::from(4242)));
+        assert_eq!(
+            crate::tenancy::cached_owner(),
+            Some(pg_sys::Oid::from(4242))
+        );
+        crate::tenancy::invalidate_for_test();
     }
 
     #[pg_test]

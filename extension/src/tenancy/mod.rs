@@ -62,6 +62,19 @@ struct State {
     /// Tables `steward.govern` / `ungovern` are changing right now, by subtransaction (an
     /// error in govern leaves its mark until the subtransaction or transaction aborts).
     governing: Vec<(pg_sys::Oid, pg_sys::SubTransactionId)>,
+    /// The executor's statements running now, innermost last, and whether each has read the
+    /// context: while one that has is running, the tenant cannot change.
+    running: Vec<Running>,
+    /// The context was read by a statement that started before steward was loaded (so it is not
+    /// in `running`): the portal it ran in, until that statement ends.
+    unknown_used: Option<usize>,
+}
+
+/// One statement the executor is running.
+struct Running {
+    query: *const pg_sys::QueryDesc,
+    subxid: pg_sys::SubTransactionId,
+    used: bool,
 }
 
 impl State {
@@ -70,28 +83,51 @@ impl State {
         self.annotations.clear();
         self.break_glass.clear();
         self.governing.clear();
+        self.running.clear();
+        self.unknown_used = None;
     }
 }
 
 /// Catalog answers kept across transactions until an invalidation drops them.
 #[derive(Default)]
-struct CatalogCache {
+pub(crate) struct CatalogCache {
     /// steward's catalog tables (tenants, tenant_grants, trusted_roles), learned when the cache
     /// is first filled; a relcache invalidation of any of them empties the cache.
     catalogs: Vec<pg_sys::Oid>,
-    owner: Option<pg_sys::Oid>,
+    pub(crate) owner: Option<pg_sys::Oid>,
     /// The implicit context of each session user.
     implicit: HashMap<pg_sys::Oid, Result<Context>>,
     /// What the catalogs say of (tenant, caller).
     facts: HashMap<([u8; 16], pg_sys::Oid), Option<TenantFacts>>,
     /// Whether a role is a superuser or a member of a trusted role.
     trusted: HashMap<pg_sys::Oid, bool>,
+    /// Bumped by every invalidation (see `forget`).
+    generation: u64,
 }
 
 impl CatalogCache {
+    /// Drops every answer. The generation moves on, so that a lookup that was running when the
+    /// invalidation arrived (a lookup runs SQL, which processes invalidations) does not store
+    /// the answer it read before it.
     fn forget(&mut self) {
+        let generation = self.generation + 1;
         *self = CatalogCache::default();
+        self.generation = generation;
     }
+}
+
+/// The cache's generation, read before a lookup.
+pub(crate) fn generation() -> u64 {
+    CACHE.with_borrow(|c| c.generation)
+}
+
+/// Stores what a lookup found, unless the cache was invalidated since it started.
+pub(crate) fn remember(generation: u64, store: impl FnOnce(&mut CatalogCache)) {
+    CACHE.with_borrow_mut(|c| {
+        if c.generation == generation {
+            store(c)
+        }
+    });
 }
 
 thread_local! {
@@ -122,6 +158,105 @@ pub fn init() {
     }
 }
 
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+
+/// Installs the executor hooks that track which statements are running. Called from `_PG_init`.
+pub fn install_executor_hooks() {
+    // SAFETY: _PG_init runs once per backend, before any of these hooks can be called; the
+    // previous hooks are kept and called in turn.
+    unsafe {
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(on_executor_start);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(on_executor_end);
+    }
+}
+
+fn active_portal() -> usize {
+    // SAFETY: reads a pointer-sized global of the backend.
+    unsafe { pg_sys::ActivePortal as usize }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
+    let subxid = current_subxid();
+    let portal = active_portal();
+    STATE.with_borrow_mut(|s| {
+        // A statement of another portal starts with nothing of ours running: the statement
+        // from before steward was loaded has ended.
+        if s.running.is_empty() && s.unknown_used.is_some_and(|p| p != portal) {
+            s.unknown_used = None;
+        }
+        s.running.push(Running {
+            query,
+            subxid,
+            used: false,
+        });
+    });
+    // SAFETY: the next hook in the chain, or the executor itself, with the same arguments.
+    unsafe {
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query, eflags),
+            None => pg_sys::standard_ExecutorStart(query, eflags),
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_executor_end(query: *mut pg_sys::QueryDesc) {
+    STATE.with_borrow_mut(|s| {
+        match s
+            .running
+            .iter()
+            .rposition(|r| r.query == query.cast_const())
+        {
+            Some(i) => {
+                s.running.remove(i);
+            }
+            // A statement that started before steward was loaded.
+            None => s.unknown_used = None,
+        }
+    });
+    // SAFETY: as above.
+    unsafe {
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query),
+            None => pg_sys::standard_ExecutorEnd(query),
+        }
+    }
+}
+
+/// The running statement has read the context.
+fn mark_used() {
+    let portal = active_portal();
+    STATE.with_borrow_mut(|s| match s.running.last_mut() {
+        Some(r) => r.used = true,
+        None => s.unknown_used = Some(portal),
+    });
+}
+
+/// Refuses to change the tenant while a statement that read the context is running: one
+/// statement sees one tenant, and every record it writes is filed under it.
+fn check_no_switch(to: Uuid) -> Result<()> {
+    let busy = STATE.with_borrow(|s| s.unknown_used.is_some() || s.running.iter().any(|r| r.used));
+    if !busy {
+        return Ok(());
+    }
+    match current_context() {
+        Ok(now) if now.tenant != to => Err(StewardError::forbidden(
+            format!(
+                "cannot change the tenant context from {} to {to} while a statement that uses it \
+                 is running",
+                now.tenant
+            ),
+            "Enter the tenant in a statement of its own (SELECT steward.enter_tenant(...)) \
+             before the statements that work in it.",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A relation's cache entry was invalidated (`relid` is InvalidOid when all were).
 #[pg_guard]
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
@@ -138,6 +273,18 @@ unsafe extern "C-unwind" fn on_role_invalidation(_arg: pg_sys::Datum, _cache: i3
     CACHE.with_borrow_mut(CatalogCache::forget);
 }
 
+/// What the cache holds as the extension's owner (for tests of the cache itself).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn cached_owner() -> Option<pg_sys::Oid> {
+    CACHE.with_borrow(|c| c.owner)
+}
+
+/// Drops the cache as an invalidation does (for tests of the cache itself).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn invalidate_for_test() {
+    CACHE.with_borrow_mut(CatalogCache::forget);
+}
+
 /// Called by the statement trigger on steward's catalogs: every backend drops its cache when
 /// this transaction commits (and this one at its next command).
 pub fn catalog_changed(relid: pg_sys::Oid) {
@@ -149,6 +296,7 @@ fn learn_catalogs() {
     if CACHE.with_borrow(|c| !c.catalogs.is_empty()) {
         return;
     }
+    let generation = generation();
     let oids = Spi::connect(|client| {
         let row = client
             .select(
@@ -166,7 +314,7 @@ fn learn_catalogs() {
         ])
     })
     .unwrap_or_else(|e| pgrx::error!("steward: looking up its catalogs failed: {e}"));
-    CACHE.with_borrow_mut(|c| c.catalogs = oids);
+    remember(generation, |c| c.catalogs = oids);
 }
 
 #[pg_guard]
@@ -196,6 +344,8 @@ unsafe extern "C-unwind" fn on_subxact_event(
             s.annotations.retain(|(_, id)| *id != my_subid);
             s.break_glass.retain(|id| *id != my_subid);
             s.governing.retain(|(_, id)| *id != my_subid);
+            // Statements that failed inside it never reach ExecutorEnd.
+            s.running.retain(|r| r.subxid != my_subid);
         }
         SUBXACT_EVENT_COMMIT_SUB => {
             // What the subtransaction set now belongs to its parent, and dies with it.
@@ -210,6 +360,9 @@ unsafe extern "C-unwind" fn on_subxact_event(
             }
             for (_, id) in s.governing.iter_mut().filter(|(_, id)| *id == my_subid) {
                 *id = parent_subid;
+            }
+            for r in s.running.iter_mut().filter(|r| r.subxid == my_subid) {
+                r.subxid = parent_subid;
             }
         }
         _ => {}
@@ -303,6 +456,7 @@ fn extension_owner() -> pg_sys::Oid {
     if let Some(oid) = CACHE.with_borrow(|c| c.owner) {
         return oid;
     }
+    let generation = generation();
     let owner = Spi::get_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension
           WHERE extname OPERATOR(pg_catalog.=) 'steward'::pg_catalog.name",
@@ -310,7 +464,7 @@ fn extension_owner() -> pg_sys::Oid {
     .ok()
     .flatten()
     .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
-    CACHE.with_borrow_mut(|c| c.owner = Some(owner));
+    remember(generation, |c| c.owner = Some(owner));
     owner
 }
 
@@ -323,6 +477,7 @@ fn role_trusted(caller: pg_sys::Oid) -> bool {
     if let Some(known) = CACHE.with_borrow(|c| c.trusted.get(&caller).copied()) {
         return known;
     }
+    let generation = generation();
     learn_catalogs();
     const Q: &str = "
         SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1), false)
@@ -332,7 +487,9 @@ fn role_trusted(caller: pg_sys::Oid) -> bool {
     let trusted = as_extension_owner(|| Spi::get_one_with_args::<bool>(Q, &[caller.into()]))
         .unwrap_or_else(|e| pgrx::error!("steward: reading trusted roles failed: {e}"))
         .unwrap_or(false);
-    CACHE.with_borrow_mut(|c| c.trusted.insert(caller, trusted));
+    remember(generation, |c| {
+        c.trusted.insert(caller, trusted);
+    });
     trusted
 }
 
@@ -350,9 +507,12 @@ fn tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
     if let Some(found) = CACHE.with_borrow(|c| c.facts.get(&key).cloned()) {
         return found;
     }
+    let generation = generation();
     learn_catalogs();
     let found = read_tenant_facts(tenant, caller);
-    CACHE.with_borrow_mut(|c| c.facts.insert(key, found.clone()));
+    remember(generation, |c| {
+        c.facts.insert(key, found.clone());
+    });
     found
 }
 
@@ -435,6 +595,7 @@ pub fn enter(tenant: Uuid, actor: Option<&str>) -> Result<()> {
         }
     };
     check_active(tenant, &facts)?;
+    check_no_switch(tenant)?;
     push(tenant, actor);
     Ok(())
 }
@@ -484,12 +645,19 @@ pub fn enter_token(jwt: &str) -> Result<()> {
     let facts = tenant_facts(tenant, session_user())
         .ok_or_else(|| unknown_tenant(tenant, &role_name(session_user())))?;
     check_active(tenant, &facts)?;
+    check_no_switch(tenant)?;
     push(tenant, claims.sub);
     Ok(())
 }
 
-/// The context in force: the one entered last in this transaction, else the implicit one.
+/// The context in force: the one entered last in this transaction, else the implicit one. The
+/// running statement is marked as one that used it.
 pub fn context() -> Result<Context> {
+    mark_used();
+    current_context()
+}
+
+fn current_context() -> Result<Context> {
     if let Some(e) = STATE.with_borrow(|s| s.entered.last().cloned()) {
         return Ok(Context {
             tenant: e.tenant,
@@ -500,9 +668,12 @@ pub fn context() -> Result<Context> {
     if let Some(cached) = CACHE.with_borrow(|c| c.implicit.get(&caller).cloned()) {
         return cached;
     }
+    let generation = generation();
     learn_catalogs();
     let found = implicit_context();
-    CACHE.with_borrow_mut(|c| c.implicit.insert(caller, found.clone()));
+    remember(generation, |c| {
+        c.implicit.insert(caller, found.clone());
+    });
     found
 }
 
