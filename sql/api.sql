@@ -194,7 +194,9 @@ BEGIN
     -- steward's own soft delete and restore() run as the caller and reach the tenant's deleted
     -- rows of this one table, for the one statement that marks or restores a row.
     vis := cond || CASE WHEN soft_delete
-                        THEN format(' AND (deleted_at IS NULL OR (SELECT steward._internal_own_write(%s::oid)))', rel::oid)
+                        -- by name (a regclass constant): a dump restored elsewhere, where the
+                        -- table has another OID, keeps pointing at this table
+                        THEN format(' AND (deleted_at IS NULL OR (SELECT steward._internal_own_write(%L::regclass::oid)))', tbl)
                         ELSE '' END;
     -- One permissive policy grants the tenant's rows; one restrictive policy per command makes
     -- sure that no other permissive policy on the table can ever widen that.
@@ -393,9 +395,10 @@ BEGIN
         hint := format('Put back %I as "uuid not null" (not generated)', g.tenant_column);
         RETURN NEXT;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary) THEN
-        fault := format('%s has no primary key', tbl);
-        hint := 'steward names rows by their primary key: put it back';
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary
+                                              AND i.indimmediate) THEN
+        fault := format('%s has no primary key, or a deferrable one', tbl);
+        hint := 'steward names rows by their primary key: put back one that is not deferrable';
         RETURN NEXT;
     END IF;
     IF g.versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
@@ -931,18 +934,16 @@ DECLARE
     k     steward.consumers;
     scope uuid := steward._internal_consumer_scope();
 BEGIN
-    SELECT * INTO k FROM steward.consumers x WHERE x.name = _consumer.name;
+    -- Names are scoped to the caller's tenant (or to the all-tenant consumers): another
+    -- scope's consumer of the same name is not there for the caller, not even as a name.
+    SELECT * INTO k FROM steward.consumers x
+     WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('consumer %s does not exist', coalesce('"' || name || '"', 'NULL')),
-            HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest'').';
-    END IF;
-    IF k.tenant_id IS DISTINCT FROM scope THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST002',
-            -- Which tenant it reads is not said: that would tell one tenant another's id.
-            MESSAGE = format('consumer "%s" is not usable by the caller (%s)', name,
-                             coalesce('in tenant ' || scope, 'outside any tenant')),
-            HINT = 'A tenant''s consumer is used from inside that tenant; an all-tenant consumer by a trusted role outside any tenant.';
+            MESSAGE = format('consumer %s does not exist %s', coalesce('"' || name || '"', 'NULL'),
+                             CASE WHEN scope IS NULL THEN 'among the all-tenant consumers'
+                                  ELSE 'in tenant ' || scope END),
+            HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.';
     END IF;
     RETURN k;
 END
@@ -1040,7 +1041,8 @@ BEGIN
     END IF;
     UPDATE steward.consumers x
        SET pos_txid = e.txid, pos_id = e.id, acked_at = now()
-     WHERE x.name = consumer AND (x.pos_txid, x.pos_id) < (e.txid, e.id);
+     WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id
+       AND (x.pos_txid, x.pos_id) < (e.txid, e.id);
 END
 $$;
 
@@ -1066,9 +1068,11 @@ BEGIN
      WHERE o.occurred_at >= to_time AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
      ORDER BY o.txid, o.id LIMIT 1;
     IF NOT FOUND OR e.txid >= horizon THEN
-        UPDATE steward.consumers x SET pos_txid = horizon, pos_id = 0 WHERE x.name = consumer;
+        UPDATE steward.consumers x SET pos_txid = horizon, pos_id = 0
+         WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
     ELSE
-        UPDATE steward.consumers x SET pos_txid = e.txid, pos_id = e.id - 1 WHERE x.name = consumer;
+        UPDATE steward.consumers x SET pos_txid = e.txid, pos_id = e.id - 1
+         WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
     END IF;
 END
 $$;

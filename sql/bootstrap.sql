@@ -140,7 +140,7 @@ GRANT SELECT ON steward.seal_state TO PUBLIC;
 -- has read everything at or below its position. tenant_id NULL: every tenant (created by a
 -- trusted role or superuser outside any tenant); else one tenant's events only.
 CREATE TABLE steward.consumers (
-    name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,128}$'),
+    name       text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.:-]{1,128}$'),
     tenant_id  uuid,
     pos_txid   xid8 NOT NULL,
     pos_id     bigint NOT NULL,
@@ -148,6 +148,10 @@ CREATE TABLE steward.consumers (
     created_by text NOT NULL,
     acked_at   timestamptz
 );
+-- Names are scoped: each tenant has its own, and the all-tenant consumers theirs, so no tenant
+-- can take (or learn of) a name another tenant or the relay uses.
+CREATE UNIQUE INDEX consumers_scope_name
+    ON steward.consumers ((coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)), name);
 REVOKE ALL ON steward.consumers FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('steward.consumers', '');
 

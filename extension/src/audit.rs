@@ -106,13 +106,15 @@ fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce
 
 /// `steward.seal_audit()`: seals what is final (the SQL in `steward._seal_audit`, run as the
 /// extension's owner with the seals' guard open for it).
-fn seal() -> i64 {
-    tenancy::as_extension_owner(|| {
-        with_flag(&SEALING, || {
-            Spi::get_one::<i64>("SELECT steward._seal_audit()")
-                .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
-                .unwrap_or(0)
-        })
+fn seal() -> crate::errors::Result<i64> {
+    crate::errors::keeping_codes(|| {
+        Ok(tenancy::as_extension_owner(|| {
+            with_flag(&SEALING, || {
+                Spi::get_one::<i64>("SELECT steward._seal_audit()")
+                    .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
+                    .unwrap_or(0)
+            })
+        }))
     })
 }
 
@@ -120,7 +122,7 @@ fn seal() -> i64 {
 /// how many it sealed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn seal_audit() -> i64 {
-    seal()
+    or_raise(seal())
 }
 
 /// The witness event of a seal: the tenant's new head, in the shape audit_heads() returns, so a
@@ -161,6 +163,10 @@ fn _internal_witness(tenant: Uuid, sealed_through: i64, head: &[u8]) {
 /// older than `retention`, and acked by every consumer that can read them. Each leaves a
 /// tombstone with its record digest, so the chain still verifies.
 fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
+    crate::errors::keeping_codes(|| prune_now(retention))
+}
+
+fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
     tenancy::as_extension_owner(|| {
         with_flag(&PRUNING, || {
             Spi::connect_mut(|client| {
@@ -217,12 +223,13 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
     // key without the tenant column) names one row in each tenant.
     let context = tenancy::context()?;
     let key = row_key.0.clone();
-    let erased = tenancy::as_extension_owner(|| {
-        with_flag(&ERASING, || {
-            Spi::connect_mut(|client| {
-                // The payload goes, and with it the salt of its sealed digest.
-                let erased = client.update(
-                    "WITH erased AS (
+    let erased = crate::errors::keeping_codes(|| {
+        Ok(tenancy::as_extension_owner(|| {
+            with_flag(&ERASING, || {
+                Spi::connect_mut(|client| {
+                    // The payload goes, and with it the salt of its sealed digest.
+                    let erased = client.update(
+                        "WITH erased AS (
                          UPDATE steward.change_log
                             SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
                           WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r
@@ -234,22 +241,23 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                            FROM erased e WHERE s.record_id = e.id
                      )
                      SELECT tenant_id, table_name FROM erased",
-                    None,
-                    &[
-                        rel.into(),
-                        pgrx::JsonB(key.clone()).into(),
-                        context.tenant.into(),
-                    ],
-                )?;
-                let count = erased.len() as i64;
-                let first = match erased.into_iter().next() {
-                    Some(row) => Some((row.get::<pgrx::Uuid>(1)?, row.get::<String>(2)?)),
-                    None => None,
-                };
-                Ok::<_, pgrx::spi::Error>((count, first))
+                        None,
+                        &[
+                            rel.into(),
+                            pgrx::JsonB(key.clone()).into(),
+                            context.tenant.into(),
+                        ],
+                    )?;
+                    let count = erased.len() as i64;
+                    let first = match erased.into_iter().next() {
+                        Some(row) => Some((row.get::<pgrx::Uuid>(1)?, row.get::<String>(2)?)),
+                        None => None,
+                    };
+                    Ok::<_, pgrx::spi::Error>((count, first))
+                })
             })
-        })
-    })
+        }))
+    })?
     .map_err(|e| {
         StewardError::bad_argument(
             format!("steward.erase failed: {e}"),
@@ -432,9 +440,9 @@ pub fn jsonb_display(value: serde_json::Value) -> String {
 
 /// The row hash of a key given as jsonb, for SQL (history, row_as_of, erase).
 #[pg_extern(immutable, parallel_safe, strict)]
-fn _internal_row_hash(rel: pg_sys::Oid, row_key: pgrx::JsonB) -> i64 {
-    let datum = row_key.into_datum().expect("jsonb");
-    row_hash(rel, unsafe { jsonb_text(datum) }.as_bytes())
+fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64 {
+    // SAFETY: a detoasted jsonb datum; jsonb_out is Postgres' own, for any nesting.
+    row_hash(rel, unsafe { jsonb_text(row_key.datum()) }.as_bytes())
 }
 
 /// `{"id": 42}`: the key's columns taken from the row's jsonb; with its row hash.
@@ -649,6 +657,19 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
         }
     }
     unsafe {
+        let form = &*(*log).rd_rel;
+        if form.relkind as u8 != pg_sys::RELKIND_RELATION || form.relispartition {
+            return Err(log_altered(
+                "it is no longer a plain table (partitioned, a partition, or a foreign or \
+                 other kind of table)"
+                    .into(),
+            ));
+        }
+        if form.relhasrules {
+            return Err(log_altered(
+                "it has rules, which steward's writer does not apply".into(),
+            ));
+        }
         let log_desc = (*log).rd_att;
         let mut attnums = [0usize; Col::COUNT];
         for (i, (name, want)) in COLUMNS.iter().enumerate() {
@@ -682,10 +703,11 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
             for t in 0..(*triggers).numtriggers as usize {
                 let trig = &*(*triggers).triggers.add(t);
                 let name = CStr::from_ptr(trig.tgname).to_bytes();
-                let on_insert = trig.tgtype as u32 & pg_sys::TRIGGER_TYPE_INSERT != 0;
-                if on_insert && name != b"steward_append_only" {
+                // steward's writer fires no trigger, and erase/prune/seal run as the extension's
+                // owner: a trigger of anyone else's on the log is refused, whatever it fires on.
+                if name != b"steward_append_only" && name != b"steward_append_only_truncate" {
                     return Err(log_altered(format!(
-                        "trigger \"{}\" fires on INSERT, and steward's writer fires no triggers",
+                        "trigger \"{}\" is not steward's, and steward's writer fires no triggers",
                         String::from_utf8_lossy(name)
                     )));
                 }
@@ -698,7 +720,12 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
                 CStr::from_ptr(check.ccname).to_bytes() != b"change_log_action_check"
             });
         let id_attnum = attnums[Col::Id as usize] + 1;
-        let id_sequence = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, false);
+        let id_sequence = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, true);
+        if id_sequence == pg_sys::InvalidOid {
+            return Err(log_altered(
+                "its column \"id\" is no longer an identity column".into(),
+            ));
+        }
         let layout = LogLayout {
             attnums,
             id_sequence,
@@ -937,6 +964,21 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
                  the tenant context.",
             )
         })?;
+        // The guards checked the row against the context before the table's own BEFORE
+        // triggers that sort after them ran; one of those may have moved the row (RLS stops
+        // that for tenant roles, not for roles that bypass it). The context cannot change
+        // while a statement runs, so a row of another tenant here was moved behind the guard.
+        if row_tenant != context.tenant {
+            return Err(StewardError::forbidden(
+                format!(
+                    "a row of {} ended in another tenant than {}: a trigger of the table changed \
+                     its tenant column after steward's guard",
+                    args.table_name, context.tenant
+                ),
+                "Rows never change tenant; drop or fix the table's trigger that sets the tenant \
+                 column.",
+            ));
+        }
         let mut record = Record::new(&context);
         record.set(Col::TenantId, row_tenant.into_datum());
         record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));

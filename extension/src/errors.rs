@@ -9,6 +9,7 @@
 //! in the calling frames: use [`or_raise`] as the last expression of a `#[pg_extern]` or
 //! `#[pg_trigger]` function, never deeper.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
 use std::fmt;
 
@@ -187,10 +188,45 @@ pub fn or_raise<T>(result: Result<T>) -> T {
     }
 }
 
+thread_local! {
+    /// The error steward raised last: [`keeping_codes`] recognises it when it comes back out of
+    /// SQL that steward ran (pgrx re-raises a caught error with XX000 for a code it does not
+    /// know, such as steward's own).
+    static LAST_RAISED: RefCell<Option<StewardError>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, which runs SQL, so that an error steward raises inside that SQL (a guard of a table
+/// the SQL writes, a shape check) reaches the client with its own SQLSTATE and hint, not as
+/// XX000. Any other error goes on as it came.
+pub fn keeping_codes<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    LAST_RAISED.with_borrow_mut(|l| *l = None);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let caught = payload
+                .downcast_ref::<pgrx::pg_sys::panic::CaughtError>()
+                .and_then(|c| match c {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(report) => {
+                        Some(report.message().to_string())
+                    }
+                    _ => None,
+                });
+            let ours = LAST_RAISED
+                .with_borrow_mut(Option::take)
+                .filter(|e| caught.as_deref() == Some(e.message().as_str()));
+            match ours {
+                Some(e) => Err(e),
+                None => std::panic::resume_unwind(payload),
+            }
+        }
+    }
+}
+
 /// Reports `err` as an ERROR with its own SQLSTATE. Does not return: Postgres longjmps to the
 /// nearest error handler, which aborts the (sub)transaction.
 #[cold]
 pub fn raise(err: StewardError) -> ! {
+    LAST_RAISED.with_borrow_mut(|l| *l = Some(err.clone()));
     // Everything Rust owns is turned into palloc'd C strings first and then dropped, so the
     // longjmp below skips no destructor. The palloc'd copies die with the error's memory context.
     let code = make_sqlstate(err.sqlstate());

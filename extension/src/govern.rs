@@ -105,6 +105,9 @@ thread_local! {
     /// policies let that statement, run as the caller, reach the tenant's deleted rows, and the
     /// update guard lets it through `version_required`.
     static OWN_WRITE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// The row steward's soft delete is marking (block, offset), while it does; None for a
+    /// restore, which finds its row by key.
+    static OWN_ROW: Cell<Option<(u32, u16)>> = const { Cell::new(None) };
 }
 
 /// Registers the invalidation callback for the shape cache. Called from `_PG_init`.
@@ -547,24 +550,61 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
         datum: Some(pg_sys::Datum::from(std::ptr::from_mut(&mut ctid))),
         type_oid: pg_sys::TIDOID,
     };
-    let rc = tenancy::with_pinned_search_path(|| {
-        as_own_write(&OWN_WRITE, relid, || unsafe {
-            if pg_sys::SPI_connect() < 0 {
-                pgrx::error!("steward: SPI_connect failed");
-            }
-            // The plan is kept under the table's OID; Postgres re-plans it when the table changes.
-            let rc = plans::execute_kept(relid, &sql, &[param]);
-            pg_sys::SPI_finish();
-            rc
-        })
-    });
+    let row = position(&ctid);
+    let (rc, processed) = crate::errors::keeping_codes(|| {
+        Ok(tenancy::with_pinned_search_path(|| {
+            as_own_write(&OWN_WRITE, relid, || {
+                let _row = OwnRow::set(Some(row));
+                // SAFETY: SPI is connected for the one statement and finished after it (an error
+                // leaves the cleanup to the transaction's abort, as SPI expects).
+                unsafe {
+                    if pg_sys::SPI_connect() < 0 {
+                        pgrx::error!("steward: SPI_connect failed");
+                    }
+                    // Kept per table and text; Postgres re-plans it when the table changes.
+                    let rc = plans::execute_kept(relid, &sql, &[param]);
+                    let processed = pg_sys::SPI_processed;
+                    pg_sys::SPI_finish();
+                    (rc, processed)
+                }
+            })
+        }))
+    })?;
     if rc != pg_sys::SPI_OK_UPDATE as i32 {
         pgrx::error!(
             "steward: the soft delete of a row of {} failed (SPI code {rc})",
             qualified_name(trigger)
         );
     }
+    if processed != 1 {
+        // A BEFORE UPDATE trigger of the table returned NULL, or one of its own policies hides
+        // the row from the caller: the row is not marked, and the DELETE must not pass as done.
+        return Err(StewardError::forbidden(
+            format!(
+                "the soft delete of a row of {} did not happen: the table's own trigger or policy \
+                 skipped the update that marks it deleted",
+                qualified_name(trigger)
+            ),
+            "A soft delete is an UPDATE of deleted_at; make the table's BEFORE UPDATE triggers \
+             and policies let it through.",
+        ));
+    }
     Ok(())
+}
+
+/// Sets OWN_ROW for a scope.
+struct OwnRow(Option<(u32, u16)>);
+
+impl OwnRow {
+    fn set(row: Option<(u32, u16)>) -> OwnRow {
+        OwnRow(OWN_ROW.replace(row))
+    }
+}
+
+impl Drop for OwnRow {
+    fn drop(&mut self) {
+        OWN_ROW.set(self.0);
+    }
 }
 
 /// Whether the current user may update column `attnum` of `relid` (on the table or the column).
@@ -598,35 +638,26 @@ fn truncate_guard(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     ))
 }
 
-/// Whether this update is steward's own soft delete or restore: on the table steward is
-/// writing, changing nothing but `deleted_at`.
-fn is_own_write(trigger: &PgTrigger<'_>, deleted_at: Option<usize>) -> bool {
+/// A tuple's position, as OWN_ROW keeps it.
+fn position(tid: &pg_sys::ItemPointerData) -> (u32, u16) {
+    let block = (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
+    (block, tid.ip_posid)
+}
+
+/// Whether this update is steward's own soft delete (of exactly the row it marks) or restore
+/// (of the table it restores a row of, in the statement it runs), whatever else the table's own
+/// triggers changed in the row.
+fn is_own_write(trigger: &PgTrigger<'_>) -> bool {
     let data = trigger.trigger_data();
     let relid = unsafe { (*data.tg_relation).rd_id };
     if OWN_WRITE.get() != relid || relid == pg_sys::InvalidOid {
         return false;
     }
-    let Some(deleted_at) = deleted_at else {
-        return false;
-    };
-    // SAFETY: the trigger's own tuples and descriptor.
-    let (changed, _) = unsafe {
-        crate::audit::compare_columns(
-            data.tg_trigtuple,
-            data.tg_newtuple,
-            (*data.tg_relation).rd_att,
-        )
-    };
-    let name = unsafe {
-        let attr = &*(*(*data.tg_relation).rd_att)
-            .attrs
-            .as_ptr()
-            .add(deleted_at - 1);
-        CStr::from_ptr(attr.attname.data.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    };
-    changed == [name]
+    match OWN_ROW.get() {
+        None => true,
+        // SAFETY: the trigger's old tuple.
+        Some(row) => position(unsafe { &(*data.tg_trigtuple).t_self }) == row,
+    }
 }
 
 /// What a stale or missing version looks like for this update, if anything.
@@ -653,7 +684,7 @@ fn check_version(
                 actual,
             });
         }
-    } else if trigger_arg(trigger, 2) == "t" && !is_own_write(trigger, shape.deleted_at) {
+    } else if trigger_arg(trigger, 2) == "t" && !is_own_write(trigger) {
         return Err(StewardError::VersionRequired {
             table: qualified_name(trigger),
             key: key_text(trigger, 3),
@@ -832,19 +863,22 @@ fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::err
           WHERE {keycond} AND t.{} OPERATOR(pg_catalog.=) $2 AND t.deleted_at IS NOT NULL",
         pgrx::spi::quote_identifier(&tenant_column)
     );
-    let n = tenancy::with_pinned_search_path(|| {
-        as_own_write(&OWN_WRITE, rel, || {
-            Spi::connect_mut(|client| {
-                client
-                    .update(
-                        &sql,
-                        None,
-                        &[pgrx::JsonB(row_key.0.clone()).into(), tenant.into()],
-                    )
-                    .map(|t| t.len())
+    let n = crate::errors::keeping_codes(|| {
+        Ok(tenancy::with_pinned_search_path(|| {
+            as_own_write(&OWN_WRITE, rel, || {
+                let _row = OwnRow::set(None);
+                Spi::connect_mut(|client| {
+                    client
+                        .update(
+                            &sql,
+                            None,
+                            &[pgrx::JsonB(row_key.0.clone()).into(), tenant.into()],
+                        )
+                        .map(|t| t.len())
+                })
             })
-        })
-    })
+        }))
+    })?
     .unwrap_or_else(|e| pgrx::error!("steward: restoring a row of {table} failed: {e}"));
     if n == 0 {
         return Err(StewardError::bad_argument(

@@ -201,6 +201,11 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb 
 }
 
 impl RawJsonb {
+    /// The jsonb datum, detoasted.
+    pub fn datum(&self) -> pg_sys::Datum {
+        self.0
+    }
+
     /// The value as JSON, for schema validation: numbers keep their digits (serde_json's
     /// arbitrary precision); nesting deeper than Rust's JSON parser takes is a clear ST422.
     fn parse(&self, event_type: &str) -> Result<serde_json::Value> {
@@ -399,8 +404,15 @@ fn _internal_consumer_visible(tenant: Option<Uuid>) -> bool {
 /// A row event's aggregate id: the key's value when the key has one column (`{"id": 42}` →
 /// `42`), else the key as JSON text.
 #[pg_extern(immutable, parallel_safe, strict)]
-fn _internal_aggregate_id(row_key: JsonB) -> String {
-    match &row_key.0 {
+fn _internal_aggregate_id(row_key: RawJsonb) -> String {
+    // SAFETY: a detoasted jsonb datum.
+    let text = unsafe { crate::audit::jsonb_text(row_key.datum()) };
+    // A key nested deeper than Rust's parser takes is shown as its JSON text: an event of such
+    // a row must never make poll() fail for the consumers that reach it.
+    let Ok(key) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return text;
+    };
+    match &key {
         serde_json::Value::Object(map) if map.len() == 1 => match map.values().next() {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(v) => v.to_string(),

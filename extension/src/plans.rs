@@ -11,7 +11,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, String), pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
 }
 
 /// A statement's parameter: a value and its type, or NULL.
@@ -20,15 +20,18 @@ pub struct Param {
     pub type_oid: pg_sys::Oid,
 }
 
-/// Runs `sql` (kept under `key`) with `params` in the current SPI connection, and returns
-/// SPI's result code.
+/// Runs `sql` (kept under `key` and the text itself) with `params` in the current SPI
+/// connection, and returns SPI's result code. The text is part of the key: a statement that names
+/// a table is prepared anew when the table's name changes, so that a kept plan, which Postgres
+/// re-plans from its text, never comes to name another table of the old name.
 ///
 /// # Safety
 /// Call between `SPI_connect` and `SPI_finish`.
 pub unsafe fn execute_kept(key: pg_sys::Oid, sql: &CStr, params: &[Param]) -> i32 {
     unsafe {
+        let text = sql.to_string_lossy().into_owned();
         let plan = PLANS
-            .with_borrow(|p| p.get(&key).copied())
+            .with_borrow(|p| p.get(&(key, text.clone())).copied())
             .unwrap_or_else(|| {
                 let mut types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
                 let plan =
@@ -40,7 +43,7 @@ pub unsafe fn execute_kept(key: pg_sys::Oid, sql: &CStr, params: &[Param]) -> i3
                     );
                 }
                 pg_sys::SPI_keepplan(plan);
-                PLANS.with_borrow_mut(|p| p.insert(key, plan));
+                PLANS.with_borrow_mut(|p| p.insert((key, text), plan));
                 plan
             });
         let mut values: Vec<pg_sys::Datum> = params

@@ -87,4 +87,17 @@ SELECT steward.erase('app.readings', '{"id": 12345678901234567890123}', 'request
 COMMIT;
 SELECT count(*) FILTER (WHERE new_row::text LIKE '%acme.example%') AS payloads_left
   FROM steward.change_log WHERE table_name = 'app.readings';
+-- A key nested deeper than Rust's JSON parser takes: history() answers, and a row event of a
+-- table keyed by such jsonb does not make poll() fail.
+\c - acme_app
+SELECT count(*) AS deep_key_history
+  FROM steward.history('app.readings', (repeat('[', 300) || '1' || repeat(']', 300))::jsonb);
+\c - postgres
+CREATE TABLE app.docs_by_json (k jsonb PRIMARY KEY, tenant_id uuid NOT NULL);
+GRANT SELECT, INSERT ON app.docs_by_json TO PUBLIC;
+SELECT steward.govern('app.docs_by_json');
+\c - acme_app
+INSERT INTO app.docs_by_json (k) VALUES ((repeat('[', 300) || '1' || repeat(']', 300))::jsonb);
+SELECT length(aggregate_id) AS deep_aggregate_id FROM steward.outbox WHERE aggregate_type = 'app.docs_by_json';
+\c - postgres
 -- public.outcome stays for ddl_guard.sql.

@@ -98,6 +98,13 @@ ALTER TABLE app.vault_tree ATTACH PARTITION app.vault DEFAULT;
 \echo :LAST_ERROR_SQLSTATE
 SELECT relispartition AS vault_is_a_partition FROM pg_class WHERE oid = 'app.vault'::regclass;
 
+-- A deferrable primary key cannot name rows: govern() refuses it.
+\c - app_owner
+CREATE TABLE app.deferred (id int PRIMARY KEY DEFERRABLE, tenant_id uuid NOT NULL);
+\c - postgres
+SELECT steward.govern('app.deferred');
+\echo :LAST_ERROR_SQLSTATE
+
 -- break_glass: only for members of steward_breakglass (42501 otherwise), needs a reason, and is
 -- recorded before it takes effect; each weakening command it lets through is recorded too.
 \c - app_owner

@@ -124,7 +124,8 @@ SELECT steward.ack('acme-bi', -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT steward.poll('acme-bi', 0);
 \echo :LAST_ERROR_SQLSTATE
--- Another tenant's consumer, or the all-tenant one, cannot be used from acme.
+-- Another tenant's consumer, or the all-tenant one, cannot be used from acme: names are
+-- scoped, so for acme they do not exist (ST400).
 SELECT * FROM steward.poll('relay');
 \echo :LAST_ERROR_SQLSTATE
 SELECT steward.seek('relay', '-infinity');
@@ -135,9 +136,17 @@ SELECT * FROM steward.poll('nobody');
 UPDATE steward.consumers SET pos_id = 0;
 \echo :LAST_ERROR_SQLSTATE
 SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
--- Another tenant cannot use acme's consumer (ST002), and the error does not tell it acme's id.
+-- Another tenant cannot use acme's consumer: for it, the name does not exist (ST400); nothing
+-- says the name is taken elsewhere, or by whom.
 \c - globex_app
 SELECT * FROM steward.poll('acme-bi');
+\echo :LAST_ERROR_SQLSTATE
+-- Names are scoped to the tenant: globex takes the names acme and the relay use, and that
+-- neither squats them nor reaches their positions.
+SELECT steward.create_consumer('acme-bi');
+SELECT steward.create_consumer('relay');
+SELECT count(*) AS globex_consumers FROM steward.consumer_lag;
+SELECT steward.create_consumer('relay');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS consumers_globex_sees FROM steward.consumer_lag;
 

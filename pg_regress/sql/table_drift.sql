@@ -40,6 +40,8 @@ COMMIT;
 \c - acme_app
 UPDATE app.drift SET label = 'x' WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
+DELETE FROM app.drift WHERE id = 2;
+\echo :LAST_ERROR_SQLSTATE
 -- ... made nullable, renamed, dropped, or replaced by a generated column: refused the same way.
 \c - postgres
 BEGIN;

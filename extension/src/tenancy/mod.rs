@@ -442,9 +442,13 @@ pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
         // SAFETY: saves the current user and context, then switches as SECURITY DEFINER does.
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut uid, &mut ctx);
+            // A security-restricted operation, as for a maintenance command run as a table's
+            // owner: whatever runs inside cannot SET ROLE, create temporary objects or leave
+            // anything behind for the caller.
             pg_sys::SetUserIdAndSecContext(
                 owner,
-                ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+                ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
         let _restore = Restore(uid, ctx);
