@@ -56,8 +56,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM steward._tenant_slug(tenant);
-    INSERT INTO steward.tenant_grants (role_oid, tenant_id)
-    VALUES (role::oid, tenant)
+    INSERT INTO steward.tenant_grants (role, tenant_id)
+    VALUES (grant_tenant.role, tenant)
     ON CONFLICT DO NOTHING;
 END
 $$;
@@ -69,7 +69,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM steward._tenant_slug(tenant);
-    DELETE FROM steward.tenant_grants g WHERE g.role_oid = role::oid AND g.tenant_id = tenant;
+    DELETE FROM steward.tenant_grants g WHERE g.role = revoke_tenant.role AND g.tenant_id = tenant;
 END
 $$;
 
@@ -78,7 +78,7 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO steward.trusted_roles (role_oid) VALUES (role::oid) ON CONFLICT DO NOTHING;
+    INSERT INTO steward.trusted_roles (role) VALUES (trust_role.role) ON CONFLICT DO NOTHING;
 $$;
 
 ------------------------------------------------------------------------------------------------
@@ -457,11 +457,51 @@ BEGIN
 END
 $$;
 
+-- The faults of the governed tables among `rels` (but the one govern() or ungovern() is changing
+-- right now), and of steward's own append-only tables (their guards must stay ENABLE ALWAYS).
+CREATE FUNCTION steward._faults_of(rels oid[])
+RETURNS TABLE (fault text, hint text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.fault, f.hint
+      FROM (SELECT DISTINCT r FROM unnest(rels) AS r) AS a
+      JOIN steward.governed g ON g.rel::oid = a.r
+     CROSS JOIN LATERAL steward._governance_faults(a.r) AS f
+     WHERE NOT steward._internal_governing(a.r)
+    UNION ALL
+    SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, v.tbl),
+           'ALTER TABLE ' || v.tbl || ' ENABLE ALWAYS TRIGGER ' || x.name
+      FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
+                   ('steward.outbox_tombstones')) AS v(tbl)
+     CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x(name)
+     WHERE to_regclass(v.tbl) IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
+                        WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x.name
+                          AND tg.tgenabled = 'A')
+$$;
+
+-- The DDL guard, at the start of a command: remember what is weak already, so that only what a
+-- command makes weaker is refused (pg_restore builds a governed table up command by command).
+CREATE FUNCTION steward._ddl_guard_start()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._internal_ddl_begin(ARRAY(
+        SELECT f.fault FROM steward._faults_of(ARRAY(SELECT g.rel::oid FROM steward.governed g)) f));
+END
+$$;
+
 -- The DDL guard: any DDL that leaves a governed table weaker than govern() made it (see
 -- _governance_faults), or that disables the append-only guards of steward's own tables, is
 -- refused, superusers included, unless steward.break_glass(reason) is in force in the
 -- transaction; then it is recorded in the change log (steward's own chain). govern() and
--- ungovern() pass for their own DDL. ENABLE ALWAYS: replica mode does not turn it off.
+-- ungovern() pass for their own DDL, and what was weak before the command is not its fault.
+-- ENABLE ALWAYS: replica mode does not turn it off.
 CREATE FUNCTION steward._ddl_guard()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -470,11 +510,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     affected oid[];
-    t        oid;
+    known    text[] := steward._internal_ddl_known();
     f        record;
     faults   text[] := '{}';
     hint     text;
 BEGIN
+    IF TG_EVENT = 'ddl_command_end' THEN
+        PERFORM steward._internal_ddl_end();
+    END IF;
     -- The extension's own scripts (CREATE / ALTER EXTENSION) and DROP EXTENSION pass.
     IF TG_EVENT = 'sql_drop' THEN
         IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
@@ -514,44 +557,20 @@ BEGIN
               FROM pg_event_trigger_ddl_commands() c
               JOIN pg_policy p ON c.classid = 'pg_policy'::regclass AND p.oid = c.objid
               JOIN steward.governed g ON g.rel = p.polrelid
-             WHERE c.command_tag = 'ALTER POLICY' AND p.polname LIKE 'steward\_%');
+             WHERE c.command_tag = 'ALTER POLICY' AND p.polname LIKE 'steward\_%'
+               AND NOT steward._internal_governing(p.polrelid));
         IF cardinality(faults) > 0 THEN
             hint := 'govern the table again to re-create its policies';
         END IF;
     END IF;
-    -- govern() and ungovern() pass for the table they are changing.
-    FOR t IN SELECT DISTINCT a FROM unnest(affected) AS a
-              WHERE a IN (SELECT g.rel::oid FROM steward.governed g)
-                AND NOT steward._internal_governing(a) LOOP
-        FOR f IN SELECT * FROM steward._governance_faults(t) LOOP
-            -- A foreign key between two governed tables is a fault of both: said once.
-            IF NOT f.fault = ANY (faults) THEN
-                faults := faults || f.fault;
-            END IF;
+    FOR f IN SELECT * FROM steward._faults_of(affected) LOOP
+        -- Only what this command made weaker; a foreign key between two governed tables is a
+        -- fault of both: said once.
+        IF NOT f.fault = ANY (known) AND NOT f.fault = ANY (faults) THEN
+            faults := faults || f.fault;
             hint := coalesce(hint, f.hint);
-        END LOOP;
+        END IF;
     END LOOP;
-    -- steward's own append-only tables keep their guards.
-    IF EXISTS (SELECT 1
-          FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
-                       ('steward.outbox_tombstones')) AS v(tbl)
-         CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x0(name)
-         WHERE to_regclass(v.tbl) IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
-                            WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x0.name
-                              AND tg.tgenabled = 'A')) THEN
-        hint := coalesce(hint, 'ALTER TABLE <table> ENABLE ALWAYS TRIGGER <trigger>');
-    END IF;
-    faults := faults || ARRAY(
-        SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, x.tbl)
-          FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
-                       ('steward.outbox_tombstones')) AS v(tbl)
-         CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x0(name)
-         CROSS JOIN LATERAL (SELECT v.tbl, x0.name) AS x
-         WHERE to_regclass(v.tbl) IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
-                            WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x0.name
-                              AND tg.tgenabled = 'A'));
     IF cardinality(faults) = 0 THEN
         RETURN;
     END IF;
@@ -565,10 +584,13 @@ BEGIN
 END
 $$;
 
+CREATE EVENT TRIGGER steward_ddl_guard_start ON ddl_command_start
+    EXECUTE FUNCTION steward._ddl_guard_start();
 CREATE EVENT TRIGGER steward_ddl_guard ON ddl_command_end
     EXECUTE FUNCTION steward._ddl_guard();
 CREATE EVENT TRIGGER steward_ddl_guard_drops ON sql_drop
     EXECUTE FUNCTION steward._ddl_guard();
+ALTER EVENT TRIGGER steward_ddl_guard_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard_drops ENABLE ALWAYS;
 
@@ -1169,6 +1191,10 @@ REVOKE ALL ON FUNCTION
     steward._ungovern(regclass),
     steward._governance_faults(oid),
     steward._ddl_guard(),
+    steward._ddl_guard_start(),
+    steward._faults_of(oid[]),
+    steward._internal_ddl_begin(text[]),
+    steward._internal_ddl_end(),
     steward._internal_record_ddl(text, text),
     steward._forget_dropped_tables(),
     steward.seal_audit(),

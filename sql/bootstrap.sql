@@ -15,17 +15,19 @@ CREATE TABLE steward.tenants (
 );
 
 -- Which roles may enter which tenant. A grant to a group role applies to its members that
--- inherit it. Roles are kept by OID, so renaming a role keeps its grants.
+-- inherit it. Roles are kept as regrole: by OID inside the cluster (renaming a role keeps its
+-- grants), by name in a dump (restored into another cluster, where the same role has another
+-- OID, each grant lands on the role of that name, never on whichever role got the old OID).
 CREATE TABLE steward.tenant_grants (
-    role_oid   oid NOT NULL,
+    role       regrole NOT NULL,
     tenant_id  uuid NOT NULL REFERENCES steward.tenants ON DELETE CASCADE,
     granted_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (role_oid, tenant_id)
+    PRIMARY KEY (role, tenant_id)
 );
 
--- Service roles: may enter any active tenant and name the actor.
+-- Service roles: may enter any active tenant and name the actor. regrole, as above.
 CREATE TABLE steward.trusted_roles (
-    role_oid   oid PRIMARY KEY,
+    role       regrole PRIMARY KEY,
     trusted_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -84,3 +84,11 @@ SELECT steward.emit('invoice.paid', 'invoice', '1', '{"amount": 1300.00}') IS NO
 \c - api_service
 SELECT steward.ack('demo-relay', (SELECT max(id) FROM steward.poll('demo-relay', 5)));
 SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
+
+\echo '\n### 8. nobody weakens a governed table with DDL, not even a superuser: ST403'
+\c - postgres
+ALTER TABLE app.invoices NO FORCE ROW LEVEL SECURITY;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+DROP POLICY steward_select ON app.invoices;
+\echo '    SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '--- only under steward.break_glass(reason), by a member of steward_breakglass, recorded first'

@@ -940,6 +940,25 @@ fn _internal_governing(rel: pg_sys::Oid) -> bool {
     tenancy::governing(rel)
 }
 
+/// The DDL guard at the start of a command: what is already weak (it refuses only what a
+/// command makes weaker, so that a table being built up, as pg_restore does, is not refused).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_ddl_begin(known: Option<Vec<Option<String>>>) {
+    tenancy::ddl_begin(known.unwrap_or_default().into_iter().flatten().collect())
+}
+
+/// What was weak when the running DDL command started.
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_ddl_known() -> Vec<String> {
+    tenancy::ddl_known()
+}
+
+/// The DDL guard at the end of a command.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_ddl_end() {
+    tenancy::ddl_end()
+}
+
 /// Whether steward.break_glass is in force in this transaction. The DDL guard asks.
 #[pg_extern(stable, parallel_restricted)]
 fn _internal_break_glass_active() -> bool {

@@ -62,6 +62,9 @@ struct State {
     /// Tables `steward.govern` / `ungovern` are changing right now, by subtransaction (an
     /// error in govern leaves its mark until the subtransaction or transaction aborts).
     governing: Vec<(pg_sys::Oid, pg_sys::SubTransactionId)>,
+    /// What was already weak before each DDL command now running (the DDL guard refuses only
+    /// what a command makes weaker), by the subtransaction that started it.
+    ddl_before: Vec<(Vec<String>, pg_sys::SubTransactionId)>,
     /// The executor's statements running now, innermost last, and whether each has read the
     /// context: while one that has is running, the tenant cannot change.
     running: Vec<Running>,
@@ -85,6 +88,7 @@ impl State {
         self.governing.clear();
         self.running.clear();
         self.unknown_used = None;
+        self.ddl_before.clear();
     }
 }
 
@@ -346,6 +350,7 @@ unsafe extern "C-unwind" fn on_subxact_event(
             s.governing.retain(|(_, id)| *id != my_subid);
             // Statements that failed inside it never reach ExecutorEnd.
             s.running.retain(|r| r.subxid != my_subid);
+            s.ddl_before.retain(|(_, id)| *id != my_subid);
         }
         SUBXACT_EVENT_COMMIT_SUB => {
             // What the subtransaction set now belongs to its parent, and dies with it.
@@ -363,6 +368,9 @@ unsafe extern "C-unwind" fn on_subxact_event(
             }
             for r in s.running.iter_mut().filter(|r| r.subxid == my_subid) {
                 r.subxid = parent_subid;
+            }
+            for (_, id) in s.ddl_before.iter_mut().filter(|(_, id)| *id == my_subid) {
+                *id = parent_subid;
             }
         }
         _ => {}
@@ -486,7 +494,7 @@ fn role_trusted(caller: pg_sys::Oid) -> bool {
     const Q: &str = "
         SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1), false)
                OR EXISTS (SELECT 1 FROM steward.trusted_roles x
-                            JOIN pg_catalog.pg_roles r ON r.oid = x.role_oid
+                            JOIN pg_catalog.pg_roles r ON r.oid = x.role::pg_catalog.oid
                            WHERE pg_catalog.pg_has_role($1, r.oid, 'USAGE'))";
     let trusted = as_extension_owner(|| Spi::get_one_with_args::<bool>(Q, &[caller.into()]))
         .unwrap_or_else(|e| pgrx::error!("steward: reading trusted roles failed: {e}"))
@@ -526,7 +534,7 @@ fn read_tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
     const Q: &str = "
         SELECT t.slug, t.status::text,
                EXISTS (SELECT 1 FROM steward.tenant_grants g
-                         JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
+                         JOIN pg_catalog.pg_roles r ON r.oid = g.role::pg_catalog.oid
                         WHERE g.tenant_id = t.tenant_id
                           AND pg_catalog.pg_has_role($2, r.oid, 'USAGE'))
           FROM steward.tenants t
@@ -689,7 +697,7 @@ fn implicit_context() -> Result<Context> {
         SELECT t.tenant_id, t.slug, t.status::text
           FROM steward.tenants t
          WHERE EXISTS (SELECT 1 FROM steward.tenant_grants g
-                         JOIN pg_catalog.pg_roles r ON r.oid = g.role_oid
+                         JOIN pg_catalog.pg_roles r ON r.oid = g.role::pg_catalog.oid
                         WHERE g.tenant_id = t.tenant_id
                           AND pg_catalog.pg_has_role($1, r.oid, 'USAGE'))
            -- pg_has_role is true for a superuser and every role: no implicit tenant for one.
@@ -768,6 +776,29 @@ pub fn set_governing(rel: pg_sys::Oid, on: bool) {
         } else if let Some(i) = s.governing.iter().rposition(|(r, _)| *r == rel) {
             s.governing.remove(i);
         }
+    });
+}
+
+/// The DDL guard, at the start of a command: what is weak already.
+pub fn ddl_begin(known: Vec<String>) {
+    let subxid = current_subxid();
+    STATE.with_borrow_mut(|s| s.ddl_before.push((known, subxid)));
+}
+
+/// What was weak when the innermost running DDL command started (nothing if none is known).
+pub fn ddl_known() -> Vec<String> {
+    STATE.with_borrow(|s| {
+        s.ddl_before
+            .last()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default()
+    })
+}
+
+/// The DDL guard, at the end of a command.
+pub fn ddl_end() {
+    STATE.with_borrow_mut(|s| {
+        s.ddl_before.pop();
     });
 }
 
