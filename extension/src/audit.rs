@@ -916,19 +916,16 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     }
     let context = tenancy::context()?;
     let args = log_args(trigger);
-    let shape = crate::govern::shape(
-        trigger,
-        &crate::govern::Expect {
-            tenant: Some(args.tenant_column),
-            version: None,
-            deleted_at: if args.soft_delete {
-                crate::govern::Need::Required
-            } else {
-                crate::govern::Need::No
-            },
-            pk: &args.pk,
+    let shape = crate::govern::shape(trigger, || crate::govern::Expect {
+        tenant: Some(args.tenant_column),
+        version: None,
+        deleted_at: if args.soft_delete {
+            crate::govern::Need::Required
+        } else {
+            crate::govern::Need::No
         },
-    )?;
+        pk: args.pk.clone(),
+    })?;
     let tgoid = trigger.trigger().tgoid;
     unsafe {
         let table = data.tg_relation;

@@ -77,7 +77,7 @@ pub(crate) struct Expect<'a> {
     pub tenant: Option<&'a str>,
     pub version: Option<&'a str>,
     pub deleted_at: Need,
-    pub pk: &'a [&'a str],
+    pub pk: Vec<&'a str>,
 }
 
 /// Whether a trigger needs the soft-delete column.
@@ -209,7 +209,10 @@ unsafe fn checked_column(
 }
 
 /// The table's shape as `trigger` needs it, checked; cached per trigger until the table changes.
-pub(crate) fn shape(trigger: &PgTrigger<'_>, expect: &Expect<'_>) -> crate::errors::Result<Shape> {
+pub(crate) fn shape<'a>(
+    trigger: &'a PgTrigger<'a>,
+    expect: impl FnOnce() -> Expect<'a>,
+) -> crate::errors::Result<Shape> {
     let tgoid = trigger.trigger().tgoid;
     let (known, generation) =
         SHAPES.with_borrow(|s| (s.by_trigger.get(&tgoid).copied(), s.generation));
@@ -218,7 +221,9 @@ pub(crate) fn shape(trigger: &PgTrigger<'_>, expect: &Expect<'_>) -> crate::erro
     }
     let rel = trigger.trigger_data().tg_relation;
     let table = qualified_name(trigger);
-    let shape = unsafe { read_shape(rel, &table, expect)? };
+    // What the trigger expects is read from its arguments only on a miss (the hot path is a
+    // lookup by trigger OID).
+    let shape = unsafe { read_shape(rel, &table, &expect())? };
     let relid = unsafe { (*rel).rd_id };
     SHAPES.with_borrow_mut(|s| {
         if s.generation == generation {
@@ -274,7 +279,7 @@ unsafe fn read_shape(
         // The primary key: the same columns govern named (their order does not matter: a key
         // is shown as a JSON object).
         let mut want = std::ptr::null_mut::<pg_sys::Bitmapset>();
-        for name in expect.pk {
+        for name in &expect.pk {
             let Some((attnum, _)) = column(tupdesc, name) else {
                 return Err(changed(
                     table,
@@ -327,13 +332,13 @@ pub(crate) fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
 
 /// What the row and update guards expect (their arguments: the tenant column, the version
 /// column or '', the soft-delete flag or version-required flag, then the primary key).
-fn guard_expect<'a>(trigger: &'a PgTrigger<'a>, pk: &'a [&'a str], deleted_at: Need) -> Expect<'a> {
+fn guard_expect<'a>(trigger: &'a PgTrigger<'a>, deleted_at: Need) -> Expect<'a> {
     let version = trigger_arg(trigger, 1);
     Expect {
         tenant: Some(trigger_arg(trigger, 0)),
         version: (!version.is_empty()).then_some(version),
         deleted_at,
-        pk,
+        pk: pk_args(trigger, 3),
     }
 }
 
@@ -426,13 +431,14 @@ pub(crate) fn row_tenant(
 fn row_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
-    let pk = pk_args(trigger, 3);
-    let soft = if trigger_arg(trigger, 2).is_empty() {
-        Need::No
-    } else {
-        Need::Required
-    };
-    let shape = shape(trigger, &guard_expect(trigger, &pk, soft))?;
+    let shape = shape(trigger, || {
+        let soft = if trigger_arg(trigger, 2).is_empty() {
+            Need::No
+        } else {
+            Need::Required
+        };
+        guard_expect(trigger, soft)
+    })?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let data = trigger.trigger_data();
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
@@ -696,12 +702,11 @@ fn check_version(
 fn update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
-    let pk = pk_args(trigger, 3);
     let data = trigger.trigger_data();
     // The update guard does not know whether the table soft-deletes: deleted_at is looked up
     // only to recognise steward's own writes, and only if it is there.
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
-    let shape = shape(trigger, &guard_expect(trigger, &pk, Need::IfPresent))?;
+    let shape = shape(trigger, || guard_expect(trigger, Need::IfPresent))?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let old = trigger.old().expect("an UPDATE row trigger has an old row");
     let new = trigger.new().expect("an UPDATE row trigger has a new row");
