@@ -694,10 +694,13 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
             if attr.attisdropped || attnums.contains(&i) {
                 continue;
             }
-            if attr.attnotnull || attr.atthasdef || attr.attgenerated != 0 {
+            // A domain may be NOT NULL or have a default of its own.
+            let domain =
+                pg_sys::get_typtype(attr.atttypid) == pg_sys::TYPTYPE_DOMAIN as std::ffi::c_char;
+            if attr.attnotnull || attr.atthasdef || attr.attgenerated != 0 || domain {
                 return Err(log_altered(format!(
-                    "column \"{}\" was added with a default, NOT NULL or an expression, which \
-                     steward's writer does not fill",
+                    "column \"{}\" was added with a default, NOT NULL, a domain or an \
+                     expression, which steward's writer does not fill",
                     CStr::from_ptr(attr.attname.data.as_ptr()).to_string_lossy()
                 )));
             }
@@ -911,7 +914,10 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         Ok(PgTriggerOperation::Delete) => (data.tg_trigtuple, std::ptr::null_mut()),
         _ => return Ok(()),
     };
-    if !old.is_null() && !new.is_null() && crate::govern::same_bytes(old, new) {
+    if !old.is_null()
+        && !new.is_null()
+        && crate::govern::unchanged(old, new, unsafe { (*data.tg_relation).rd_att })
+    {
         return Ok(()); // an update that changed nothing writes nothing
     }
     let context = tenancy::context()?;

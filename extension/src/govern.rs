@@ -410,6 +410,31 @@ pub(crate) fn same_bytes(old: *mut pg_sys::HeapTupleData, new: *mut pg_sys::Heap
     }
 }
 
+/// True when an update changed no value: the same bytes, or (for a row written before columns
+/// were added, which has fewer attributes stored than the new version) the same value in every
+/// column.
+pub(crate) fn unchanged(
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> bool {
+    if same_bytes(old, new) {
+        return true;
+    }
+    // SAFETY: both are the trigger's tuples of this descriptor.
+    unsafe {
+        let natts = |t: *mut pg_sys::HeapTupleData| {
+            (*(*t).t_data).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16
+        };
+        if (*old).t_data.is_null() || (*new).t_data.is_null() || natts(old) == natts(new) {
+            return false;
+        }
+        crate::audit::compare_columns(old, new, tupdesc)
+            .0
+            .is_empty()
+    }
+}
+
 /// The tenant of a row: the uuid in column `attnum`, which [`shape`] checked is a uuid.
 pub(crate) fn row_tenant(
     tuple: *mut pg_sys::HeapTupleData,
@@ -733,7 +758,7 @@ fn update_guard<'a>(
     let Some((attnum, actual)) = bump else {
         return Ok(Some(new));
     };
-    if same_bytes(data.tg_trigtuple, data.tg_newtuple) {
+    if unchanged(data.tg_trigtuple, data.tg_newtuple, tupdesc) {
         return Ok(Some(new));
     }
     // The new row with the version raised, formed once from the row the UPDATE made (no copy

@@ -66,6 +66,15 @@ INSERT INTO app.gadgets (id, name) VALUES (5, 'five');
 \echo :LAST_ERROR_SQLSTATE
 \c - postgres
 ALTER TABLE steward.change_log DROP COLUMN reviewed;
+-- ... a column whose domain has a default (the attribute itself has none) likewise.
+CREATE DOMAIN public.flag AS boolean DEFAULT false;
+ALTER TABLE steward.change_log ADD COLUMN flagged public.flag;
+\c - acme_app
+INSERT INTO app.gadgets (id, name) VALUES (5, 'five');
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+ALTER TABLE steward.change_log DROP COLUMN flagged;
+DROP DOMAIN public.flag;
 -- A nullable column without a default is harmless: records leave it NULL.
 ALTER TABLE steward.change_log ADD COLUMN note text;
 \c - acme_app

@@ -165,5 +165,14 @@ DELETE FROM app.drift WHERE id = 5;
 SELECT action, new_row ->> 'label_length' AS label_length, changed
   FROM steward.history('app.drift', '{"id": 5, "tenant_id": "00000000-0000-4000-8000-00000000000a"}');
 
+-- A column added without a rewrite leaves older rows with fewer stored columns: an update that
+-- changes nothing in such a row is still no change (no version bump, no record).
+\c - postgres
+ALTER TABLE app.drift ADD COLUMN extra text;
+\c - acme_app
+SELECT count(*) AS records_before FROM steward.audit_log WHERE table_name = 'app.drift' \gset
+UPDATE app.drift SET label = label WHERE id = 1 RETURNING id, version;
+SELECT count(*) - :records_before AS new_records FROM steward.audit_log WHERE table_name = 'app.drift';
+
 -- The server is still up and nothing committed was lost.
 SELECT id, label FROM app.drift ORDER BY id;
