@@ -618,20 +618,9 @@ thread_local! {
     static LOG_LAYOUT: RefCell<LayoutCache> = RefCell::new(LayoutCache::default());
 }
 
-/// Registers the invalidation callback for the log's layout. Called from `_PG_init`.
-pub fn init() {
-    // SAFETY: registers a callback that only touches LOG_LAYOUT, never holding its borrow
-    // across a call into Postgres.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// this): the log's layout goes when the log changes.
+pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     LOG_LAYOUT.with_borrow_mut(|c| {
         if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
             c.generation += 1;

@@ -110,19 +110,10 @@ thread_local! {
     static OWN_ROW: Cell<Option<(u32, u16)>> = const { Cell::new(None) };
 }
 
-/// Registers the invalidation callback for the shape cache. Called from `_PG_init`.
-pub fn init() {
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    // No borrow of SHAPES is ever held across a call into Postgres, so this cannot collide.
+/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// this): that table's shapes go. No borrow of SHAPES is ever held across a call into
+/// Postgres, so this cannot collide.
+pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     SHAPES.with_borrow_mut(|s| {
         s.generation += 1;
         if relid == pg_sys::InvalidOid {

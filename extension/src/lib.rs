@@ -27,14 +27,33 @@ pub extern "C-unwind" fn _PG_init() {
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     tenancy::init();
     tenancy::install_executor_hooks();
-    govern::init();
-    audit::init();
-    outbox::init();
+    // One relcache callback for every cache steward keeps: Postgres allows ten per backend, for
+    // all extensions together, and running out is FATAL.
+    // SAFETY: registered once per backend, from _PG_init.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
     wakeups::init();
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
     // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
     // placeholder set before that is removed with a warning.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };
+}
+
+/// A relation's cache entry was invalidated (`relid` is InvalidOid when all were): each cache
+/// drops what it holds of it.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(
+    _arg: pgrx::pg_sys::Datum,
+    relid: pgrx::pg_sys::Oid,
+) {
+    tenancy::relcache_invalidated(relid);
+    govern::relcache_invalidated(relid);
+    audit::relcache_invalidated(relid);
+    outbox::relcache_invalidated(relid);
 }
 
 #[cfg(any(test, feature = "pg_test"))]

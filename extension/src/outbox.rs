@@ -26,18 +26,9 @@ thread_local! {
     static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
-/// Registers the invalidation callback for the schema cache. Called from `_PG_init`.
-pub fn init() {
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// this): the schema cache goes when steward.event_types changes.
+pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == EVENT_TYPES_OID.get() {
         SCHEMAS.with_borrow_mut(HashMap::clear);
         // Looked up again at next use: a dropped and re-created extension has a new table.

@@ -145,10 +145,6 @@ pub fn init() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
         for cache in [
             pg_sys::SysCacheIdentifier::AUTHOID,
             pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
@@ -262,8 +258,9 @@ fn check_no_switch(to: Uuid) -> Result<()> {
 }
 
 /// A relation's cache entry was invalidated (`relid` is InvalidOid when all were).
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// this; `relid` is InvalidOid when all were).
+pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     CACHE.with_borrow_mut(|c| {
         if relid == pg_sys::InvalidOid || c.catalogs.contains(&relid) {
             c.forget();
