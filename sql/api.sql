@@ -359,11 +359,24 @@ BEGIN
         RETURN;
     END IF;
     tbl := cl.name;
-    IF NOT cl.relrowsecurity OR NOT cl.relforcerowsecurity THEN
-        fault := format('row-level security on %s is no longer enabled and forced', tbl);
+    IF NOT cl.relrowsecurity THEN
+        fault := format('row-level security on %s is disabled', tbl);
         hint := format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
         RETURN NEXT;
     END IF;
+    IF NOT cl.relforcerowsecurity THEN
+        fault := format('row-level security on %s is no longer forced on its owner', tbl);
+        hint := format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+        RETURN NEXT;
+    END IF;
+    -- Rules run with their owner's privileges and outside row-level security: one can copy
+    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
+    FOR r IN SELECT w.rulename FROM pg_rewrite w
+              WHERE w.ev_class = _governance_faults.rel AND w.rulename <> '_RETURN' LOOP
+        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
+        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
+        RETURN NEXT;
+    END LOOP;
     FOR r IN
         SELECT p.name
           FROM unnest(ARRAY['steward_tenant', 'steward_select', 'steward_insert', 'steward_update',
@@ -383,7 +396,10 @@ BEGIN
                             WHERE x.tgrelid = _governance_faults.rel AND x.tgname = t.name
                               AND x.tgenabled IN ('O', 'A'))
     LOOP
-        fault := format('trigger %s on %s is gone or disabled', r.name, tbl);
+        fault := format('trigger %s on %s is %s', r.name, tbl,
+                        CASE WHEN EXISTS (SELECT 1 FROM pg_trigger x
+                                           WHERE x.tgrelid = _governance_faults.rel AND x.tgname = r.name)
+                             THEN 'disabled' ELSE 'gone' END);
         hint := format('ALTER TABLE %s ENABLE TRIGGER %I (or govern the table again)', tbl, r.name);
         RETURN NEXT;
     END LOOP;
@@ -550,7 +566,9 @@ BEGIN
                    UNION ALL SELECT p.polrelid FROM pg_policy p
                               WHERE c.classid = 'pg_policy'::regclass AND p.oid = c.objid
                    UNION ALL SELECT tg.tgrelid FROM pg_trigger tg
-                              WHERE c.classid = 'pg_trigger'::regclass AND tg.oid = c.objid) AS a(x));
+                              WHERE c.classid = 'pg_trigger'::regclass AND tg.oid = c.objid
+                   UNION ALL SELECT w.ev_class FROM pg_rewrite w
+                              WHERE c.classid = 'pg_rewrite'::regclass AND w.oid = c.objid) AS a(x));
         -- ALTER POLICY of one of steward's policies changes what it lets through.
         faults := ARRAY(
             SELECT format('policy %s on %s was altered', p.polname, p.polrelid::regclass)
@@ -593,6 +611,17 @@ CREATE EVENT TRIGGER steward_ddl_guard_drops ON sql_drop
 ALTER EVENT TRIGGER steward_ddl_guard_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard_drops ENABLE ALWAYS;
+
+-- What steward governs is changed only by govern() and ungovern() (and forgotten when a table is
+-- dropped): plain SQL of any role, superusers included, cannot turn a table's audit or events off
+-- or take it out of the DDL guard's sight. Adding a row only makes the guard stricter (pg_restore
+-- does it). ENABLE ALWAYS.
+CREATE TRIGGER steward_governed_guard BEFORE UPDATE OR DELETE ON steward.governed
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_governed_guard();
+CREATE TRIGGER steward_governed_guard_truncate BEFORE TRUNCATE ON steward.governed
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_governed_guard();
+ALTER TABLE steward.governed ENABLE ALWAYS TRIGGER steward_governed_guard,
+                             ENABLE ALWAYS TRIGGER steward_governed_guard_truncate;
 
 CREATE VIEW steward.governed_tables AS
 SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.events,
@@ -1216,6 +1245,7 @@ REVOKE ALL ON FUNCTION
     steward._internal_truncate_guard(),
     steward._internal_catalog_changed(),
     steward._internal_log_guard(),
+    steward._internal_governed_guard(),
     steward._internal_log_row()
 FROM PUBLIC;
 

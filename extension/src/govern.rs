@@ -961,6 +961,50 @@ fn _internal_governing(rel: pg_sys::Oid) -> bool {
     tenancy::governing(rel)
 }
 
+fn governed_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    let op = trigger.op().ok();
+    if let Some(old) = trigger.old() {
+        // The governed table: the row's first column, `rel`.
+        let rel: Option<pg_sys::Oid> = old
+            .get_by_index(std::num::NonZeroUsize::new(1).expect("1"))
+            .ok()
+            .flatten();
+        if let Some(rel) = rel {
+            // SAFETY: a syscache probe by OID.
+            let exists = unsafe {
+                pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::RELOID as i32,
+                    pg_sys::Datum::from(rel),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                )
+            };
+            let dropped = matches!(op, Some(PgTriggerOperation::Delete)) && !exists;
+            if tenancy::governing(rel) || dropped {
+                return Ok(match op {
+                    Some(PgTriggerOperation::Delete) => Some(old),
+                    _ => trigger.new(),
+                });
+            }
+        }
+    }
+    Err(StewardError::forbidden(
+        "steward.governed is changed only by steward.govern() and steward.ungovern()",
+        "Govern the table again with the options you want, or ungovern it.",
+    ))
+}
+
+/// BEFORE UPDATE OR DELETE (each row) and BEFORE TRUNCATE on steward.governed.
+#[pg_trigger]
+fn _internal_governed_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    Ok(or_raise(governed_guard(trigger)))
+}
+
 /// The DDL guard at the start of a command: what is already weak (it refuses only what a
 /// command makes weaker, so that a table being built up, as pg_restore does, is not refused).
 #[pg_extern(volatile, parallel_unsafe)]

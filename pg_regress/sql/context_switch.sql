@@ -58,6 +58,13 @@ SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000b') IS NOT NULL 
 INSERT INTO app.tickets (id, title) VALUES (2, 'globex ticket');
 SELECT count(*) AS globex_sees FROM app.tickets;
 COMMIT;
+-- A read outside any statement (a PL/pgSQL expression in a DO block) holds nothing back.
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a') IS NOT NULL AS entered_acme;
+DO $$ BEGIN RAISE NOTICE 'in %', steward.current_tenant(); END $$;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000b') IS NOT NULL AS entered_globex;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a') IS NOT NULL AS back_in_acme;
+ROLLBACK;
 -- A function that works through tenants one statement at a time is fine.
 BEGIN;
 CREATE FUNCTION pg_temp.count_in(t uuid) RETURNS bigint LANGUAGE plpgsql AS $$

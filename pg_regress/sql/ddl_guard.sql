@@ -29,7 +29,9 @@ SELECT q AS ddl, public.outcome(q) AS outcome FROM unnest(ARRAY[
   'ALTER TABLE app.vault ALTER COLUMN version DROP NOT NULL',
   'ALTER TABLE app.vault DROP COLUMN version',
   'ALTER TABLE app.vault DROP COLUMN tenant_id CASCADE',
-  'ALTER TABLE app.vault DROP CONSTRAINT vault_pkey'
+  'ALTER TABLE app.vault DROP CONSTRAINT vault_pkey',
+  'CREATE RULE spy AS ON INSERT TO app.vault DO ALSO NOTIFY spy',
+  'CREATE RULE divert AS ON INSERT TO app.vault DO INSTEAD NOTHING'
 ]) q;
 -- ... and the superuser too.
 \c - postgres
@@ -37,6 +39,20 @@ SELECT public.outcome('ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY') AS su
 SET session_replication_role = replica;
 SELECT public.outcome('ALTER TABLE app.vault DISABLE TRIGGER steward_row_guard') AS in_replica_mode;
 RESET session_replication_role;
+-- What steward governs is steward's: plain SQL cannot turn a table's audit off, or take it out
+-- of the guard's sight, superuser or not.
+SELECT public.outcome('UPDATE steward.governed SET audited = false, events = false WHERE rel = ''app.vault''::regclass') AS governed_update,
+       public.outcome('DELETE FROM steward.governed WHERE rel = ''app.vault''::regclass') AS governed_delete,
+       public.outcome('TRUNCATE steward.governed') AS governed_truncate;
+-- What break glass left weak does not license more of the same kind without it: NO FORCE let
+-- through, DISABLE is still refused.
+BEGIN;
+SELECT steward.break_glass('INC-8: no force, for a minute');
+ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY;
+COMMIT;
+SELECT public.outcome('ALTER TABLE app.vault DISABLE ROW LEVEL SECURITY') AS disable_after_no_force;
+-- Putting it back needs no glass.
+ALTER TABLE app.vault FORCE ROW LEVEL SECURITY;
 -- steward's own append-only guards cannot be disabled either.
 SELECT public.outcome('ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only') AS log_guard,
        public.outcome('ALTER TABLE steward.seal_state ENABLE TRIGGER steward_append_only') AS not_always;

@@ -18,7 +18,7 @@
 
 pub mod token;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 
@@ -82,6 +82,8 @@ struct Running {
 
 impl State {
     fn clear(&mut self) {
+        // A statement cannot outlive its transaction (a WITH HOLD cursor is materialised first).
+        LOADED_MID_STATEMENT.set(false);
         self.entered.clear();
         self.annotations.clear();
         self.break_glass.clear();
@@ -163,6 +165,9 @@ static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
 /// Installs the executor hooks that track which statements are running. Called from `_PG_init`.
 pub fn install_executor_hooks() {
+    // Loaded by shared_preload_libraries, every statement of every backend is seen to start.
+    // SAFETY: reads a flag of the backend.
+    LOADED_MID_STATEMENT.set(unsafe { !pg_sys::process_shared_preload_libraries_in_progress });
     // SAFETY: _PG_init runs once per backend, before any of these hooks can be called; the
     // previous hooks are kept and called in turn.
     unsafe {
@@ -214,8 +219,11 @@ unsafe extern "C-unwind" fn on_executor_end(query: *mut pg_sys::QueryDesc) {
             Some(i) => {
                 s.running.remove(i);
             }
-            // A statement that started before steward was loaded.
-            None => s.unknown_used = None,
+            // The statement that was running when steward was loaded.
+            None => {
+                s.unknown_used = None;
+                LOADED_MID_STATEMENT.set(false);
+            }
         }
     });
     // SAFETY: as above.
@@ -227,12 +235,22 @@ unsafe extern "C-unwind" fn on_executor_end(query: *mut pg_sys::QueryDesc) {
     }
 }
 
-/// The running statement has read the context.
+thread_local! {
+    /// steward was loaded on demand, possibly in the middle of a statement the executor hooks
+    /// did not see start: until that statement (or the transaction) ends, a read of the
+    /// context with no tracked statement running is that statement's.
+    static LOADED_MID_STATEMENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The running statement has read the context. A read outside any statement the executor runs
+/// (a PL/pgSQL simple expression, a COPY's defaults) marks nothing, unless steward was loaded
+/// during a statement it did not see start.
 fn mark_used() {
     let portal = active_portal();
     STATE.with_borrow_mut(|s| match s.running.last_mut() {
         Some(r) => r.used = true,
-        None => s.unknown_used = Some(portal),
+        None if LOADED_MID_STATEMENT.get() => s.unknown_used = Some(portal),
+        None => {}
     });
 }
 
