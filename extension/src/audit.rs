@@ -90,17 +90,22 @@ fn _internal_log_guard<'a>(
     Ok(or_raise(log_guard(trigger)))
 }
 
-/// Runs `f` with `flag` set, so that the append-only guard lets steward's own rewrite through
-/// (updates for `steward.erase`, deletes for `steward.prune_outbox`, seals for
-/// `steward.seal_audit`).
-fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
-    struct Reset(&'static std::thread::LocalKey<Cell<bool>>, bool);
-    impl Drop for Reset {
+/// Runs `f` with `cell` set to `value`, and puts back what it held when `f` returns or fails:
+/// the append-only guard's flags (steward's own rewrites for `steward.erase`,
+/// `steward.prune_outbox`, `steward.seal_audit`) and the governed table steward writes to
+/// (`govern`).
+pub(crate) fn with_cell<T: Copy + 'static, R>(
+    cell: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Reset<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Reset<T> {
         fn drop(&mut self) {
             self.0.set(self.1);
         }
     }
-    let _reset = Reset(flag, flag.replace(true));
+    let _reset = Reset(cell, cell.replace(value));
     f()
 }
 
@@ -109,7 +114,7 @@ fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce
 fn seal() -> crate::errors::Result<i64> {
     crate::errors::keeping_codes(|| {
         Ok(tenancy::as_extension_owner(|| {
-            with_flag(&SEALING, || {
+            with_cell(&SEALING, true, || {
                 Spi::get_one::<i64>("SELECT steward._seal_audit()")
                     .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
                     .unwrap_or(0)
@@ -168,7 +173,7 @@ fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
 
 fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
     tenancy::as_extension_owner(|| {
-        with_flag(&PRUNING, || {
+        with_cell(&PRUNING, true, || {
             Spi::connect_mut(|client| {
                 let pruned = client.update(
                     "WITH doomed AS (
@@ -225,7 +230,7 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
     let key = row_key.0.clone();
     let erased = crate::errors::keeping_codes(|| {
         Ok(tenancy::as_extension_owner(|| {
-            with_flag(&ERASING, || {
+            with_cell(&ERASING, true, || {
                 Spi::connect_mut(|client| {
                     // The payload goes, and with it the salt of its sealed digest.
                     let erased = client.update(
@@ -521,16 +526,6 @@ pub(crate) unsafe fn compare_columns(
     }
 }
 
-fn attnum_of(tupdesc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
-    unsafe {
-        (0..(*tupdesc).natts as usize).find(|&i| {
-            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
-            !attr.attisdropped
-                && CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes() == name.as_bytes()
-        })
-    }
-}
-
 /// The change log's columns that a record sets.
 #[derive(Clone, Copy)]
 pub enum Col {
@@ -666,17 +661,16 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
         let log_desc = (*log).rd_att;
         let mut attnums = [0usize; Col::COUNT];
         for (i, (name, want)) in COLUMNS.iter().enumerate() {
-            let Some(at) = attnum_of(log_desc, name) else {
+            let Some((attnum, attr)) = crate::govern::column(log_desc, name) else {
                 return Err(log_altered(format!("its column \"{name}\" is gone")));
             };
-            let attr = &*(*log_desc).attrs.as_ptr().add(at);
             if attr.atttypid != *want || attr.attgenerated != 0 {
                 return Err(log_altered(format!(
                     "its column \"{name}\" is not the {} column steward writes",
-                    CStr::from_ptr(pg_sys::format_type_be(*want)).to_string_lossy()
+                    crate::govern::type_name(*want)
                 )));
             }
-            attnums[i] = at;
+            attnums[i] = attnum - 1;
         }
         for i in 0..(*log_desc).natts as usize {
             let attr = &*(*log_desc).attrs.as_ptr().add(i);

@@ -21,6 +21,7 @@ use std::ffi::CStr;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgTupleDesc, Uuid};
 
+use crate::audit::with_cell;
 use crate::errors::{or_raise, StewardError};
 
 use crate::{plans, tenancy};
@@ -135,8 +136,8 @@ fn changed(table: &str, what: String) -> StewardError {
     )
 }
 
-/// The non-dropped column `name` of `tupdesc`: its attribute number and its attribute.
-unsafe fn column<'a>(
+/// The non-dropped column `name` of `tupdesc`: its (1-based) attribute number and its attribute.
+pub(crate) unsafe fn column<'a>(
     tupdesc: pg_sys::TupleDesc,
     name: &str,
 ) -> Option<(usize, &'a pg_sys::FormData_pg_attribute)> {
@@ -150,7 +151,8 @@ unsafe fn column<'a>(
     }
 }
 
-fn type_name(oid: pg_sys::Oid) -> String {
+/// A type's name as SQL shows it.
+pub(crate) fn type_name(oid: pg_sys::Oid) -> String {
     unsafe {
         CStr::from_ptr(pg_sys::format_type_be(oid))
             .to_string_lossy()
@@ -231,28 +233,14 @@ unsafe fn read_shape(
 ) -> crate::errors::Result<Shape> {
     unsafe {
         let tupdesc = (*rel).rd_att;
-        let tenant = match expect.tenant {
-            Some(name) => Some(checked_column(
-                table,
-                tupdesc,
-                "tenant",
-                name,
-                pg_sys::UUIDOID,
-                true,
-            )?),
-            None => None,
-        };
-        let version = match expect.version {
-            Some(name) => Some(checked_column(
-                table,
-                tupdesc,
-                "version",
-                name,
-                pg_sys::INT8OID,
-                true,
-            )?),
-            None => None,
-        };
+        let tenant = expect
+            .tenant
+            .map(|name| checked_column(table, tupdesc, "tenant", name, pg_sys::UUIDOID, true))
+            .transpose()?;
+        let version = expect
+            .version
+            .map(|name| checked_column(table, tupdesc, "version", name, pg_sys::INT8OID, true))
+            .transpose()?;
         let deleted_at = match expect.deleted_at {
             Need::Required => Some(checked_column(
                 table,
@@ -506,26 +494,6 @@ fn row_guard<'a>(
     }
 }
 
-/// Runs `f` while steward itself writes to table `relid`: the update guard lets that write
-/// through `version_required` (it changes no column a client wrote).
-fn as_own_write<R>(
-    cell: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>,
-    relid: pg_sys::Oid,
-    f: impl FnOnce() -> R,
-) -> R {
-    struct Reset(
-        &'static std::thread::LocalKey<Cell<pg_sys::Oid>>,
-        pg_sys::Oid,
-    );
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            self.0.set(self.1);
-        }
-    }
-    let _reset = Reset(cell, cell.replace(relid));
-    f()
-}
-
 /// The table's qualified name, from its OID.
 fn relation_name(rel: pg_sys::Relation) -> String {
     // SAFETY: an open relation's rd_rel and namespace OID are valid.
@@ -575,20 +543,21 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
     let row = position(&ctid);
     let (rc, processed) = crate::errors::keeping_codes(|| {
         Ok(tenancy::with_pinned_search_path(|| {
-            as_own_write(&OWN_WRITE, relid, || {
-                let _row = OwnRow::set(Some(row));
-                // SAFETY: SPI is connected for the one statement and finished after it (an error
-                // leaves the cleanup to the transaction's abort, as SPI expects).
-                unsafe {
-                    if pg_sys::SPI_connect() < 0 {
-                        pgrx::error!("steward: SPI_connect failed");
+            with_cell(&OWN_WRITE, relid, || {
+                with_cell(&OWN_ROW, Some(row), || {
+                    // SAFETY: SPI is connected for the one statement and finished after it (an error
+                    // leaves the cleanup to the transaction's abort, as SPI expects).
+                    unsafe {
+                        if pg_sys::SPI_connect() < 0 {
+                            pgrx::error!("steward: SPI_connect failed");
+                        }
+                        // Kept per table and text; Postgres re-plans it when the table changes.
+                        let rc = plans::execute_kept(relid, &sql, &[param]);
+                        let processed = pg_sys::SPI_processed;
+                        pg_sys::SPI_finish();
+                        (rc, processed)
                     }
-                    // Kept per table and text; Postgres re-plans it when the table changes.
-                    let rc = plans::execute_kept(relid, &sql, &[param]);
-                    let processed = pg_sys::SPI_processed;
-                    pg_sys::SPI_finish();
-                    (rc, processed)
-                }
+                })
             })
         }))
     })?;
@@ -612,21 +581,6 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
         ));
     }
     Ok(())
-}
-
-/// Sets OWN_ROW for a scope.
-struct OwnRow(Option<(u32, u16)>);
-
-impl OwnRow {
-    fn set(row: Option<(u32, u16)>) -> OwnRow {
-        OwnRow(OWN_ROW.replace(row))
-    }
-}
-
-impl Drop for OwnRow {
-    fn drop(&mut self) {
-        OWN_ROW.set(self.0);
-    }
 }
 
 /// Whether the current user may update column `attnum` of `relid` (on the table or the column).
@@ -886,16 +840,17 @@ fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::err
     );
     let n = crate::errors::keeping_codes(|| {
         Ok(tenancy::with_pinned_search_path(|| {
-            as_own_write(&OWN_WRITE, rel, || {
-                let _row = OwnRow::set(None);
-                Spi::connect_mut(|client| {
-                    client
-                        .update(
-                            &sql,
-                            None,
-                            &[pgrx::JsonB(row_key.0.clone()).into(), tenant.into()],
-                        )
-                        .map(|t| t.len())
+            with_cell(&OWN_WRITE, rel, || {
+                with_cell(&OWN_ROW, None, || {
+                    Spi::connect_mut(|client| {
+                        client
+                            .update(
+                                &sql,
+                                None,
+                                &[pgrx::JsonB(row_key.0.clone()).into(), tenant.into()],
+                            )
+                            .map(|t| t.len())
+                    })
                 })
             })
         }))

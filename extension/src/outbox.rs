@@ -197,33 +197,12 @@ impl RawJsonb {
         self.0
     }
 
-    /// The value as JSON, for schema validation: numbers keep their digits (serde_json's
-    /// arbitrary precision); nesting deeper than Rust's JSON parser takes is a clear ST422.
-    fn parse(&self, event_type: &str) -> Result<serde_json::Value> {
+    /// The value as JSON: numbers keep their digits (serde_json's arbitrary precision);
+    /// nesting deeper than Rust's JSON parser takes (128 levels) is an error, which each caller
+    /// turns into its own clear one.
+    fn json(&self) -> std::result::Result<serde_json::Value, serde_json::Error> {
         // SAFETY: a detoasted jsonb datum.
-        let text = unsafe { crate::audit::jsonb_text(self.0) };
-        serde_json::from_str(&text).map_err(|e| StewardError::SchemaViolation {
-            event_type: event_type.to_string(),
-            schema_version: 0,
-            path: String::new(),
-            problem: format!(
-                "the payload cannot be validated ({e}): at most 128 levels of nesting"
-            ),
-        })
-    }
-}
-
-impl RawJsonb {
-    /// Headers as JSON, to check their shape; nesting Rust's parser refuses is a clear ST400.
-    fn parse_headers(&self) -> Result<serde_json::Value> {
-        // SAFETY: a detoasted jsonb datum.
-        let text = unsafe { crate::audit::jsonb_text(self.0) };
-        serde_json::from_str(&text).map_err(|e| {
-            StewardError::bad_argument(
-                format!("steward.emit: headers cannot be read ({e})"),
-                "Headers are a flat JSON object of short values, e.g. '{\"source\": \"billing\"}'.",
-            )
-        })
+        serde_json::from_str(&unsafe { crate::audit::jsonb_text(self.0) })
     }
 }
 
@@ -242,7 +221,12 @@ fn emit_event(
     check_not_row_event(event_type)?;
     let parsed = match &headers {
         None => None,
-        Some(h) => Some(h.parse_headers()?),
+        Some(h) => Some(h.json().map_err(|e| {
+            StewardError::bad_argument(
+                format!("steward.emit: headers cannot be read ({e})"),
+                "Headers are a flat JSON object of short values, e.g. '{\"source\": \"billing\"}'.",
+            )
+        })?),
     };
     let headers = match parsed {
         None | Some(serde_json::Value::Null) => None,
@@ -266,7 +250,15 @@ fn emit_event(
     };
     let schema_version = match registered(event_type)? {
         Some((version, validator)) => {
-            if let Err(e) = validator.validate(&payload.parse(event_type)?) {
+            let value = payload.json().map_err(|e| StewardError::SchemaViolation {
+                event_type: event_type.to_string(),
+                schema_version: version,
+                path: String::new(),
+                problem: format!(
+                    "the payload cannot be validated ({e}): at most 128 levels of nesting"
+                ),
+            })?;
+            if let Err(e) = validator.validate(&value) {
                 return Err(StewardError::SchemaViolation {
                     event_type: event_type.to_string(),
                     schema_version: version,
@@ -396,12 +388,11 @@ fn _internal_consumer_visible(tenant: Option<Uuid>) -> bool {
 /// `42`), else the key as JSON text.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn _internal_aggregate_id(row_key: RawJsonb) -> String {
-    // SAFETY: a detoasted jsonb datum.
-    let text = unsafe { crate::audit::jsonb_text(row_key.datum()) };
     // A key nested deeper than Rust's parser takes is shown as its JSON text: an event of such
     // a row must never make poll() fail for the consumers that reach it.
-    let Ok(key) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return text;
+    let Ok(key) = row_key.json() else {
+        // SAFETY: a detoasted jsonb datum.
+        return unsafe { crate::audit::jsonb_text(row_key.datum()) };
     };
     match &key {
         serde_json::Value::Object(map) if map.len() == 1 => match map.values().next() {
