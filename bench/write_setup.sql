@@ -8,6 +8,9 @@ CREATE TABLE bench.w_plain (
     title     text NOT NULL,
     qty       int NOT NULL
 );
+-- Every variant has the index a multi-tenant table needs: tenant roles' scans only get indexes
+-- that lead with the tenant column (ADR 009), and LIKE ... INCLUDING ALL copies it.
+CREATE INDEX ON bench.w_plain (tenant_id, id);
 -- (b) the floor: the same table and one log record of the same shape as steward's (the new row
 --     whole, of the old one the values the update replaced), written by one plain SQL statement.
 CREATE TABLE bench.w_floor (LIKE bench.w_plain INCLUDING ALL);

@@ -110,6 +110,7 @@ DECLARE
     pk    text;
     vis   text;
     soft  text := '';
+    keycols int2[];
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'steward.govern: no table given'
@@ -124,7 +125,7 @@ BEGIN
     END IF;
     tbl := format('%I.%I', c.nspname, c.relname);
 
-    SELECT a.attname, a.atttypid, a.attnotnull INTO col
+    SELECT a.attname, a.attnum, a.atttypid, a.attnotnull INTO col
       FROM pg_attribute a
      WHERE a.attrelid = rel AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
     IF col.attname IS NULL THEN
@@ -188,8 +189,11 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
 
     -- The tenant function is wrapped in a scalar sub-select so the planner runs it once per
-    -- statement (an InitPlan) and can use an index on the tenant column.
-    cond := format('%I = (SELECT steward.current_tenant())', tenant_column);
+    -- statement (an InitPlan) and can use an index on the tenant column. The planner folds
+    -- _internal_plan_guard() (IMMUTABLE, true) first, which loads steward before it considers
+    -- indexes: tenant roles are only given indexes that lead with the tenant column
+    -- (extension/src/tenancy/scans.rs, ADR 009).
+    cond := format('%I = (SELECT steward.current_tenant()) AND steward._internal_plan_guard()', tenant_column);
     -- Rows are visible (and changeable) in the tenant; with soft delete, only while not deleted.
     -- steward's own soft delete and restore() run as the caller and reach the tenant's deleted
     -- rows of this one table, for the one statement that marks or restores a row.
@@ -256,6 +260,40 @@ BEGIN
        SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
            version_required = excluded.version_required, audited = excluded.audited,
            events = excluded.events, soft_delete = excluded.soft_delete;
+
+    -- The primary key's columns other than the tenant column, sorted.
+    SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keycols
+      FROM pg_index p, unnest(p.indkey::int2[]) k
+     WHERE p.indrelid = rel AND p.indisprimary AND k <> col.attnum;
+    -- Tenant roles' scans get only B-tree indexes that lead with the tenant column (ADR 009).
+    -- Lookups by primary key must stay index lookups: when no such index covers the key, one
+    -- is built on (tenant column, key columns).
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i
+         WHERE i.indrelid = rel AND i.indisvalid AND i.indexprs IS NULL AND i.indpred IS NULL
+           AND (SELECT am.amname FROM pg_class ic JOIN pg_am am ON am.oid = ic.relam
+                 WHERE ic.oid = i.indexrelid) = 'btree'
+           AND i.indkey[0] = col.attnum
+           -- the key's other columns come next, in any order
+           AND coalesce((SELECT array_agg(k ORDER BY k) FROM unnest(i.indkey[1:cardinality(keycols)]) k), '{}')
+               = keycols
+    ) THEN
+        EXECUTE format('CREATE INDEX ON %s (%s)', tbl,
+                       (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                          FROM unnest(array_prepend(col.attnum, keycols)) WITH ORDINALITY AS k(attnum, ord)
+                          JOIN pg_attribute a ON a.attrelid = rel AND a.attnum = k.attnum));
+    END IF;
+    FOR c IN
+        SELECT ic.relname AS index_name
+          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+         WHERE i.indrelid = rel AND NOT i.indisprimary
+           AND (am.amname <> 'btree' OR i.indkey[0] <> col.attnum)
+         ORDER BY ic.relname
+    LOOP
+        RAISE WARNING 'tenant roles'' scans of % cannot use index %: it is not a B-tree index that leads with %',
+                      tbl, c.index_name, quote_ident(tenant_column)
+            USING HINT = format('Index (%I, ...) instead: a scan under a tenant''s policy only gets indexes that stay inside the tenant''s entries (docs/dba-guide.md).', tenant_column);
+    END LOOP;
 
     -- What govern cannot make safe (foreign keys across tenants, partitions and inheritance)
     -- is refused, and everything above rolls back with it.
@@ -634,7 +672,7 @@ SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.eve
 
 -- Tenant roles read their own tenant's records, and nothing else.
 CREATE POLICY steward_tenant ON steward.change_log FOR SELECT
-    USING (tenant_id = (SELECT steward.current_tenant()));
+    USING (tenant_id = (SELECT steward.current_tenant()) AND steward._internal_plan_guard());
 
 -- Append-only, for everyone: plain SQL cannot add, change or remove a record, in any
 -- session_replication_role (ENABLE ALWAYS). steward's writer inserts without firing triggers;
@@ -662,25 +700,40 @@ SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id
  WHERE c.audited;
 GRANT SELECT ON steward.audit_log TO PUBLIC;
 
--- A row's records: the sealed ones through the seals' row_hash index, the unsealed tail (every
--- record at or above the sealed horizon) through the log's (txid, id) index. Nothing on the
--- write path serves this lookup; seal_audit() keeps the tail short.
-CREATE FUNCTION steward._row_records(rel oid, row_key jsonb)
+-- A row's records in one tenant: the sealed ones through the seals' (tenant_id, row_hash) index,
+-- the unsealed tail (every record at or above the sealed horizon) through the log's
+-- (tenant_id, txid, id) index. Every step stays inside the tenant's own index entries, so a
+-- tenant role's lookup never visits another tenant's (ADR 009). Nothing on the write path serves
+-- the row_hash lookup; seal_audit() keeps the tail short.
+CREATE FUNCTION steward._row_records(rel oid, row_key jsonb, tenant uuid)
 RETURNS SETOF steward.change_log
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- Index lookups (a few records each), whatever the statistics say: a log that grew since it was
+-- last analyzed must not be scanned whole. Each sealed record is fetched by its whole index key
+-- (constants, not a join the planner may turn into a filter).
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
-    SELECT c.*
-      FROM steward.change_log c
-     WHERE c.id IN (SELECT s.record_id FROM steward.audit_seals s
-                     WHERE s.row_hash = steward._internal_row_hash(_row_records.rel, _row_records.row_key))
-       AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key
-    UNION ALL
-    SELECT c.*
-      FROM steward.change_log c
-     WHERE c.txid >= (SELECT x.horizon FROM steward.seal_state x)
-       AND c.row_hash = steward._internal_row_hash(_row_records.rel, _row_records.row_key)
-       AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key
+DECLARE
+    h bigint := steward._internal_row_hash(rel, row_key);
+    s record;
+BEGIN
+    FOR s IN SELECT x.txid, x.record_id FROM steward.audit_seals x
+              WHERE x.tenant_id = _row_records.tenant AND x.row_hash = h
+    LOOP
+        RETURN QUERY
+            SELECT c.* FROM steward.change_log c
+             WHERE c.tenant_id = _row_records.tenant AND c.txid = s.txid AND c.id = s.record_id
+               AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key;
+    END LOOP;
+    RETURN QUERY
+        SELECT c.* FROM steward.change_log c
+         WHERE c.tenant_id = _row_records.tenant
+           AND c.txid >= (SELECT x.horizon FROM steward.seal_state x)
+           AND c.row_hash = h
+           AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key;
+END
 $$;
 
 -- A row's records, oldest first.
@@ -691,7 +744,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.id, c.tenant_id, c.txid, c.occurred_at, c.actor, c.reason, c.request_id,
            c.table_name, c.row_key, c.action, steward._old_row(c.old_values, c.new_row, c.changed), c.new_row, c.changed
-      FROM steward._row_records(history.rel::oid, history.row_key) c
+      FROM steward._row_records(history.rel::oid, history.row_key, steward.current_tenant()) c
      WHERE c.audited
      ORDER BY c.id
 $$;
@@ -703,7 +756,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN c.action = 'DELETE' THEN NULL ELSE c.new_row END
-      FROM steward._row_records(row_as_of.rel::oid, row_as_of.row_key) c
+      FROM steward._row_records(row_as_of.rel::oid, row_as_of.row_key, steward.current_tenant()) c
      WHERE c.audited
        AND c.action IN ('INSERT', 'UPDATE', 'DELETE') AND c.occurred_at <= row_as_of.at
      ORDER BY c.id DESC
@@ -715,7 +768,7 @@ $$;
 ------------------------------------------------------------------------------------------------
 
 CREATE POLICY steward_tenant ON steward.audit_seals FOR SELECT
-    USING (tenant_id = (SELECT steward.current_tenant()));
+    USING (tenant_id = (SELECT steward.current_tenant()) AND steward._internal_plan_guard());
 
 -- Seals are added only by seal_audit() and lose only their salt, to erase(); the sealing
 -- state moves only with seal_audit(). Nothing else writes either, in any replication role.
@@ -813,8 +866,8 @@ BEGIN
         pos := pos + 1;
         prev := steward._chain_step(prev, steward._record_digest(r, pd), r.evented AND NOT r.audited);
         INSERT INTO steward.audit_seals
-               (record_id, tenant_id, seq, payload_digest, payload_salt, hash, sealed_xmin, row_hash, prunable)
-        VALUES (r.id, cur_t, pos, pd, salt, prev, upto, r.row_hash, r.evented AND NOT r.audited);
+               (record_id, tenant_id, seq, payload_digest, payload_salt, hash, sealed_xmin, row_hash, txid, prunable)
+        VALUES (r.id, cur_t, pos, pd, salt, prev, upto, r.row_hash, r.txid, r.evented AND NOT r.audited);
         last_id := r.id;
         witness := witness OR r.event_type IS DISTINCT FROM 'steward.audit.sealed';
         total := total + 1;
@@ -880,7 +933,8 @@ BEGIN
         prev := ''::bytea; n := 0; bad := NULL;
         FOR s IN SELECT * FROM steward.audit_seals x WHERE x.tenant_id = t ORDER BY x.seq LOOP
             n := n + 1;
-            SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
+            SELECT * INTO c FROM steward.change_log x
+             WHERE x.tenant_id = t AND x.txid = s.txid AND x.id = s.record_id;
             IF c.id IS NULL THEN
                 -- Pruned by prune_outbox(): its tombstone keeps the record's digest. Only a
                 -- record sealed as outbox-only may be pruned.
@@ -900,7 +954,7 @@ BEGIN
             END IF;
             -- An erased record has no payload, and its erasure is itself on record.
             IF c.erased_at IS NOT NULL AND (c.old_values IS NOT NULL OR c.new_row IS NOT NULL
-                 OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key) e
+                 OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key, c.tenant_id) e
                                  WHERE e.action = 'ERASE' AND e.id > c.id AND e.tenant_id = c.tenant_id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
@@ -919,7 +973,8 @@ BEGIN
               FROM steward.change_log c2
              WHERE c2.tenant_id = t
                AND c2.txid < (SELECT max(x.sealed_xmin) FROM steward.audit_seals x WHERE x.tenant_id = t)
-               AND NOT EXISTS (SELECT 1 FROM steward.audit_seals x WHERE x.record_id = c2.id);
+               AND NOT EXISTS (SELECT 1 FROM steward.audit_seals x
+                                WHERE x.tenant_id = t AND x.record_id = c2.id);
         END IF;
         IF bad IS NULL AND heads IS NOT NULL THEN
             FOR h IN SELECT e FROM jsonb_array_elements(heads) e WHERE (e ->> 'tenant_id')::uuid = t LOOP

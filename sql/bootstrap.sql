@@ -99,6 +99,11 @@ CREATE TABLE steward.change_log (
 -- are found through the seals (sealed records) and this index (the unsealed tail): see
 -- steward._row_records.
 CREATE INDEX change_log_order ON steward.change_log (txid, id);
+-- A tenant role's scans of the log get only indexes that lead with tenant_id (ADR 009): this one
+-- serves its history() lookups (the sealed records by (tenant_id, txid, id), the unsealed tail
+-- from the horizon) without visiting another tenant's entries. It grows at each tenant's
+-- right edge.
+CREATE INDEX change_log_tenant ON steward.change_log (tenant_id, txid, id);
 
 -- Tenant roles read their tenant's records; nobody writes them but steward.
 ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -119,10 +124,14 @@ CREATE TABLE steward.audit_seals (
     sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     row_hash       bigint,                    -- the record's row_hash: finds a row's sealed records
+    txid           xid8 NOT NULL,             -- the record's txid: (tenant_id, txid, record_id)
+                                              -- finds it through change_log_tenant
     prunable       boolean NOT NULL DEFAULT false, -- only the outbox needs the record (in the hash)
     UNIQUE (tenant_id, seq)
 );
-CREATE INDEX audit_seals_row ON steward.audit_seals (row_hash);
+-- Leads with tenant_id, like every index a tenant role's scan may use (ADR 009): a lookup by
+-- row_hash never visits another tenant's seals (a key-existence oracle otherwise).
+CREATE INDEX audit_seals_row ON steward.audit_seals (tenant_id, row_hash);
 -- A tenant role reads its own tenant's seals (history() finds sealed records through them).
 ALTER TABLE steward.audit_seals ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON steward.audit_seals FROM PUBLIC;

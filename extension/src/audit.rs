@@ -237,8 +237,7 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                         "WITH erased AS (
                          UPDATE steward.change_log
                             SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2) r
-                                        WHERE r.tenant_id OPERATOR(pg_catalog.=) $3)
+                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2, $3) r)
                             AND erased_at IS NULL AND action <> 'ERASE'
                       RETURNING id, tenant_id, table_name
                      ), unsalted AS (

@@ -27,6 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     tenancy::init();
     tenancy::install_executor_hooks();
+    tenancy::scans::install();
     // One relcache callback for every cache steward keeps: Postgres allows ten per backend, for
     // all extensions together, and running out is FATAL.
     // SAFETY: registered once per backend, from _PG_init.
@@ -51,6 +52,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(
     relid: pgrx::pg_sys::Oid,
 ) {
     tenancy::relcache_invalidated(relid);
+    tenancy::scans::relcache_invalidated(relid);
     govern::relcache_invalidated(relid);
     audit::relcache_invalidated(relid);
     outbox::relcache_invalidated(relid);

@@ -16,6 +16,7 @@
 //! changes to roles or role memberships send syscache invalidations. Every backend processes
 //! those before its next statement that opens a governed table.
 
+pub mod scans;
 pub mod token;
 
 use std::cell::{Cell, RefCell};
