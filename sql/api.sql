@@ -528,7 +528,7 @@ AS $$
     SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, v.tbl),
            'ALTER TABLE ' || v.tbl || ' ENABLE ALWAYS TRIGGER ' || x.name
       FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
-                   ('steward.outbox_tombstones')) AS v(tbl)
+                   ('steward.outbox_tombstones'), ('steward.xid_base')) AS v(tbl)
      CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x(name)
      WHERE to_regclass(v.tbl) IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
@@ -634,6 +634,9 @@ BEGIN
         PERFORM steward._internal_record_ddl(TG_TAG, array_to_string(faults, '; '));
         RETURN;
     END IF;
+    -- On record although it is refused: written and committed by a worker of its own, since
+    -- this transaction's own records roll back with the refusal.
+    PERFORM steward._internal_record_refusal(TG_TAG, array_to_string(faults, '; '));
     RAISE EXCEPTION USING ERRCODE = 'ST403',
         MESSAGE = format('%s refused: %s', TG_TAG, array_to_string(faults, '; ')),
         HINT = coalesce(rtrim(hint, '.') || '. ', '') || 'To do it anyway, a member of steward_breakglass runs SELECT steward.break_glass(''<reason>'') in the same transaction first; it is recorded.';
@@ -705,6 +708,19 @@ GRANT SELECT ON steward.audit_log TO PUBLIC;
 -- (tenant_id, txid, id) index. Every step stays inside the tenant's own index entries, so a
 -- tenant role's lookup never visits another tenant's (ADR 009). Nothing on the write path serves
 -- the row_hash lookup; seal_audit() keeps the tail short.
+-- The table a record belongs to: its `rel`, or for a record restored from a dump, the table of
+-- its name in this database (steward.rel_aliases).
+CREATE FUNCTION steward._record_table(rel oid, txid xid8)
+RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT a.rel FROM steward.rel_aliases a
+                      WHERE a.old_rel = _record_table.rel
+                        AND (a.before_txid IS NULL OR _record_table.txid < a.before_txid)),
+                    _record_table.rel)
+$$;
+
 CREATE FUNCTION steward._row_records(rel oid, row_key jsonb, tenant uuid)
 RETURNS SETOF steward.change_log
 LANGUAGE plpgsql STABLE
@@ -716,23 +732,32 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    h bigint := steward._internal_row_hash(rel, row_key);
+    o oid;
+    h bigint;
     s record;
 BEGIN
-    FOR s IN SELECT x.txid, x.record_id FROM steward.audit_seals x
-              WHERE x.tenant_id = _row_records.tenant AND x.row_hash = h
+    -- The table's own OID, and the OIDs its restored records carry.
+    FOR o IN SELECT _row_records.rel
+             UNION SELECT a.old_rel FROM steward.rel_aliases a WHERE a.rel = _row_records.rel
     LOOP
+        h := steward._internal_row_hash(o, row_key);
+        FOR s IN SELECT x.txid, x.record_id FROM steward.audit_seals x
+                  WHERE x.tenant_id = _row_records.tenant AND x.row_hash = h
+        LOOP
+            RETURN QUERY
+                SELECT c.* FROM steward.change_log c
+                 WHERE c.tenant_id = _row_records.tenant AND c.txid = s.txid AND c.id = s.record_id
+                   AND c.rel = o AND c.row_key = _row_records.row_key
+                   AND steward._record_table(c.rel, c.txid) = _row_records.rel;
+        END LOOP;
         RETURN QUERY
             SELECT c.* FROM steward.change_log c
-             WHERE c.tenant_id = _row_records.tenant AND c.txid = s.txid AND c.id = s.record_id
-               AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key;
+             WHERE c.tenant_id = _row_records.tenant
+               AND c.txid >= (SELECT coalesce(max(x.horizon), '0') FROM steward.seal_state x)
+               AND c.row_hash = h
+               AND c.rel = o AND c.row_key = _row_records.row_key
+               AND steward._record_table(c.rel, c.txid) = _row_records.rel;
     END LOOP;
-    RETURN QUERY
-        SELECT c.* FROM steward.change_log c
-         WHERE c.tenant_id = _row_records.tenant
-           AND c.txid >= (SELECT x.horizon FROM steward.seal_state x)
-           AND c.row_hash = h
-           AND c.rel = _row_records.rel AND c.row_key = _row_records.row_key;
 END
 $$;
 
@@ -784,6 +809,25 @@ CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.seal_stat
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
 ALTER TABLE steward.seal_state ENABLE ALWAYS TRIGGER steward_append_only,
                                ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+-- The transaction-id offset is steward's alone to set (a smaller one would put new records
+-- before old ones).
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.xid_base
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.xid_base
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.xid_base ENABLE ALWAYS TRIGGER steward_append_only,
+                             ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+
+-- The commit-safe horizon in steward's transaction ids: every transaction below it has
+-- finished. The cluster's oldest running transaction id, plus the offset (extension/src/xids.rs).
+CREATE FUNCTION steward._horizon()
+RETURNS xid8
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::numeric
+            + steward._internal_xid_offset())::text::xid8
+$$;
 
 -- The digest of a record's personal payload, salted: a digest of the payload alone would let
 -- anyone who reads the seals confirm a guess of an erased payload (an email address, a name).
@@ -842,8 +886,8 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('steward.seal_audit'));
     -- After the lock, with a fresh snapshot: what others sealed meanwhile is visible.
-    upto := pg_snapshot_xmin(pg_current_snapshot());
-    SELECT x.horizon INTO since FROM steward.seal_state x;
+    upto := steward._horizon();
+    since := (SELECT coalesce(max(x.horizon), '0') FROM steward.seal_state x);
     FOR r IN
         SELECT c.*
           FROM steward.change_log c
@@ -875,7 +919,8 @@ BEGIN
     IF witness THEN
         PERFORM steward._internal_witness(cur_t, last_id, prev);
     END IF;
-    UPDATE steward.seal_state x SET horizon = upto WHERE x.horizon < upto;
+    INSERT INTO steward.seal_state AS x (one, horizon) VALUES (true, upto)
+    ON CONFLICT (one) DO UPDATE SET horizon = excluded.horizon WHERE x.horizon < excluded.horizon;
     RETURN total;
 END
 $$;
@@ -954,7 +999,7 @@ BEGIN
             END IF;
             -- An erased record has no payload, and its erasure is itself on record.
             IF c.erased_at IS NOT NULL AND (c.old_values IS NOT NULL OR c.new_row IS NOT NULL
-                 OR NOT EXISTS (SELECT 1 FROM steward._row_records(c.rel, c.row_key, c.tenant_id) e
+                 OR NOT EXISTS (SELECT 1 FROM steward._row_records(steward._record_table(c.rel, c.txid), c.row_key, c.tenant_id) e
                                  WHERE e.action = 'ERASE' AND e.id > c.id AND e.tenant_id = c.tenant_id)) THEN
                 bad := s.record_id; EXIT;
             END IF;
@@ -1079,7 +1124,7 @@ BEGIN
     END IF;
     INSERT INTO steward.consumers (name, tenant_id, pos_txid, pos_id, created_by)
     VALUES (create_consumer.name, scope,
-            CASE start WHEN 'earliest' THEN '0'::xid8 ELSE pg_snapshot_xmin(pg_current_snapshot()) END,
+            CASE start WHEN 'earliest' THEN '0'::xid8 ELSE steward._horizon() END,
             0, session_user);
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION USING ERRCODE = 'ST400',
@@ -1112,7 +1157,7 @@ BEGIN
             MESSAGE = format('steward.poll: max_events must be between 1 and 10000, not %s', max_events),
             HINT = 'Poll in batches of 100 to 1000.';
     END IF;
-    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    horizon := steward._horizon();
     RETURN QUERY
         SELECT o.* FROM steward.outbox o
          WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
@@ -1140,7 +1185,7 @@ BEGIN
             MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
             HINT = 'Ack the id of the last event poll() returned.';
     END IF;
-    IF e.txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN
+    IF e.txid >= steward._horizon() THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('steward.ack: event %s of consumer "%s" is not deliverable yet: an earlier transaction is still running', through_id, consumer),
             HINT = 'Ack only ids that poll() returned; it holds back events behind a running transaction.';
@@ -1162,7 +1207,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k       steward.consumers := steward._consumer(consumer);
-    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    horizon xid8 := steward._horizon();
     e       record;
 BEGIN
     IF to_time IS NULL THEN
@@ -1199,7 +1244,7 @@ AS $$
            CASE WHEN l.behind > l.deliverable THEN h.horizon END,
            k.acked_at
       FROM steward.consumers k
-     CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) h
+     CROSS JOIN (SELECT steward._horizon() AS horizon) h
      CROSS JOIN LATERAL (
            SELECT count(*) AS behind,
                   count(*) FILTER (WHERE o.txid < h.horizon) AS deliverable,
@@ -1280,6 +1325,7 @@ REVOKE ALL ON FUNCTION
     steward._internal_ddl_begin(text[]),
     steward._internal_ddl_end(),
     steward._internal_record_ddl(text, text),
+    steward._internal_record_refusal(text, text),
     steward._forget_dropped_tables(),
     steward.seal_audit(),
     steward._seal_audit(),

@@ -139,13 +139,52 @@ GRANT SELECT ON steward.audit_seals TO PUBLIC;
 
 -- How far sealing has come: every record whose txid is below `horizon` is sealed. One row,
 -- written only by steward.seal_audit(); history() scans the log only from here.
+-- No row until the first seal (horizon 0): a dump's row restores into an empty table.
 CREATE TABLE steward.seal_state (
     one     boolean PRIMARY KEY DEFAULT true CHECK (one),
     horizon xid8 NOT NULL
 );
-INSERT INTO steward.seal_state (horizon) VALUES ('0');
 REVOKE ALL ON steward.seal_state FROM PUBLIC;
 GRANT SELECT ON steward.seal_state TO PUBLIC;
+
+-- steward's transaction ids are the cluster's plus `xid_offset` (extension/src/xids.rs, ADR
+-- 010): records, positions and horizons are in that space, so a dump restored into another
+-- cluster, whose transaction ids are unrelated, keeps its order. The row names the cluster
+-- (pg_control_system().system_identifier) the offset was set for; in another cluster steward
+-- sets a new offset above everything restored before it writes or reads a position. Written
+-- only by steward, when it first needs the offset.
+CREATE TABLE steward.xid_base (
+    one               boolean PRIMARY KEY DEFAULT true CHECK (one),
+    system_identifier text NOT NULL,
+    database_oid      oid NOT NULL,                  -- and the database
+    xid_offset        bigint NOT NULL CHECK (xid_offset >= 0),
+    set_at            timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON steward.xid_base FROM PUBLIC;
+GRANT SELECT ON steward.xid_base TO PUBLIC;
+
+-- A record names its table by OID (`rel`, in the record's digest). Restored into another
+-- database, the table has another OID: the restore notes, for each OID the restored records name,
+-- the table of the name they were written under (`table_name`), so that history(), row_as_of()
+-- and erase() find them. An alias covers the records below `before_txid` (set when steward first
+-- writes after the restore; NULL: every record), since a new table may get the old OID.
+-- Rebuilt by every restore, never dumped.
+CREATE TABLE steward.rel_aliases (
+    old_rel     oid PRIMARY KEY,
+    rel         oid NOT NULL,
+    before_txid xid8
+);
+REVOKE ALL ON steward.rel_aliases FROM PUBLIC;
+GRANT SELECT ON steward.rel_aliases TO PUBLIC;
+
+-- The log, its seals, the sealing state, the tombstones and the id sequence are data a dump must
+-- keep (they restore into empty tables: extension/src/audit.rs lets a superuser's COPY into an
+-- empty append-only table through, which is what pg_restore does).
+SELECT pg_catalog.pg_extension_config_dump('steward.change_log', '');
+SELECT pg_catalog.pg_extension_config_dump('steward.change_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('steward.audit_seals', '');
+SELECT pg_catalog.pg_extension_config_dump('steward.seal_state', '');
+SELECT pg_catalog.pg_extension_config_dump('steward.xid_base', '');
 
 -- The outbox face's consumers: named cursors into the commit-safe order (txid, id). A consumer
 -- has read everything at or below its position. tenant_id NULL: every tenant (created by a
@@ -186,6 +225,7 @@ CREATE TABLE steward.outbox_tombstones (
     pruned_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 REVOKE ALL ON steward.outbox_tombstones FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('steward.outbox_tombstones', '');
 
 -- Who may break glass (steward.break_glass): roles are the cluster's, so the role may already
 -- exist from another database.

@@ -42,9 +42,102 @@ fn allowed(table: &str, op: &PgTriggerOperation) -> bool {
         ("change_log", Delete) => PRUNING.get(),
         ("audit_seals", Insert) => SEALING.get(),
         ("audit_seals", Update) => ERASING.get(),
-        ("seal_state", Update) => SEALING.get(),
+        ("seal_state", Insert | Update) => SEALING.get(),
         ("outbox_tombstones", Insert) => PRUNING.get(),
+        ("xid_base", Insert | Update) => crate::xids::REBASING.get(),
         _ => false,
+    }
+}
+
+/// One COPY: the table, the transaction's and the statement's start, and the statement's plan
+/// (each statement of a multi-statement string has its own).
+type CopyKey = (pg_sys::Oid, i64, i64, usize);
+
+/// The COPY that was let through, and the record tables (OID, name) it has seen.
+type Restore = (CopyKey, std::collections::HashSet<(u32, String)>);
+
+thread_local! {
+    static RESTORING: RefCell<Option<Restore>> = const { RefCell::new(None) };
+}
+
+/// A superuser's COPY into one of steward's append-only tables that was empty when the COPY
+/// began: what pg_restore does with a dump's rows (the tables are the extension's configuration
+/// data). Nothing that exists is changed by it; a log loaded this way is checked against the
+/// heads kept outside (`verify_audit(heads => ...)`), as any restored dump should be.
+fn restoring(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> bool {
+    // SAFETY: reads the current user's flag, the active portal's command tag and the
+    // transaction's clocks; the portal pointer is checked before it is read.
+    let key = unsafe {
+        if !pg_sys::superuser() {
+            return false;
+        }
+        let portal = pg_sys::ActivePortal;
+        if portal.is_null() || (*portal).commandTag != pg_sys::CommandTag::CMDTAG_COPY {
+            return false;
+        }
+        (
+            relid,
+            pg_sys::GetCurrentTransactionStartTimestamp(),
+            pg_sys::GetCurrentStatementStartTimestamp(),
+            (*portal).stmts as usize,
+        )
+    };
+    if RESTORING.with_borrow(|r| r.as_ref().is_some_and(|(k, _)| *k == key)) {
+        note_alias(trigger);
+        return true;
+    }
+    let table = pgrx::spi::quote_qualified_identifier(
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default(),
+    );
+    // Read-only: a read-write query would advance the command counter, and the COPY's next row
+    // would no longer share the key (nor see the table empty).
+    let query = format!("SELECT NOT EXISTS (SELECT 1 FROM {table})");
+    let empty = Spi::connect(|client| client.select(&query, None, &[])?.first().get_one::<bool>())
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if empty {
+        RESTORING.with_borrow_mut(|r| *r = Some((key, Default::default())));
+        note_alias(trigger);
+    }
+    empty
+}
+
+/// A restored record names its table by the OID it had where it was written: the first time a
+/// COPY meets an (OID, name) pair, the table of that name here becomes the OID's alias
+/// (`steward.rel_aliases`), the later name winning for an OID written under two names.
+fn note_alias(trigger: &PgTrigger<'_>) {
+    if trigger.table_name().unwrap_or_default() != "change_log" {
+        return;
+    }
+    let Some(row) = trigger.new() else { return };
+    let rel = row.get_by_name::<pg_sys::Oid>("rel").ok().flatten();
+    let name = row.get_by_name::<String>("table_name").ok().flatten();
+    let (Some(rel), Some(name)) = (rel, name) else {
+        return;
+    };
+    let pair = (u32::from(rel), name);
+    let fresh = RESTORING.with_borrow_mut(|r| match r {
+        Some((_, seen)) => seen.insert(pair.clone()),
+        None => false,
+    });
+    if !fresh {
+        return;
+    }
+    let noted = Spi::run_with_args(
+        "INSERT INTO steward.rel_aliases (old_rel, rel)
+         SELECT $1, pg_catalog.to_regclass($2)::oid
+          WHERE pg_catalog.to_regclass($2) IS NOT NULL AND pg_catalog.to_regclass($2)::oid <> $1
+         ON CONFLICT (old_rel) DO UPDATE SET rel = excluded.rel, before_txid = NULL",
+        &[rel.into(), pair.1.clone().into()],
+    );
+    if let Err(e) = noted {
+        pgrx::warning!(
+            "steward: restored records of {} (OID {}) keep their OID: {e}",
+            pair.1,
+            pair.0
+        );
     }
 }
 
@@ -54,7 +147,11 @@ fn log_guard<'a>(
     let table_name = trigger.table_name().unwrap_or_default();
     let op = trigger.op().ok();
     if let Some(op) = &op {
-        if allowed(&table_name, op) {
+        let restore = matches!(op, PgTriggerOperation::Insert)
+            && trigger
+                .relation()
+                .is_ok_and(|r| restoring(trigger, r.oid()));
+        if restore || allowed(&table_name, op) {
             return Ok(match op {
                 PgTriggerOperation::Delete => trigger.old(),
                 _ => trigger.new(),
@@ -851,10 +948,15 @@ impl Record {
                 )
             });
             self.set(Col::Id, Some(id));
-            self.set(
-                Col::Txid,
-                Some(pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value)),
-            );
+            // steward's transaction id: the cluster's plus the offset (xids.rs).
+            let txid = match crate::xids::shifted(pg_sys::GetTopFullTransactionId().value) {
+                Ok(txid) => txid,
+                Err(e) => {
+                    pg_sys::table_close(log, pg_sys::RowExclusiveLock as i32);
+                    return Err(e);
+                }
+            };
+            self.set(Col::Txid, Some(pg_sys::Datum::from(txid)));
             self.set(
                 Col::OccurredAt,
                 Some(pg_sys::Datum::from(

@@ -37,6 +37,8 @@ pub enum StewardError {
     VersionRequired { table: String, key: String },
     /// 42501: the caller lacks a privilege a steward operation needs (Postgres' own code).
     InsufficientPrivilege { message: String, hint: String },
+    /// XX000: a bug in steward (never the caller's input).
+    Internal { message: String },
     /// ST422: an event's payload does not match the JSON Schema registered for its type.
     SchemaViolation {
         event_type: String,
@@ -57,6 +59,7 @@ impl StewardError {
             StewardError::VersionRequired { .. } => "ST428",
             StewardError::SchemaViolation { .. } => "ST422",
             StewardError::InsufficientPrivilege { .. } => "42501",
+            StewardError::Internal { .. } => "XX000",
         }
     }
 
@@ -68,7 +71,8 @@ impl StewardError {
             StewardError::TenantNotPermitted { message, .. }
             | StewardError::BadArgument { message, .. }
             | StewardError::Forbidden { message, .. }
-            | StewardError::InsufficientPrivilege { message, .. } => message.clone(),
+            | StewardError::InsufficientPrivilege { message, .. }
+            | StewardError::Internal { message } => message.clone(),
             StewardError::VersionConflict { table, key, expected, actual } => format!(
                 "version conflict on {table} row {key}: expected version {expected}, actual {actual}"
             ),
@@ -107,6 +111,10 @@ impl StewardError {
                 "Add \"version = <the version you read>\" to the SET list. (BEFORE UPDATE OF \
                  version triggers fire only when the column is in the SET list.)"
             }
+            StewardError::Internal { .. } => {
+                "This is a bug in steward, not in what was asked of it: report it with the \
+                 server log around this message."
+            }
             StewardError::SchemaViolation { .. } => {
                 "Fix the payload at that path; the schema in force is the highest \
                  schema_version in steward.event_types for this event type."
@@ -118,6 +126,12 @@ impl StewardError {
         StewardError::TenantNotPermitted {
             message: message.into(),
             hint: hint.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        StewardError::Internal {
+            message: message.into(),
         }
     }
 

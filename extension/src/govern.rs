@@ -991,7 +991,16 @@ fn own_record(
     details: serde_json::Value,
 ) -> crate::errors::Result<()> {
     let who = tenancy::role_name(unsafe { pg_sys::GetSessionUserId() });
-    let mut record = crate::audit::Record::bare(steward_tenant(), &who);
+    own_record_by(&who, event_type, reason, details)
+}
+
+fn own_record_by(
+    who: &str,
+    event_type: &str,
+    reason: &str,
+    details: serde_json::Value,
+) -> crate::errors::Result<()> {
+    let mut record = crate::audit::Record::bare(steward_tenant(), who);
     record.set(crate::audit::Col::Reason, crate::audit::text(Some(reason)));
     record.set(crate::audit::Col::Action, crate::audit::text(Some("EVENT")));
     record.set(
@@ -1066,4 +1075,143 @@ fn record_ddl(command: Option<&str>, faults: Option<&str>) -> crate::errors::Res
 #[pg_extern(volatile, parallel_unsafe)]
 fn _internal_record_ddl(command: Option<&str>, faults: Option<&str>) {
     or_raise(record_ddl(command, faults))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused DDL is on record too. The refusal aborts the transaction, and every record it wrote
+// with it, so the record is written by a background worker in a transaction of its own, which
+// the refused command waits for (ADR 008).
+// ---------------------------------------------------------------------------------------------
+
+/// How long the recorder waits for a lock (the refused command may hold one on the log itself:
+/// then the attempt is only in the server log).
+const RECORDER_LOCK_TIMEOUT: &str = "2s";
+
+fn record_refusal(command: Option<&str>, faults: Option<&str>) -> crate::errors::Result<()> {
+    // SAFETY: reads the backend's globals (database, session user, the statement's text).
+    let (database, who, statement) = unsafe {
+        let text = if pg_sys::debug_query_string.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(pg_sys::debug_query_string)
+                .to_string_lossy()
+                .chars()
+                .take(4000)
+                .collect()
+        };
+        (
+            u32::from(pg_sys::MyDatabaseId),
+            tenancy::role_name(pg_sys::GetSessionUserId()),
+            text,
+        )
+    };
+    let payload = serde_json::json!({
+        "database": database,
+        "who": who,
+        "command": command.unwrap_or("DDL"),
+        "weakens": faults.unwrap_or(""),
+        "statement": statement,
+    })
+    .to_string();
+    let bytes = payload.as_bytes();
+    // SAFETY: a segment of 4 + len bytes, written before the worker is started and detached
+    // only after it has exited (or could not start).
+    unsafe {
+        let segment = pg_sys::dsm_create(
+            4 + bytes.len(),
+            pg_sys::DSM_CREATE_NULL_IF_MAXSEGMENTS as i32,
+        );
+        if segment.is_null() {
+            pgrx::warning!(
+                "steward: the refused {} could not be recorded: no shared memory segment left",
+                command.unwrap_or("DDL")
+            );
+            return Ok(());
+        }
+        let at = pg_sys::dsm_segment_address(segment).cast::<u8>();
+        std::ptr::copy_nonoverlapping((bytes.len() as u32).to_ne_bytes().as_ptr(), at, 4);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(4), bytes.len());
+        let handle = pg_sys::dsm_segment_handle(segment);
+        let started = pgrx::bgworkers::BackgroundWorkerBuilder::new("steward recorder")
+            .set_type("steward recorder")
+            .set_library("steward")
+            .set_function("steward_recorder_main")
+            .enable_spi_access()
+            .set_argument(Some(pg_sys::Datum::from(handle)))
+            .set_notify_pid(pg_sys::MyProcPid)
+            .load_dynamic();
+        match started {
+            Ok(worker) => {
+                let _ = worker.wait_for_shutdown();
+            }
+            Err(_) => pgrx::warning!(
+                "steward: the refused {} could not be recorded: no background worker slot (max_worker_processes)",
+                command.unwrap_or("DDL")
+            ),
+        }
+        pg_sys::dsm_detach(segment);
+    }
+    Ok(())
+}
+
+/// The DDL guard records a command it refuses, in a transaction of its own.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_record_refusal(command: Option<&str>, faults: Option<&str>) {
+    or_raise(record_refusal(command, faults))
+}
+
+/// The recorder: reads what was refused from the segment it is given, writes the record in the
+/// refusing command's database, commits, exits.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
+    use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // SAFETY: the segment the refusing backend created and keeps until this worker exits; its
+    // first four bytes are the length of what follows.
+    let payload = unsafe {
+        let segment = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
+        if segment.is_null() {
+            return;
+        }
+        let at = pg_sys::dsm_segment_address(segment).cast::<u8>();
+        let mut len = [0u8; 4];
+        std::ptr::copy_nonoverlapping(at, len.as_mut_ptr(), 4);
+        let bytes = std::slice::from_raw_parts(at.add(4), u32::from_ne_bytes(len) as usize);
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        pg_sys::dsm_detach(segment);
+        text
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&payload) else {
+        return;
+    };
+    let database = v["database"].as_u64().unwrap_or(0) as u32;
+    if database == 0 {
+        return;
+    }
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    BackgroundWorker::transaction(move || {
+        Spi::run(&format!(
+            "SET LOCAL lock_timeout = '{RECORDER_LOCK_TIMEOUT}'"
+        ))
+        .expect("SET LOCAL");
+        let who = v["who"].as_str().unwrap_or("").to_string();
+        let command = v["command"].as_str().unwrap_or("DDL").to_string();
+        let result = own_record_by(
+            &who,
+            "steward.ddl.refused",
+            &format!("{command} refused"),
+            serde_json::json!({
+                "command": command,
+                "weakens": v["weakens"],
+                "statement": v["statement"],
+            }),
+        );
+        if let Err(e) = result {
+            pgrx::warning!(
+                "steward: a refused command could not be recorded: {}",
+                e.message()
+            );
+        }
+    });
 }

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod plans;
 pub mod tenancy;
 pub mod wakeups;
+pub mod xids;
 
 pg_module_magic!(name, version);
 

@@ -39,7 +39,33 @@ INSERT INTO steward.seal_state (one, horizon) VALUES (false, '0');
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE steward.outbox_tombstones;
 \echo :LAST_ERROR_SQLSTATE
+-- The transaction-id offset: a smaller one would sort new records before old ones.
+UPDATE steward.xid_base SET xid_offset = 0, system_identifier = 'elsewhere';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM steward.xid_base;
+\echo :LAST_ERROR_SQLSTATE
 RESET session_replication_role;
+-- COPY, the way pg_restore loads a dump, is let through only into an empty table (a restore):
+-- into a log that holds records it is refused like INSERT, for a superuser too.
+COPY steward.change_log (tenant_id, txid, actor, action, event_id, audited, evented) FROM stdin;
+00000000-0000-4000-8000-00000000000a	3	mallory	INSERT	00000000-0000-4000-8000-000000000001	t	f
+\.
+\echo :LAST_ERROR_SQLSTATE
+COPY steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, sealed_xmin, txid) FROM stdin;
+-1	00000000-0000-4000-8000-00000000000a	1000000	\\x	\\x	1	1
+\.
+\echo :LAST_ERROR_SQLSTATE
+COPY steward.seal_state (one, horizon) FROM stdin;
+t	0
+\.
+\echo :LAST_ERROR_SQLSTATE
+-- And never for a role that is not a superuser (app_owner cannot write the log at all).
+SET ROLE app_owner;
+COPY steward.outbox_tombstones (record_id, tenant_id, record_digest) FROM stdin;
+-1	00000000-0000-4000-8000-00000000000a	\\x
+\.
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
 -- steward's own internals, called directly, do not open the guards: the witness writer and the
 -- sealing body write only inside steward.seal_audit().
 SELECT steward._internal_witness('00000000-0000-4000-8000-00000000000a', 1, '\x00');

@@ -39,6 +39,16 @@ SELECT public.outcome('ALTER TABLE app.vault NO FORCE ROW LEVEL SECURITY') AS su
 SET session_replication_role = replica;
 SELECT public.outcome('ALTER TABLE app.vault DISABLE TRIGGER steward_row_guard') AS in_replica_mode;
 RESET session_replication_role;
+-- Every refused attempt is on record, although its transaction rolled back: who, which command,
+-- what it would have weakened, and the client's statement it came from.
+SELECT actor, new_row ->> 'command' AS command, count(*) AS refused
+  FROM steward.change_log
+ WHERE tenant_id = '00000000-0000-0000-0000-000000000000' AND event_type = 'steward.ddl.refused'
+ GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT reason, new_row ->> 'weakens' AS weakens, new_row ->> 'statement' AS statement
+  FROM steward.change_log
+ WHERE tenant_id = '00000000-0000-0000-0000-000000000000' AND event_type = 'steward.ddl.refused'
+ ORDER BY id DESC LIMIT 1;
 -- What steward governs is steward's: plain SQL cannot turn a table's audit off, or take it out
 -- of the guard's sight, superuser or not.
 SELECT public.outcome('UPDATE steward.governed SET audited = false, events = false WHERE rel = ''app.vault''::regclass') AS governed_update,
@@ -144,6 +154,7 @@ SELECT action, actor, event_type, reason, new_row ->> 'weakens' AS weakens
   FROM steward.change_log
  WHERE tenant_id = '00000000-0000-0000-0000-000000000000'
    AND (reason LIKE '%INC-7%' OR new_row ->> 'weakens' LIKE '%app.vault %')
+   AND event_type <> 'steward.ddl.refused'
  ORDER BY id;
 -- A break-glass call rolled back with its savepoint takes its permission with it.
 BEGIN;

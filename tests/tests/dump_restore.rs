@@ -34,17 +34,58 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
             .unwrap();
     }
     let mut db = connect_on(Server::Preloaded, &src, "postgres");
+    // The source's transaction ids run well ahead of the target's: restored as they are, every
+    // record and position would look newer than anything the target writes next.
+    let mut target = connect_on(Server::Plain, "postgres", "postgres");
+    let next_xid = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let lead = next_xid(&mut target) + 5000 - next_xid(&mut db);
+    if lead > 0 {
+        db.batch_execute(&format!(
+            "DO $$ BEGIN FOR i IN 1..{lead} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$"
+        ))
+        .unwrap();
+    }
     db.batch_execute(&format!(
         "SELECT steward.grant_tenant('dump_first', '{ACME}');
          SELECT steward.grant_tenant('dump_second', '{GLOBEX}');
+         SELECT steward.create_consumer('relay', 'earliest');
          BEGIN; SELECT steward.enter_tenant('{ACME}'); INSERT INTO items (label) VALUES ('acme row'); COMMIT;
-         BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex row'); COMMIT;"
+         BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex row'); COMMIT;
+         SELECT steward.seal_audit();
+         BEGIN; SELECT steward.enter_tenant('{ACME}'); UPDATE items SET label = 'acme row, renamed' WHERE label = 'acme row'; COMMIT;"
     ))
     .unwrap();
+    // The relay has taken the first event; its position goes with the dump.
+    let first: i64 = db
+        .query_one("SELECT id FROM steward.poll('relay', 1)", &[])
+        .unwrap()
+        .get(0);
+    db.execute("SELECT steward.ack('relay', $1)", &[&first])
+        .unwrap();
+    let events_in_source: Vec<i64> = db
+        .query("SELECT id FROM steward.outbox ORDER BY txid, id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Heads kept outside, to check the restored chain against.
+    let heads: String = db
+        .query_one(
+            "SELECT jsonb_agg(to_jsonb(h))::text FROM steward.audit_heads() h",
+            &[],
+        )
+        .unwrap()
+        .get(0);
 
     // The target cluster: the same roles created in the other order (and one more in between),
     // so each name has another OID than in the source, and the source's OIDs name other roles.
-    let mut target = connect_on(Server::Plain, "postgres", "postgres");
     target
         .batch_execute("DROP DATABASE IF EXISTS e2e_dump_dst")
         .unwrap();
@@ -100,7 +141,10 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
     );
 
     // Each role reads its own tenant's rows, and only those.
-    assert_eq!(labels("e2e_dump_dst", "dump_first"), vec!["acme row"]);
+    assert_eq!(
+        labels("e2e_dump_dst", "dump_first"),
+        vec!["acme row, renamed"]
+    );
     assert_eq!(labels("e2e_dump_dst", "dump_second"), vec!["globex row"]);
     // The trusted service is still trusted, and nobody else became trusted.
     let mut dst = connect_on(Server::Plain, "e2e_dump_dst", "postgres");
@@ -137,4 +181,126 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
         .batch_execute("SET ROLE dump_spacer; SELECT count(*) FROM items;")
         .unwrap_err();
     assert_eq!(steward_tests::sqlstate(&err), "ST001");
+    dst.batch_execute("RESET ROLE").unwrap();
+
+    // The log, the seals and the sealing state came along: every chain verifies, against the
+    // heads kept outside too.
+    let restored: i64 = dst
+        .query_one("SELECT count(*) FROM steward.change_log", &[])
+        .unwrap()
+        .get(0);
+    assert!(restored >= 4, "records restored: {restored}");
+    let bad: Vec<String> = dst
+        .query(
+            "SELECT tenant_id::text FROM steward.verify_audit(heads => $1::text::jsonb) WHERE NOT ok",
+            &[&heads],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(bad.is_empty(), "chains not ok after the restore: {bad:?}");
+
+    // New work in the target: its records sort after every restored one, although the
+    // target's own transaction ids are smaller than the source's.
+    let (last_restored_id, last_restored_txid): (i64, String) = {
+        let row = dst
+            .query_one(
+                "SELECT max(id), max(txid)::text FROM steward.change_log",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    dst.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex, after the restore'); COMMIT;"
+    ))
+    .unwrap();
+    let (oldest_new, later): (i64, bool) = {
+        let row = dst
+            .query_one(
+                "SELECT id, txid > $2::text::xid8 FROM steward.change_log WHERE id > $1",
+                &[&last_restored_id, &last_restored_txid],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        later,
+        "a record written after the restore has a transaction id below a restored one's"
+    );
+    // The relay goes on from where it was: the rest of the source's events, then the new one,
+    // none twice and none missing.
+    let polled: Vec<i64> = dst
+        .query("SELECT id FROM steward.poll('relay', 100)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected: Vec<i64> = events_in_source
+        .iter()
+        .copied()
+        .skip_while(|&id| id != first)
+        .skip(1)
+        .collect();
+    expected.push(oldest_new);
+    assert_eq!(polled, expected, "the relay's events after the restore");
+    // Sealing goes on in the target, and the chains still verify.
+    let sealed: i64 = dst
+        .query_one("SELECT steward.seal_audit()", &[])
+        .unwrap()
+        .get(0);
+    assert!(sealed >= 2, "sealed after the restore: {sealed}");
+    let bad: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM steward.verify_audit() WHERE NOT ok",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(bad, 0, "a chain is not ok after sealing in the target");
+    // history() finds a row's restored records and its new ones.
+    let mut acme = connect_on(Server::Plain, "e2e_dump_dst", "dump_first");
+    let actions: Vec<String> = acme
+        .query(
+            "SELECT action FROM steward.history('items', (SELECT jsonb_build_object('id', id) FROM items))",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actions, vec!["INSERT", "UPDATE"]);
+    // erase() reaches the restored records as well: the payload goes from every one of them,
+    // and the chains still verify.
+    dst.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}', 'dpo');
+         SELECT steward.erase('items', (SELECT jsonb_build_object('id', id) FROM items
+                                         WHERE label = 'acme row, renamed'), 'GDPR, after the restore');
+         COMMIT;"
+    ))
+    .unwrap();
+    let kept: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM steward.change_log
+              WHERE tenant_id = $1::text::uuid AND table_name = 'public.items'
+                AND action <> 'ERASE' AND (new_row IS NOT NULL OR old_values IS NOT NULL)",
+            &[&ACME],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0, "restored records kept their payload after erase()");
+    let bad: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM steward.verify_audit() WHERE NOT ok",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(bad, 0, "a chain is not ok after erasing restored records");
+    // A superuser's plain SQL still cannot add a record now that the log is not empty.
+    let err = dst
+        .batch_execute("COPY steward.change_log (tenant_id, action, event_id, audited, evented) FROM PROGRAM 'echo 00000000-0000-4000-8000-0000000000a1,EVENT,00000000-0000-4000-8000-000000000001,t,t' WITH (FORMAT csv)")
+        .unwrap_err();
+    assert_eq!(steward_tests::sqlstate(&err), "ST403");
 }
