@@ -62,6 +62,21 @@ BEGIN
 END
 $$;
 
+-- A tenant's grants go when the tenant does (what ON DELETE CASCADE would do; see bootstrap.sql).
+CREATE FUNCTION steward._tenant_gone()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM steward.tenant_grants g WHERE g.tenant_id = OLD.tenant_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER steward_tenant_gone AFTER DELETE ON steward.tenants
+    FOR EACH ROW EXECUTE FUNCTION steward._tenant_gone();
+
 CREATE FUNCTION steward.revoke_tenant(role regrole, tenant uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -253,9 +268,10 @@ BEGIN
     END IF;
 
     INSERT INTO steward.governed AS g
-           (rel, tenant_column, versioned, version_required, audited, events, soft_delete)
+           (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
+            source_oid)
     VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
-            _govern.audited, _govern.events, _govern.soft_delete)
+            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid)
     ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
        SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
            version_required = excluded.version_required, audited = excluded.audited,
@@ -528,7 +544,7 @@ AS $$
     SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, v.tbl),
            'ALTER TABLE ' || v.tbl || ' ENABLE ALWAYS TRIGGER ' || x.name
       FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
-                   ('steward.outbox_tombstones'), ('steward.xid_base')) AS v(tbl)
+                   ('steward.outbox_tombstones'), ('steward.xid_base'), ('steward.rel_aliases')) AS v(tbl)
      CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x(name)
      WHERE to_regclass(v.tbl) IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
@@ -817,6 +833,12 @@ CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.xid_base
     FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
 ALTER TABLE steward.xid_base ENABLE ALWAYS TRIGGER steward_append_only,
                              ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.rel_aliases
+    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
+CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.rel_aliases
+    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
+ALTER TABLE steward.rel_aliases ENABLE ALWAYS TRIGGER steward_append_only,
+                                ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- The commit-safe horizon in steward's transaction ids: every transaction below it has
 -- finished. The cluster's oldest running transaction id, plus the offset (extension/src/xids.rs).
@@ -1017,7 +1039,8 @@ BEGIN
             SELECT min(c2.id) INTO bad
               FROM steward.change_log c2
              WHERE c2.tenant_id = t
-               AND c2.txid < (SELECT max(x.sealed_xmin) FROM steward.audit_seals x WHERE x.tenant_id = t)
+               AND c2.txid < greatest((SELECT max(x.sealed_xmin) FROM steward.audit_seals x WHERE x.tenant_id = t),
+                                      (SELECT max(y.horizon) FROM steward.seal_state y))
                AND NOT EXISTS (SELECT 1 FROM steward.audit_seals x
                                 WHERE x.tenant_id = t AND x.record_id = c2.id);
         END IF;
@@ -1326,6 +1349,7 @@ REVOKE ALL ON FUNCTION
     steward._internal_ddl_end(),
     steward._internal_record_ddl(text, text),
     steward._internal_record_refusal(text, text),
+    steward._tenant_gone(),
     steward._forget_dropped_tables(),
     steward.seal_audit(),
     steward._seal_audit(),

@@ -18,9 +18,12 @@ CREATE TABLE steward.tenants (
 -- inherit it. Roles are kept as regrole: by OID inside the cluster (renaming a role keeps its
 -- grants), by name in a dump (restored into another cluster, where the same role has another
 -- OID, each grant lands on the role of that name, never on whichever role got the old OID).
+-- No foreign key to steward.tenants: pg_restore -j loads the two tables' rows in parallel, and a
+-- key would refuse grants whose tenant is not loaded yet. grant_tenant() checks the tenant, and
+-- a deleted tenant's grants go with it (steward_tenant_gone, sql/api.sql).
 CREATE TABLE steward.tenant_grants (
     role       regrole NOT NULL,
-    tenant_id  uuid NOT NULL REFERENCES steward.tenants ON DELETE CASCADE,
+    tenant_id  uuid NOT NULL,
     granted_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (role, tenant_id)
 );
@@ -48,7 +51,9 @@ CREATE TABLE steward.governed (
     audited          boolean NOT NULL,
     events           boolean NOT NULL,
     soft_delete      boolean NOT NULL,
-    governed_at      timestamptz NOT NULL DEFAULT now()
+    governed_at      timestamptz NOT NULL DEFAULT now(),
+    source_oid       oid              -- the table's OID when it was first governed: a dump
+                                      -- restored elsewhere maps its records' OID to the table
 );
 
 REVOKE ALL ON steward.tenants, steward.tenant_grants, steward.trusted_roles,
@@ -232,7 +237,8 @@ SELECT pg_catalog.pg_extension_config_dump('steward.outbox_tombstones', '');
 DO $$
 BEGIN
     CREATE ROLE steward_breakglass NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN
+-- (unique_violation: another database's CREATE EXTENSION made it at the same moment)
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END
 $$;

@@ -45,6 +45,9 @@ fn allowed(table: &str, op: &PgTriggerOperation) -> bool {
         ("seal_state", Insert | Update) => SEALING.get(),
         ("outbox_tombstones", Insert) => PRUNING.get(),
         ("xid_base", Insert | Update) => crate::xids::REBASING.get(),
+        // Written by a restore's COPY of the log (note_alias) and when steward first writes
+        // after it (xids.rs), nothing else: an alias decides whose history a record is.
+        ("rel_aliases", Insert | Update) => crate::xids::REBASING.get(),
         _ => false,
     }
 }
@@ -86,6 +89,12 @@ fn restoring(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> bool {
         note_alias(trigger);
         return true;
     }
+    // Only before steward has written anything in this database: once it has (xids.rs sets
+    // the database's transaction-id base at its first write), no table of steward's is loaded
+    // from outside again, however empty it is.
+    if crate::xids::adopted_here() {
+        return false;
+    }
     let table = pgrx::spi::quote_qualified_identifier(
         trigger.table_schema().unwrap_or_default(),
         trigger.table_name().unwrap_or_default(),
@@ -125,13 +134,15 @@ fn note_alias(trigger: &PgTrigger<'_>) {
     if !fresh {
         return;
     }
-    let noted = Spi::run_with_args(
-        "INSERT INTO steward.rel_aliases (old_rel, rel)
+    let noted = with_cell(&crate::xids::REBASING, true, || {
+        Spi::run_with_args(
+            "INSERT INTO steward.rel_aliases (old_rel, rel)
          SELECT $1, pg_catalog.to_regclass($2)::oid
           WHERE pg_catalog.to_regclass($2) IS NOT NULL AND pg_catalog.to_regclass($2)::oid <> $1
          ON CONFLICT (old_rel) DO UPDATE SET rel = excluded.rel, before_txid = NULL",
-        &[rel.into(), pair.1.clone().into()],
-    );
+            &[rel.into(), pair.1.clone().into()],
+        )
+    });
     if let Err(e) = noted {
         pgrx::warning!(
             "steward: restored records of {} (OID {}) keep their OID: {e}",
@@ -147,11 +158,14 @@ fn log_guard<'a>(
     let table_name = trigger.table_name().unwrap_or_default();
     let op = trigger.op().ok();
     if let Some(op) = &op {
-        let restore = matches!(op, PgTriggerOperation::Insert)
-            && trigger
-                .relation()
-                .is_ok_and(|r| restoring(trigger, r.oid()));
-        if restore || allowed(&table_name, op) {
+        // steward's own writes first: a restore's own bookkeeping (note_alias) is one of them,
+        // and must not be taken for another COPY.
+        if allowed(&table_name, op)
+            || (matches!(op, PgTriggerOperation::Insert)
+                && trigger
+                    .relation()
+                    .is_ok_and(|r| restoring(trigger, r.oid())))
+        {
             return Ok(match op {
                 PgTriggerOperation::Delete => trigger.old(),
                 _ => trigger.new(),
@@ -1095,7 +1109,13 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let mut record = Record::new(&context);
         record.set(Col::TenantId, row_tenant.into_datum());
         record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
-        record.set(Col::TableName, text(Some(args.table_name)));
+        // The table's name now (it may have been renamed since govern): a restore elsewhere
+        // finds the table of a record by it.
+        let name_now = pgrx::spi::quote_qualified_identifier(
+            trigger.table_schema().unwrap_or_default(),
+            trigger.table_name().unwrap_or_default(),
+        );
+        record.set(Col::TableName, text(Some(&name_now)));
         record.set(Col::RowKey, Some(row_key));
         record.set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
         record.set(Col::Action, text(Some(action)));

@@ -1086,8 +1086,17 @@ fn _internal_record_ddl(command: Option<&str>, faults: Option<&str>) {
 /// How long the recorder waits for a lock (the refused command may hold one on the log itself:
 /// then the attempt is only in the server log).
 const RECORDER_LOCK_TIMEOUT: &str = "2s";
+/// How long the refused command waits for its record. The recorder goes on after that (what it
+/// reads is its own copy), so the record is late, not lost; the wait stays interruptible.
+const RECORDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What could not be put on record goes to the server log, in full.
+fn log_unrecorded(why: &str, payload: &str) {
+    pgrx::log!("steward: a refused command is not in the change log ({why}): {payload}");
+}
 
 fn record_refusal(command: Option<&str>, faults: Option<&str>) -> crate::errors::Result<()> {
+    let command = command.unwrap_or("DDL");
     // SAFETY: reads the backend's globals (database, session user, the statement's text).
     let (database, who, statement) = unsafe {
         let text = if pg_sys::debug_query_string.is_null() {
@@ -1108,14 +1117,15 @@ fn record_refusal(command: Option<&str>, faults: Option<&str>) -> crate::errors:
     let payload = serde_json::json!({
         "database": database,
         "who": who,
-        "command": command.unwrap_or("DDL"),
+        "command": command,
         "weakens": faults.unwrap_or(""),
         "statement": statement,
     })
     .to_string();
     let bytes = payload.as_bytes();
-    // SAFETY: a segment of 4 + len bytes, written before the worker is started and detached
-    // only after it has exited (or could not start).
+    // SAFETY: a segment of 4 + len bytes, written before the worker is started. It is pinned:
+    // it outlives this backend's mapping (a cancelled or failed statement detaches it) until the
+    // recorder has read it and unpins it, or until the worker could not be started.
     unsafe {
         let segment = pg_sys::dsm_create(
             4 + bytes.len(),
@@ -1123,15 +1133,17 @@ fn record_refusal(command: Option<&str>, faults: Option<&str>) -> crate::errors:
         );
         if segment.is_null() {
             pgrx::warning!(
-                "steward: the refused {} could not be recorded: no shared memory segment left",
-                command.unwrap_or("DDL")
+                "steward: the refused {command} is not in the change log: no shared memory \
+                 segment left (it is in the server log)"
             );
+            log_unrecorded("no shared memory segment", &payload);
             return Ok(());
         }
         let at = pg_sys::dsm_segment_address(segment).cast::<u8>();
         std::ptr::copy_nonoverlapping((bytes.len() as u32).to_ne_bytes().as_ptr(), at, 4);
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(4), bytes.len());
         let handle = pg_sys::dsm_segment_handle(segment);
+        pg_sys::dsm_pin_segment(segment);
         let started = pgrx::bgworkers::BackgroundWorkerBuilder::new("steward recorder")
             .set_type("steward recorder")
             .set_library("steward")
@@ -1142,12 +1154,36 @@ fn record_refusal(command: Option<&str>, faults: Option<&str>) -> crate::errors:
             .load_dynamic();
         match started {
             Ok(worker) => {
-                let _ = worker.wait_for_shutdown();
+                let since = std::time::Instant::now();
+                while let Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted) =
+                    worker.pid()
+                {
+                    if since.elapsed() >= RECORDER_WAIT {
+                        pgrx::warning!(
+                            "steward: the refused {command} is recorded late: the recorder is \
+                             still waiting"
+                        );
+                        break;
+                    }
+                    pg_sys::WaitLatch(
+                        pg_sys::MyLatch,
+                        (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
+                            as i32,
+                        20,
+                        pg_sys::PG_WAIT_EXTENSION,
+                    );
+                    pg_sys::ResetLatch(pg_sys::MyLatch);
+                    pgrx::check_for_interrupts!();
+                }
             }
-            Err(_) => pgrx::warning!(
-                "steward: the refused {} could not be recorded: no background worker slot (max_worker_processes)",
-                command.unwrap_or("DDL")
-            ),
+            Err(_) => {
+                pg_sys::dsm_unpin_segment(handle);
+                pgrx::warning!(
+                    "steward: the refused {command} is not in the change log: no background \
+                     worker slot (max_worker_processes; it is in the server log)"
+                );
+                log_unrecorded("no background worker slot", &payload);
+            }
         }
         pg_sys::dsm_detach(segment);
     }
@@ -1167,10 +1203,11 @@ fn _internal_record_refusal(command: Option<&str>, faults: Option<&str>) {
 pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
     use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
-    // SAFETY: the segment the refusing backend created and keeps until this worker exits; its
-    // first four bytes are the length of what follows.
+    // SAFETY: the pinned segment the refusing backend created; its first four bytes are the
+    // length of what follows. Unpinned once read: it goes when the last mapping does.
     let payload = unsafe {
-        let segment = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
+        let handle = arg.value() as pg_sys::dsm_handle;
+        let segment = pg_sys::dsm_attach(handle);
         if segment.is_null() {
             return;
         }
@@ -1179,6 +1216,7 @@ pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
         std::ptr::copy_nonoverlapping(at, len.as_mut_ptr(), 4);
         let bytes = std::slice::from_raw_parts(at.add(4), u32::from_ne_bytes(len) as usize);
         let text = String::from_utf8_lossy(bytes).into_owned();
+        pg_sys::dsm_unpin_segment(handle);
         pg_sys::dsm_detach(segment);
         text
     };
@@ -1189,7 +1227,15 @@ pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
     if database == 0 {
         return;
     }
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    // SAFETY: connects this worker to the refusing command's database as the bootstrap
+    // superuser, even while that database does not accept connections.
+    unsafe {
+        pg_sys::BackgroundWorkerInitializeConnectionByOid(
+            pg_sys::Oid::from(database),
+            pg_sys::InvalidOid,
+            pg_sys::BGWORKER_BYPASS_ALLOWCONN,
+        );
+    }
     BackgroundWorker::transaction(move || {
         Spi::run(&format!(
             "SET LOCAL lock_timeout = '{RECORDER_LOCK_TIMEOUT}'"
@@ -1197,21 +1243,28 @@ pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
         .expect("SET LOCAL");
         let who = v["who"].as_str().unwrap_or("").to_string();
         let command = v["command"].as_str().unwrap_or("DDL").to_string();
-        let result = own_record_by(
-            &who,
-            "steward.ddl.refused",
-            &format!("{command} refused"),
-            serde_json::json!({
-                "command": command,
-                "weakens": v["weakens"],
-                "statement": v["statement"],
-            }),
-        );
+        let details = serde_json::json!({
+            "command": command,
+            "weakens": v["weakens"],
+            "statement": v["statement"],
+        });
+        // A Postgres error (a lock it waited for too long) ends this worker; what it was to
+        // record goes to the server log first.
+        let result = pgrx::PgTryBuilder::new(|| {
+            own_record_by(
+                &who,
+                "steward.ddl.refused",
+                &format!("{command} refused"),
+                details.clone(),
+            )
+        })
+        .catch_others(|e| {
+            log_unrecorded("the recorder failed", &payload);
+            e.rethrow()
+        })
+        .execute();
         if let Err(e) = result {
-            pgrx::warning!(
-                "steward: a refused command could not be recorded: {}",
-                e.message()
-            );
+            log_unrecorded(&e.message(), &payload);
         }
     });
 }

@@ -94,6 +94,15 @@ fn read_or_set() -> Result<i64> {
             Spi::run_with_args(
                 "UPDATE steward.rel_aliases SET before_txid = $1::text::xid8
                   WHERE before_txid IS NULL",
+                &[above.clone().into()],
+            )?;
+            // A governed table renamed since its last record is not found by name; its OID
+            // where it was governed is in steward.governed.
+            Spi::run_with_args(
+                "INSERT INTO steward.rel_aliases (old_rel, rel, before_txid)
+                 SELECT g.source_oid, g.rel::oid, $1::text::xid8 FROM steward.governed g
+                  WHERE g.source_oid IS NOT NULL AND g.source_oid <> g.rel::oid
+                 ON CONFLICT (old_rel) DO NOTHING",
                 &[above.into()],
             )?;
         }
@@ -101,6 +110,14 @@ fn read_or_set() -> Result<i64> {
     })
     .map_err(spi)?;
     Ok(offset)
+}
+
+/// Whether steward has written in this database: its transaction-id base names this cluster and
+/// this database. Until then (a database being restored, or one steward never wrote in), its
+/// append-only tables may be loaded by a superuser's COPY while they are empty.
+pub fn adopted_here() -> bool {
+    let (cluster, database) = here();
+    recorded_for(&cluster, database).ok().flatten().is_some()
 }
 
 /// The offset recorded for this cluster and database, if it is theirs.

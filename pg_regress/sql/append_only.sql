@@ -44,6 +44,11 @@ UPDATE steward.xid_base SET xid_offset = 0, system_identifier = 'elsewhere';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM steward.xid_base;
 \echo :LAST_ERROR_SQLSTATE
+-- Aliases decide whose history a restored record is: steward's alone to write.
+INSERT INTO steward.rel_aliases VALUES ('app.projects'::regclass::oid, 'app.journal'::regclass::oid, NULL);
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE steward.rel_aliases;
+\echo :LAST_ERROR_SQLSTATE
 RESET session_replication_role;
 -- COPY, the way pg_restore loads a dump, is let through only into an empty table (a restore):
 -- into a log that holds records it is refused like INSERT, for a superuser too.
@@ -57,6 +62,13 @@ COPY steward.audit_seals (record_id, tenant_id, seq, payload_digest, hash, seale
 \echo :LAST_ERROR_SQLSTATE
 COPY steward.seal_state (one, horizon) FROM stdin;
 t	0
+\.
+\echo :LAST_ERROR_SQLSTATE
+-- Once steward has written in a database, no table of its is loaded from outside again, not
+-- even an empty one.
+SELECT count(*) AS tombstones FROM steward.outbox_tombstones;
+COPY steward.outbox_tombstones (record_id, tenant_id, record_digest) FROM stdin;
+-1	00000000-0000-4000-8000-00000000000a	\\x
 \.
 \echo :LAST_ERROR_SQLSTATE
 -- And never for a role that is not a superuser (app_owner cannot write the log at all).
@@ -105,3 +117,39 @@ SELECT t.slug, c.action, c.new_row ->> 'name' AS name, c.old_values ->> 'name' A
  WHERE c.table_name = 'app.people' ORDER BY c.id;
 SELECT steward.seal_audit() > 0 AS sealed_the_erasure;
 SELECT bool_and(ok) AS all_ok FROM steward.verify_audit();
+
+-- A database steward has never written in takes a superuser's COPY into its empty tables (that is
+-- how pg_restore loads a dump). Seeding the sealing state there with a far horizon hides nothing:
+-- steward's first write sets its transaction ids above every id it finds (the horizon included),
+-- so the new record is sealed, verified and found. (A record below the sealing horizon that is
+-- not sealed would make verify_audit() not ok.)
+\c postgres
+DROP DATABASE IF EXISTS steward_seeded;
+CREATE DATABASE steward_seeded;
+\c steward_seeded
+\set SHOW_CONTEXT never
+CREATE EXTENSION steward;
+COPY steward.seal_state (one, horizon) FROM stdin;
+t	100000000000
+\.
+INSERT INTO steward.tenants (tenant_id, slug, display_name)
+VALUES ('00000000-0000-4000-8000-00000000000a', 'acme', 'Acme Corp');
+CREATE TABLE public.notes (id int PRIMARY KEY, tenant_id uuid NOT NULL, body text);
+SELECT steward.govern('public.notes');
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a') IS NOT NULL AS entered;
+INSERT INTO public.notes (id, body) VALUES (1, 'hidden below a seeded horizon?');
+COMMIT;
+SELECT steward.seal_audit() > 0 AS sealed;
+SELECT ok, sealed > 0 AS has_seals FROM steward.verify_audit();
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a') IS NOT NULL AS entered;
+SELECT action FROM steward.history('public.notes', '{"id": 1}');
+COMMIT;
+-- After that first write, the window is shut.
+COPY steward.outbox_tombstones (record_id, tenant_id, record_digest) FROM stdin;
+-1	00000000-0000-4000-8000-00000000000a	\\x
+\.
+\echo :LAST_ERROR_SQLSTATE
+\c postgres
+DROP DATABASE steward_seeded;

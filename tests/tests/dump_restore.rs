@@ -304,3 +304,94 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
         .unwrap_err();
     assert_eq!(steward_tests::sqlstate(&err), "ST403");
 }
+
+#[test]
+fn a_parallel_restore_keeps_grants_and_finds_a_renamed_tables_history() {
+    // The source: a governed table with records, renamed after them (its records carry the old
+    // name), dumped, and restored with pg_restore -j 2 into the other cluster.
+    let src = fresh_database_on(Server::Preloaded, "e2e_dump_src2");
+    let mut db = connect_on(Server::Preloaded, &src, "postgres");
+    db.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}'); INSERT INTO items (label) VALUES ('before the rename'); COMMIT;
+         SELECT steward.seal_audit();
+         ALTER TABLE items RENAME TO things;"
+    ))
+    .unwrap();
+    let mut target = connect_on(Server::Plain, "postgres", "postgres");
+    target
+        .batch_execute("DROP DATABASE IF EXISTS e2e_dump_dst2")
+        .unwrap();
+    target
+        .batch_execute("CREATE DATABASE e2e_dump_dst2")
+        .unwrap();
+    for role in ["e2e_acme", "e2e_nogrant", "e2e_service"] {
+        target
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ))
+            .unwrap();
+    }
+    let file = std::env::temp_dir().join(format!("steward-dump2-{}.pgdump", std::process::id()));
+    let dump = Command::new(format!("{PG_BIN}/pg_dump"))
+        .args(["-Fc", "-U", "postgres", "-h"])
+        .arg(env("STEWARD_TEST_PGHOST"))
+        .args(["-p", &env("STEWARD_TEST_PGPORT"), "-f"])
+        .arg(&file)
+        .arg(&src)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let restore = Command::new(format!("{PG_BIN}/pg_restore"))
+        .args(["--exit-on-error", "-j", "2", "-U", "postgres", "-h"])
+        .arg(env("STEWARD_TEST_PLAIN_PGHOST"))
+        .args([
+            "-p",
+            &env("STEWARD_TEST_PLAIN_PGPORT"),
+            "-d",
+            "e2e_dump_dst2",
+        ])
+        .arg(&file)
+        .output()
+        .expect("pg_restore runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        restore.status.success(),
+        "pg_restore -j 2: {}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    // Every grant came along (the tenants and their grants load in parallel).
+    let mut acme = connect_on(Server::Plain, "e2e_dump_dst2", "e2e_acme");
+    let rows: Vec<String> = acme
+        .query("SELECT label FROM things", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, vec!["before the rename"]);
+    // The first change after the restore: the renamed table's restored records are its own.
+    acme.batch_execute("UPDATE things SET label = 'after the restore'")
+        .unwrap();
+    let actions: Vec<String> = acme
+        .query(
+            "SELECT action FROM steward.history('things', (SELECT jsonb_build_object('id', id) FROM things))",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actions, vec!["INSERT", "UPDATE"]);
+    // The new record carries the table's name now.
+    let name: String = acme
+        .query_one(
+            "SELECT table_name FROM steward.audit_log ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "public.things");
+}
