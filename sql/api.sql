@@ -1202,8 +1202,18 @@ DECLARE
     k steward.consumers := steward._consumer(consumer);
     e record;
 BEGIN
-    SELECT o.txid, o.id, o.tenant_id INTO e FROM steward.outbox o WHERE o.id = through_id;
-    IF NOT FOUND OR (k.tenant_id IS NOT NULL AND e.tenant_id <> k.tenant_id) THEN
+    -- Found from the consumer's position on, in the commit-safe order (the log has no index on
+    -- the id alone): what poll() returned lies just after it. An id at or before the position's
+    -- is behind it: acked already.
+    SELECT o.txid, o.id, o.tenant_id INTO e FROM steward.outbox o
+     WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.id = through_id
+       AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+     ORDER BY o.txid, o.id
+     LIMIT 1;
+    IF NOT FOUND AND through_id BETWEEN 1 AND k.pos_id THEN
+        RETURN;
+    END IF;
+    IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
             HINT = 'Ack the id of the last event poll() returned.';
@@ -1289,6 +1299,70 @@ RETURNS bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT steward._internal_prune_outbox(retention) $$;
+
+-- Deletes a row of the caller's tenant only if it is still at `version`: what a DELETE with
+-- If-Match asks. Returns true when the row is gone (deleted, or soft-deleted), false when the key
+-- names no row the caller can see; a row at another version is ST409 naming the table, the key,
+-- the version stated and the row's. Runs as the caller (its privileges, its tenant's rows).
+CREATE FUNCTION steward.delete_version(rel regclass, row_key jsonb, version bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cond   text;
+    actual bigint;
+    n      bigint;
+BEGIN
+    IF rel IS NULL OR row_key IS NULL OR version IS NULL THEN
+        RAISE EXCEPTION 'steward.delete_version needs a table, a key and a version, not %, %, %',
+                        coalesce(rel::text, 'NULL'), coalesce(row_key::text, 'NULL'),
+                        coalesce(version::text, 'NULL')
+            USING ERRCODE = 'ST400',
+                  HINT = 'e.g. steward.delete_version(''app.orders'', ''{"id": 7}'', 3): the version is the one you read.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = rel AND a.attname = 'version' AND a.attnum > 0
+                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'table % has no version', rel
+            USING ERRCODE = 'ST400', HINT = 'Only tables governed with versioned => true have versions; delete by key instead.';
+    END IF;
+    -- The key's columns, compared with the key's values cast to their types.
+    SELECT string_agg(format('%I = ($1 OPERATOR(pg_catalog.->>) %L)::%s', a.attname, a.attname,
+                             format_type(a.atttypid, a.atttypmod)), ' AND ' ORDER BY k.ord)
+      INTO cond
+      FROM pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = rel AND i.indisprimary;
+    IF cond IS NULL OR (SELECT count(*) FROM jsonb_object_keys(row_key)) <>
+                       (SELECT cardinality(i.indkey) FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE EXCEPTION 'key % does not name a row of %', row_key, rel
+            USING ERRCODE = 'ST400', HINT = 'Give every column of the primary key, e.g. {"id": 7}.';
+    END IF;
+    EXECUTE format('SELECT version FROM %s WHERE %s', rel, cond) INTO actual USING row_key;
+    IF actual IS NULL THEN
+        RETURN false;
+    END IF;
+    IF actual <> version THEN
+        RAISE EXCEPTION 'version conflict on % row %: expected version %, actual %', rel, row_key, version, actual
+            USING ERRCODE = 'ST409',
+                  HINT = 'Someone else changed the row since you read it: read it again, and delete with the version you read.';
+    END IF;
+    EXECUTE format('DELETE FROM %s WHERE %s AND version = $2', rel, cond) USING row_key, version;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        -- Soft-deleted (the row is out of sight now), or changed meanwhile.
+        EXECUTE format('SELECT version FROM %s WHERE %s', rel, cond) INTO actual USING row_key;
+        IF actual IS NOT NULL THEN
+            RAISE EXCEPTION 'version conflict on % row %: expected version %, actual %', rel, row_key, version, actual
+                USING ERRCODE = 'ST409',
+                      HINT = 'Someone else changed the row since you read it: read it again, and delete with the version you read.';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
 
 -- Brings back a soft-deleted row of the caller's tenant (recorded as an INSERT). It runs as the
 -- caller: the UPDATE needs the caller's UPDATE privilege, and nothing the table owner defined runs
@@ -1376,6 +1450,7 @@ FROM PUBLIC;
 
 -- restore() checks the caller's UPDATE privilege and tenant itself.
 GRANT EXECUTE ON FUNCTION steward.restore(regclass, jsonb) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.delete_version(regclass, jsonb, bigint) TO PUBLIC;
 REVOKE ALL ON steward.governed_tables FROM PUBLIC;
 
 -- Everyone may use the schema (the policies call steward.current_tenant()) and the context

@@ -69,7 +69,7 @@ SELECT pg_catalog.pg_extension_config_dump('steward.governed', '');
 -- The change log: one append-only record per change to a governed table (and, later, per
 -- domain event). steward.audit_log and steward.outbox are its two faces.
 CREATE TABLE steward.change_log (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     tenant_id   uuid NOT NULL,
     txid        xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     occurred_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -104,11 +104,12 @@ CREATE TABLE steward.change_log (
 -- are found through the seals (sealed records) and this index (the unsealed tail): see
 -- steward._row_records.
 CREATE INDEX change_log_order ON steward.change_log (txid, id);
--- A tenant role's scans of the log get only indexes that lead with tenant_id (ADR 009): this one
--- serves its history() lookups (the sealed records by (tenant_id, txid, id), the unsealed tail
--- from the horizon) without visiting another tenant's entries. It grows at each tenant's
--- right edge.
-CREATE INDEX change_log_tenant ON steward.change_log (tenant_id, txid, id);
+-- The key leads with tenant_id: a tenant role's scans of the log get only indexes that do (ADR
+-- 009). It serves history() (a sealed record by its whole key, the unsealed tail from the
+-- horizon), erase() and verify_audit() without visiting another tenant's entries, and grows at
+-- each tenant's right edge. Two indexes per record, as before: the id alone is never looked up
+-- (ack() finds an event from the consumer's position in the commit-safe order).
+ALTER TABLE steward.change_log ADD CONSTRAINT change_log_pkey PRIMARY KEY (tenant_id, txid, id);
 
 -- Tenant roles read their tenant's records; nobody writes them but steward.
 ALTER TABLE steward.change_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -130,7 +131,7 @@ CREATE TABLE steward.audit_seals (
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     row_hash       bigint,                    -- the record's row_hash: finds a row's sealed records
     txid           xid8 NOT NULL,             -- the record's txid: (tenant_id, txid, record_id)
-                                              -- finds it through change_log_tenant
+                                              -- finds it by the log's key
     prunable       boolean NOT NULL DEFAULT false, -- only the outbox needs the record (in the hash)
     UNIQUE (tenant_id, seq)
 );

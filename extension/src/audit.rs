@@ -288,7 +288,7 @@ fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
             Spi::connect_mut(|client| {
                 let pruned = client.update(
                     "WITH doomed AS (
-                         SELECT c.id, c.tenant_id, steward._record_digest(c, s.payload_digest) AS digest
+                         SELECT c.id, c.tenant_id, c.txid, steward._record_digest(c, s.payload_digest) AS digest
                            FROM steward.change_log c
                            JOIN steward.audit_seals s ON s.record_id = c.id
                           WHERE c.evented AND NOT c.audited AND s.prunable
@@ -302,8 +302,9 @@ fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
                          SELECT id, tenant_id, digest FROM doomed
                          RETURNING record_id
                      )
-                     DELETE FROM steward.change_log c USING tombstoned t
-                      WHERE c.id = t.record_id
+                     DELETE FROM steward.change_log c USING doomed d
+                      WHERE c.tenant_id = d.tenant_id AND c.txid = d.txid AND c.id = d.id
+                        AND d.id IN (SELECT t.record_id FROM tombstoned t)
                      RETURNING c.id",
                     None,
                     &[retention.into()],
@@ -348,7 +349,8 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
                         "WITH erased AS (
                          UPDATE steward.change_log
                             SET old_values = NULL, new_row = NULL, erased_at = pg_catalog.now()
-                          WHERE id IN (SELECT r.id FROM steward._row_records($1, $2, $3) r)
+                          WHERE (tenant_id, txid, id) IN
+                                (SELECT r.tenant_id, r.txid, r.id FROM steward._row_records($1, $2, $3) r)
                             AND erased_at IS NULL AND action <> 'ERASE'
                       RETURNING id, tenant_id, table_name
                      ), unsalted AS (

@@ -44,6 +44,40 @@ UPDATE app.contracts SET terms = 'net 60' WHERE code = 'C-1';
 \echo :LAST_ERROR_SQLSTATE
 UPDATE app.contracts SET terms = 'net 60', version = 1 WHERE code = 'C-1' RETURNING code, terms, version;
 
+-- A DELETE that states the version it read (an HTTP DELETE with If-Match): stale is ST409, the
+-- right version deletes, a key that names no row the caller can see is false.
+\c - postgres
+GRANT DELETE ON app.contracts TO PUBLIC;
+\c - acme_app
+SELECT steward.delete_version('app.contracts', '{"tenant_id": "00000000-0000-4000-8000-00000000000a", "code": "C-1"}', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.delete_version('app.contracts', '{"tenant_id": "00000000-0000-4000-8000-00000000000a", "code": "C-1"}', 2) AS deleted;
+SELECT steward.delete_version('app.contracts', '{"tenant_id": "00000000-0000-4000-8000-00000000000a", "code": "C-1"}', 2) AS deleted_again;
+SELECT count(*) AS left FROM app.contracts;
+-- Another tenant's row is not there for acme (false, not a conflict that would confirm it).
+\c - globex_app
+INSERT INTO app.contracts (code, terms) VALUES ('G-1', 'net 10');
+\c - acme_app
+SELECT steward.delete_version('app.contracts', '{"tenant_id": "00000000-0000-4000-8000-00000000000b", "code": "G-1"}', 7) AS other_tenant;
+SELECT steward.delete_version('app.contracts', '{"code": "C-1"}', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.delete_version('app.contracts', NULL, 1);
+\echo :LAST_ERROR_SQLSTATE
+-- With soft delete (and version_required): the stated version soft-deletes the row.
+\c - postgres
+CREATE TABLE app.memos (id int PRIMARY KEY, tenant_id uuid NOT NULL, body text);
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.memos TO PUBLIC;
+SELECT steward.govern('app.memos', soft_delete => true, version_required => true);
+\c - acme_app
+INSERT INTO app.memos (id, body) VALUES (1, 'keep for now');
+SELECT steward.delete_version('app.memos', '{"id": 1}', 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT steward.delete_version('app.memos', '{"id": 1}', 1) AS soft_deleted;
+SELECT count(*) AS visible FROM app.memos;
+\c - postgres
+SELECT id, deleted_at IS NOT NULL AS deleted FROM app.memos;
+DROP TABLE app.memos;
+
 -- Unversioned tables: no column added, no check.
 \c - postgres
 CREATE TABLE app.notes (id int PRIMARY KEY, tenant_id uuid NOT NULL, body text);
