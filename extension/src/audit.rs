@@ -433,6 +433,44 @@ struct TableLog {
 
 thread_local! {
     static TABLE_LOGS: RefCell<HashMap<pg_sys::Oid, TableLog>> = RefCell::new(HashMap::new());
+    /// Each governed table's qualified name as it is now, by OID (dropped when the table's
+    /// relcache entry is invalidated, which a rename does).
+    static TABLE_NAMES: RefCell<HashMap<pg_sys::Oid, String>> = RefCell::new(HashMap::new());
+}
+
+/// Registers what keeps the names right when a schema is renamed (that invalidates no table's
+/// relcache entry). Called from `_PG_init`.
+pub fn init() {
+    // SAFETY: registered once per backend, from _PG_init.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(on_namespace_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_namespace_invalidation(
+    _arg: pg_sys::Datum,
+    _cache: i32,
+    _hash: u32,
+) {
+    TABLE_NAMES.with_borrow_mut(HashMap::clear);
+}
+
+/// The table's qualified name now.
+fn name_now(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> String {
+    if let Some(name) = TABLE_NAMES.with_borrow(|m| m.get(&relid).cloned()) {
+        return name;
+    }
+    let name = pgrx::spi::quote_qualified_identifier(
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default(),
+    );
+    TABLE_NAMES.with_borrow_mut(|m| m.insert(relid, name.clone()));
+    name
 }
 
 /// The trigger's arguments, as `govern` writes them.
@@ -728,6 +766,14 @@ thread_local! {
 /// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
 /// this): the log's layout goes when the log changes.
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
+    // A rename invalidates the table's entry: its name is looked up again.
+    TABLE_NAMES.with_borrow_mut(|m| {
+        if relid == pg_sys::InvalidOid {
+            m.clear();
+        } else {
+            m.remove(&relid);
+        }
+    });
     LOG_LAYOUT.with_borrow_mut(|c| {
         if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
             c.generation += 1;
@@ -1113,10 +1159,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
         // The table's name now (it may have been renamed since govern): a restore elsewhere
         // finds the table of a record by it.
-        let name_now = pgrx::spi::quote_qualified_identifier(
-            trigger.table_schema().unwrap_or_default(),
-            trigger.table_name().unwrap_or_default(),
-        );
+        let name_now = name_now(trigger, (*table).rd_id);
         record.set(Col::TableName, text(Some(&name_now)));
         record.set(Col::RowKey, Some(row_key));
         record.set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));

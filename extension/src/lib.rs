@@ -39,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     wakeups::init();
+    audit::init();
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
     // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
     // placeholder set before that is removed with a warning.
