@@ -156,13 +156,15 @@ GRANT SELECT ON steward.seal_state TO PUBLIC;
 -- steward's transaction ids are the cluster's plus `xid_offset` (extension/src/xids.rs, ADR
 -- 010): records, positions and horizons are in that space, so a dump restored into another
 -- cluster, whose transaction ids are unrelated, keeps its order. The row names the cluster
--- (pg_control_system().system_identifier) the offset was set for; in another cluster steward
--- sets a new offset above everything restored before it writes or reads a position. Written
--- only by steward, when it first needs the offset.
+-- (pg_control_system().system_identifier) the offset was set for; without a row (a restored
+-- database: the row is not dumped) or in another cluster, steward sets a new offset above
+-- everything the database holds before it writes or reads a position. Written only by steward,
+-- when it first needs the offset. A copy made with CREATE DATABASE ... TEMPLATE keeps the row:
+-- same cluster, same ids, same table OIDs.
 CREATE TABLE steward.xid_base (
     one               boolean PRIMARY KEY DEFAULT true CHECK (one),
     system_identifier text NOT NULL,
-    database_oid      oid NOT NULL,                  -- and the database
+    database_oid      oid NOT NULL,                  -- and the database (for the DBA's eyes)
     xid_offset        bigint NOT NULL CHECK (xid_offset >= 0),
     set_at            timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -190,7 +192,6 @@ SELECT pg_catalog.pg_extension_config_dump('steward.change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.audit_seals', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.seal_state', '');
-SELECT pg_catalog.pg_extension_config_dump('steward.xid_base', '');
 
 -- The outbox face's consumers: named cursors into the commit-safe order (txid, id). A consumer
 -- has read everything at or below its position. tenant_id NULL: every tenant (created by a

@@ -89,6 +89,14 @@ fn restoring(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> bool {
         note_alias(trigger);
         return true;
     }
+    // Only the tables a dump carries (rel_aliases is rebuilt by the restore itself, xid_base by
+    // steward's first write after it).
+    if !matches!(
+        trigger.table_name().unwrap_or_default().as_str(),
+        "change_log" | "audit_seals" | "seal_state" | "outbox_tombstones"
+    ) {
+        return false;
+    }
     // Only before steward has written anything in this database: once it has (xids.rs sets
     // the database's transaction-id base at its first write), no table of steward's is loaded
     // from outside again, however empty it is.

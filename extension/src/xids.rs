@@ -112,9 +112,10 @@ fn read_or_set() -> Result<i64> {
     Ok(offset)
 }
 
-/// Whether steward has written in this database: its transaction-id base names this cluster and
-/// this database. Until then (a database being restored, or one steward never wrote in), its
-/// append-only tables may be loaded by a superuser's COPY while they are empty.
+/// Whether steward has written in this database: its transaction-id base names this cluster (a
+/// dump does not carry the row; a template copy does). Until then (a database being restored, or
+/// one steward never wrote in), its append-only tables may be loaded by a superuser's COPY while
+/// they are empty.
 pub fn adopted_here() -> bool {
     let (cluster, database) = here();
     recorded_for(&cluster, database).ok().flatten().is_some()
@@ -138,7 +139,10 @@ fn recorded_for(cluster: &str, database: u32) -> Result<Option<i64>> {
         }
     })
     .map_err(spi)?;
-    Ok(row.and_then(|(c, d, offset)| (c == cluster && d == database).then_some(offset)))
+    // The cluster decides, not the database: a copy made with CREATE DATABASE ... TEMPLATE has
+    // another OID but the same transaction ids and table OIDs, and is steward's already.
+    let _ = database;
+    Ok(row.and_then(|(c, _, offset)| (c == cluster).then_some(offset)))
 }
 
 /// The smallest offset that puts every transaction id written from now on above every id this

@@ -132,6 +132,11 @@ CREATE EXTENSION steward;
 COPY steward.seal_state (one, horizon) FROM stdin;
 t	100000000000
 \.
+-- The aliases are never loaded (a restore rebuilds them), not even then.
+COPY steward.rel_aliases (old_rel, rel) FROM stdin;
+1	2
+\.
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO steward.tenants (tenant_id, slug, display_name)
 VALUES ('00000000-0000-4000-8000-00000000000a', 'acme', 'Acme Corp');
 CREATE TABLE public.notes (id int PRIMARY KEY, tenant_id uuid NOT NULL, body text);
@@ -151,5 +156,16 @@ COPY steward.outbox_tombstones (record_id, tenant_id, record_digest) FROM stdin;
 -1	00000000-0000-4000-8000-00000000000a	\\x
 \.
 \echo :LAST_ERROR_SQLSTATE
+-- A copy made with CREATE DATABASE ... TEMPLATE is the same cluster's, with the same ids and
+-- tables: steward has written in it (its template did), and its empty tables stay shut.
 \c postgres
+CREATE DATABASE steward_copy TEMPLATE steward_seeded;
+\c steward_copy
+\set SHOW_CONTEXT never
+COPY steward.outbox_tombstones (record_id, tenant_id, record_digest) FROM stdin;
+-1	00000000-0000-4000-8000-00000000000a	\\x
+\.
+\echo :LAST_ERROR_SQLSTATE
+\c postgres
+DROP DATABASE steward_copy;
 DROP DATABASE steward_seeded;
