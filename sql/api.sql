@@ -665,6 +665,15 @@ CREATE EVENT TRIGGER steward_ddl_guard ON ddl_command_end
     EXECUTE FUNCTION steward._ddl_guard();
 CREATE EVENT TRIGGER steward_ddl_guard_drops ON sql_drop
     EXECUTE FUNCTION steward._ddl_guard();
+-- Dropping steward (the extension, or its schema) drops the change log with it: only under
+-- break glass. ENABLE ALWAYS.
+CREATE FUNCTION steward._extension_guard()
+RETURNS event_trigger LANGUAGE c
+AS 'MODULE_PATHNAME', 'steward_extension_guard';
+CREATE EVENT TRIGGER steward_extension_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
+    EXECUTE FUNCTION steward._extension_guard();
+ALTER EVENT TRIGGER steward_extension_guard ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard_drops ENABLE ALWAYS;
@@ -1424,6 +1433,7 @@ REVOKE ALL ON FUNCTION
     steward._internal_record_ddl(text, text),
     steward._internal_record_refusal(text, text),
     steward._tenant_gone(),
+    steward._extension_guard(),
     steward._forget_dropped_tables(),
     steward.seal_audit(),
     steward._seal_audit(),

@@ -1268,3 +1268,82 @@ pub extern "C-unwind" fn steward_recorder_main(arg: pg_sys::Datum) {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dropping steward drops the log: only under break glass.
+// ---------------------------------------------------------------------------------------------
+
+/// Version-1 calling convention record for [`steward_extension_guard`].
+#[no_mangle]
+pub extern "C" fn pg_finfo_steward_extension_guard() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// Whether a DROP statement names steward: `DROP EXTENSION steward` or `DROP SCHEMA steward`
+/// (which would take the extension with it).
+///
+/// # Safety
+/// `tree` is a parse tree node from the event trigger's data.
+unsafe fn drops_steward(tree: *mut pg_sys::Node) -> bool {
+    unsafe {
+        if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_DropStmt {
+            return false;
+        }
+        let drop = tree.cast::<pg_sys::DropStmt>();
+        if (*drop).removeType != pg_sys::ObjectType::OBJECT_EXTENSION
+            && (*drop).removeType != pg_sys::ObjectType::OBJECT_SCHEMA
+        {
+            return false;
+        }
+        let objects = pgrx::PgList::<pg_sys::Node>::from_pg((*drop).objects);
+        let named = objects.iter_ptr().any(|name| {
+            !name.is_null()
+                && (*name).type_ == pg_sys::NodeTag::T_String
+                && CStr::from_ptr((*name.cast::<pg_sys::String>()).sval).to_bytes() == b"steward"
+        });
+        named
+    }
+}
+
+/// `ddl_command_start` for DROP EXTENSION and DROP SCHEMA: dropping steward would drop the change
+/// log, its seals and every governed table's policies with it; refused (ST403) unless
+/// `steward.break_glass` is in force in the transaction.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn steward_extension_guard(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: called by the event trigger machinery, whose context is its EventTriggerData.
+    let refuse = unsafe {
+        let context = (*fcinfo).context;
+        !context.is_null()
+            && (*context).type_ == pg_sys::NodeTag::T_EventTriggerData
+            && drops_steward((*context.cast::<pg_sys::EventTriggerData>()).parsetree)
+    } && !tenancy::break_glass_active();
+    if refuse {
+        // On record like every refused command (the worker writes it in a transaction of its
+        // own). Whatever happens there, the drop is refused.
+        let tag = unsafe {
+            let context = (*fcinfo).context.cast::<pg_sys::EventTriggerData>();
+            if (*(*context).parsetree.cast::<pg_sys::DropStmt>()).removeType
+                == pg_sys::ObjectType::OBJECT_SCHEMA
+            {
+                "DROP SCHEMA"
+            } else {
+                "DROP EXTENSION"
+            }
+        };
+        let _ = record_refusal(
+            Some(tag),
+            Some("drops steward, its change log and its seals"),
+        );
+        crate::errors::raise(StewardError::forbidden(
+            "dropping steward is refused: it would drop the change log and its seals with it",
+            "A member of steward_breakglass runs SELECT steward.break_glass('<reason>') in the \
+             same transaction first. Keep the heads from steward.audit_heads() and a dump \
+             before you do.",
+        ));
+    }
+    pg_sys::Datum::from(0)
+}

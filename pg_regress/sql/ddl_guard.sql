@@ -172,3 +172,23 @@ SELECT count(*) AS own_records_seen FROM steward.audit_log WHERE tenant_id = '00
 \c - postgres
 SELECT steward.ungovern('app.vault_notes');
 SELECT count(*) AS still_governed FROM steward.governed_tables WHERE rel = 'app.vault_notes'::regclass;
+
+-- Dropping steward drops the change log with it: refused for a superuser too, the extension and
+-- its schema alike; under break glass it goes (here rolled back).
+\c - postgres
+DROP EXTENSION steward CASCADE;
+\echo :LAST_ERROR_SQLSTATE
+DROP SCHEMA steward CASCADE;
+\echo :LAST_ERROR_SQLSTATE
+DROP EXTENSION IF EXISTS pg_trgm, steward CASCADE;
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT steward.break_glass('INC-9: reinstall') IS NOT NULL AS glass;
+SET LOCAL client_min_messages = warning;
+DROP EXTENSION steward CASCADE;
+SELECT count(*) AS steward_left FROM pg_extension WHERE extname = 'steward';
+ROLLBACK;
+SELECT count(*) AS steward_kept FROM pg_extension WHERE extname = 'steward';
+SELECT new_row ->> 'command' AS command, count(*) AS refused FROM steward.change_log
+ WHERE event_type = 'steward.ddl.refused' AND new_row ->> 'weakens' LIKE 'drops steward%'
+ GROUP BY 1 ORDER BY 1;

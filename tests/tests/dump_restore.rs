@@ -57,9 +57,23 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
          SELECT steward.grant_tenant('dump_second', '{GLOBEX}');
          SELECT steward.create_consumer('relay', 'earliest');
          BEGIN; SELECT steward.enter_tenant('{ACME}'); INSERT INTO items (label) VALUES ('acme row'); COMMIT;
-         BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex row'); COMMIT;
-         SELECT steward.seal_audit();
-         BEGIN; SELECT steward.enter_tenant('{ACME}'); UPDATE items SET label = 'acme row, renamed' WHERE label = 'acme row'; COMMIT;"
+         BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex row'); COMMIT;"
+    ))
+    .unwrap();
+    // Sealed (another test's transaction in this cluster may hold the horizon back a moment).
+    for _ in 0..600 {
+        db.batch_execute("SELECT steward.seal_audit()").unwrap();
+        let seals: i64 = db
+            .query_one("SELECT count(*) FROM steward.audit_seals", &[])
+            .unwrap()
+            .get(0);
+        if seals >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    db.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}'); UPDATE items SET label = 'acme row, renamed' WHERE label = 'acme row'; COMMIT;"
     ))
     .unwrap();
     // The relay has taken the first event; its position goes with the dump. (A transaction of
@@ -265,10 +279,17 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
     }
     assert_eq!(polled, expected, "the relay's events after the restore");
     // Sealing goes on in the target, and the chains still verify.
-    let sealed: i64 = dst
-        .query_one("SELECT steward.seal_audit()", &[])
-        .unwrap()
-        .get(0);
+    let mut sealed: i64 = 0;
+    for _ in 0..600 {
+        sealed += dst
+            .query_one("SELECT steward.seal_audit()", &[])
+            .unwrap()
+            .get::<_, i64>(0);
+        if sealed >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(sealed >= 2, "sealed after the restore: {sealed}");
     let bad: i64 = dst
         .query_one(

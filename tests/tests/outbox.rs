@@ -678,7 +678,8 @@ fn schemas_registered_after_the_extension_is_recreated_are_enforced() {
     // ... then the extension is dropped and created again, on the same connection.
     admin
         .batch_execute(&format!(
-            "DROP EXTENSION steward CASCADE; CREATE EXTENSION steward;
+            "BEGIN; SELECT steward.break_glass('reinstall, in a test'); DROP EXTENSION steward CASCADE;
+             CREATE EXTENSION steward; COMMIT;
              INSERT INTO steward.tenants (tenant_id, slug, display_name) VALUES ('{ACME}', 'acme', 'Acme');"
         ))
         .unwrap();
