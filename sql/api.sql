@@ -527,6 +527,15 @@ BEGIN
 END
 $$;
 
+-- steward's append-only tables: the change log, the seals, the sealing state, the tombstones,
+-- the transaction-id base and the aliases of restored records. Each has the same guard, ENABLE
+-- ALWAYS (attached below, with the change log's face), which lets only steward's own writes
+-- through (extension/src/audit.rs).
+CREATE FUNCTION steward._append_only_tables()
+RETURNS text[] LANGUAGE sql IMMUTABLE
+AS $$ SELECT ARRAY['steward.change_log', 'steward.audit_seals', 'steward.seal_state',
+                   'steward.outbox_tombstones', 'steward.xid_base', 'steward.rel_aliases'] $$;
+
 -- The faults of the governed tables among `rels` (but the one govern() or ungovern() is changing
 -- right now), and of steward's own append-only tables (their guards must stay ENABLE ALWAYS).
 CREATE FUNCTION steward._faults_of(rels oid[])
@@ -543,8 +552,7 @@ AS $$
     UNION ALL
     SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, v.tbl),
            'ALTER TABLE ' || v.tbl || ' ENABLE ALWAYS TRIGGER ' || x.name
-      FROM (VALUES ('steward.change_log'), ('steward.audit_seals'), ('steward.seal_state'),
-                   ('steward.outbox_tombstones'), ('steward.xid_base'), ('steward.rel_aliases')) AS v(tbl)
+      FROM unnest(steward._append_only_tables()) AS v(tbl)
      CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x(name)
      WHERE to_regclass(v.tbl) IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
@@ -702,15 +710,25 @@ SELECT g.rel, g.tenant_column, g.versioned, g.version_required, g.audited, g.eve
 CREATE POLICY steward_tenant ON steward.change_log FOR SELECT
     USING (tenant_id = (SELECT steward.current_tenant()) AND steward._internal_plan_guard());
 
--- Append-only, for everyone: plain SQL cannot add, change or remove a record, in any
--- session_replication_role (ENABLE ALWAYS). steward's writer inserts without firing triggers;
--- erase() and prune_outbox() are let through by the guard itself (extension/src/audit.rs).
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.change_log
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.change_log
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.change_log ENABLE ALWAYS TRIGGER steward_append_only,
-                               ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+-- Append-only, for everyone: plain SQL cannot add, change or remove a record, a seal, the
+-- sealing state, a tombstone, the transaction-id base (a smaller offset would put new records
+-- before old ones) or an alias, in any session_replication_role (ENABLE ALWAYS). steward's writer
+-- inserts without firing triggers; seal_audit(), erase(), prune_outbox() and steward's own
+-- bookkeeping are let through by the guard itself (extension/src/audit.rs).
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY steward._append_only_tables() LOOP
+        EXECUTE format('CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard()', tbl);
+        EXECUTE format('CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard()', tbl);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER steward_append_only, '
+                       'ENABLE ALWAYS TRIGGER steward_append_only_truncate', tbl);
+    END LOOP;
+END
+$$;
 
 -- The row before a change, whole: an update's record keeps the new row whole and, of the old one,
 -- only the values it replaced (no payload stored twice); the old row is the new one with those
@@ -821,33 +839,8 @@ CREATE POLICY steward_tenant ON steward.audit_seals FOR SELECT
     USING (tenant_id = (SELECT steward.current_tenant()) AND steward._internal_plan_guard());
 
 -- Seals are added only by seal_audit() and lose only their salt, to erase(); the sealing
--- state moves only with seal_audit(). Nothing else writes either, in any replication role.
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.audit_seals
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.audit_seals
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.audit_seals ENABLE ALWAYS TRIGGER steward_append_only,
-                                ENABLE ALWAYS TRIGGER steward_append_only_truncate;
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.seal_state
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.seal_state
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.seal_state ENABLE ALWAYS TRIGGER steward_append_only,
-                               ENABLE ALWAYS TRIGGER steward_append_only_truncate;
--- The transaction-id offset is steward's alone to set (a smaller one would put new records
--- before old ones).
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.xid_base
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.xid_base
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.xid_base ENABLE ALWAYS TRIGGER steward_append_only,
-                             ENABLE ALWAYS TRIGGER steward_append_only_truncate;
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.rel_aliases
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.rel_aliases
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.rel_aliases ENABLE ALWAYS TRIGGER steward_append_only,
-                                ENABLE ALWAYS TRIGGER steward_append_only_truncate;
+-- state moves only with seal_audit(). Nothing else writes either, in any replication role (the
+-- append-only guard, attached with the change log's).
 
 -- The commit-safe horizon in steward's transaction ids: every transaction below it has
 -- finished. The cluster's oldest running transaction id, plus the offset (extension/src/xids.rs).
@@ -1099,12 +1092,6 @@ GRANT SELECT ON steward.outbox TO PUBLIC;
 CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON steward.event_types FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
 
-CREATE TRIGGER steward_append_only BEFORE INSERT OR UPDATE OR DELETE ON steward.outbox_tombstones
-    FOR EACH ROW EXECUTE FUNCTION steward._internal_log_guard();
-CREATE TRIGGER steward_append_only_truncate BEFORE TRUNCATE ON steward.outbox_tombstones
-    FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_log_guard();
-ALTER TABLE steward.outbox_tombstones ENABLE ALWAYS TRIGGER steward_append_only,
-                                      ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
 -- an all-tenant consumer from a trusted role or superuser outside any tenant.
