@@ -60,7 +60,7 @@ fn here() -> (String, u32) {
 
 fn read_or_set() -> Result<i64> {
     let (cluster, database) = here();
-    if let Some(offset) = recorded_for(&cluster, database)? {
+    if let Some(offset) = recorded_for(&cluster)? {
         return Ok(offset);
     }
     // SAFETY: reads a flag of the backend.
@@ -70,7 +70,7 @@ fn read_or_set() -> Result<i64> {
     }
     // One backend at a time sets it; the others then find it set.
     Spi::run("LOCK TABLE steward.xid_base IN SHARE ROW EXCLUSIVE MODE").map_err(spi)?;
-    if let Some(offset) = recorded_for(&cluster, database)? {
+    if let Some(offset) = recorded_for(&cluster)? {
         return Ok(offset);
     }
     let (offset, above) = needed()?;
@@ -117,23 +117,22 @@ fn read_or_set() -> Result<i64> {
 /// one steward never wrote in), its append-only tables may be loaded by a superuser's COPY while
 /// they are empty.
 pub fn adopted_here() -> bool {
-    let (cluster, database) = here();
-    recorded_for(&cluster, database).ok().flatten().is_some()
+    let (cluster, _) = here();
+    recorded_for(&cluster).ok().flatten().is_some()
 }
 
-/// The offset recorded for this cluster and database, if it is theirs.
-fn recorded_for(cluster: &str, database: u32) -> Result<Option<i64>> {
+/// The offset recorded for this cluster, if the row is this cluster's.
+fn recorded_for(cluster: &str) -> Result<Option<i64>> {
     let row = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT system_identifier, database_oid, xid_offset FROM steward.xid_base",
+            "SELECT system_identifier, xid_offset FROM steward.xid_base",
             None,
             &[],
         )?;
         match rows.into_iter().next() {
             Some(row) => Ok::<_, pgrx::spi::Error>(Some((
                 row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<pg_sys::Oid>(2)?.map(u32::from).unwrap_or(0),
-                row.get::<i64>(3)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
             ))),
             None => Ok(None),
         }
@@ -141,8 +140,7 @@ fn recorded_for(cluster: &str, database: u32) -> Result<Option<i64>> {
     .map_err(spi)?;
     // The cluster decides, not the database: a copy made with CREATE DATABASE ... TEMPLATE has
     // another OID but the same transaction ids and table OIDs, and is steward's already.
-    let _ = database;
-    Ok(row.and_then(|(c, _, offset)| (c == cluster).then_some(offset)))
+    Ok(row.and_then(|(c, offset)| (c == cluster).then_some(offset)))
 }
 
 /// The smallest offset that puts every transaction id written from now on above every id this
