@@ -21,18 +21,63 @@ fn labels(db: &str, user: &str) -> Vec<String> {
         .collect()
 }
 
+/// Dumps `src` from the preloaded cluster (pg_dump -Fc) and restores it into `dst` on the plain
+/// one (pg_restore --exit-on-error and `args`); pg_restore's result.
+fn dump_and_restore(src: &str, dst: &str, args: &[&str]) -> std::process::Output {
+    let file = std::env::temp_dir().join(format!("steward-{dst}-{}.pgdump", std::process::id()));
+    let dump = Command::new(format!("{PG_BIN}/pg_dump"))
+        .args(["-Fc", "-U", "postgres", "-h"])
+        .arg(env("STEWARD_TEST_PGHOST"))
+        .args(["-p", &env("STEWARD_TEST_PGPORT"), "-f"])
+        .arg(&file)
+        .arg(src)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let restore = Command::new(format!("{PG_BIN}/pg_restore"))
+        .args(["--exit-on-error", "-U", "postgres", "-h"])
+        .arg(env("STEWARD_TEST_PLAIN_PGHOST"))
+        .args(["-p", &env("STEWARD_TEST_PLAIN_PGPORT"), "-d", dst])
+        .args(args)
+        .arg(&file)
+        .output()
+        .expect("pg_restore runs");
+    let _ = std::fs::remove_file(&file);
+    restore
+}
+
+/// Creates the login roles that do not exist yet, in this order.
+fn create_roles(c: &mut postgres::Client, roles: &[&str]) {
+    for role in roles {
+        c.batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .unwrap();
+    }
+}
+
+/// Calls `f` until it has an answer: another test's transaction in the shared cluster may hold
+/// the commit-safe horizon back for a moment (what polls and seals wait for).
+fn once_the_horizon_moves<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..600 {
+        if let Some(answer) = f() {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what}: nothing after 30 s");
+}
+
 #[test]
 fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
     // The source: roles created in one order, granted one tenant each.
     let src = fresh_database_on(Server::Preloaded, "e2e_dump_src");
     let mut admin = connect_on(Server::Preloaded, "postgres", "postgres");
-    for role in ["dump_first", "dump_second"] {
-        admin
-            .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            ))
-            .unwrap();
-    }
+    create_roles(&mut admin, &["dump_first", "dump_second"]);
     let mut db = connect_on(Server::Preloaded, &src, "postgres");
     // The source's transaction ids run well ahead of the target's: restored as they are, every
     // record and position would look newer than anything the target writes next.
@@ -60,38 +105,26 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
          BEGIN; SELECT steward.enter_tenant('{GLOBEX}'); INSERT INTO items (label) VALUES ('globex row'); COMMIT;"
     ))
     .unwrap();
-    // Sealed (another test's transaction in this cluster may hold the horizon back a moment).
-    for _ in 0..600 {
+    // Sealed.
+    once_the_horizon_moves("sealing in the source", || {
         db.batch_execute("SELECT steward.seal_audit()").unwrap();
         let seals: i64 = db
             .query_one("SELECT count(*) FROM steward.audit_seals", &[])
             .unwrap()
             .get(0);
-        if seals >= 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        (seals >= 2).then_some(())
+    });
     db.batch_execute(&format!(
         "BEGIN; SELECT steward.enter_tenant('{ACME}'); UPDATE items SET label = 'acme row, renamed' WHERE label = 'acme row'; COMMIT;"
     ))
     .unwrap();
-    // The relay has taken the first event; its position goes with the dump. (A transaction of
-    // another test in this cluster may hold the horizon back for a moment.)
-    let first: i64 = {
-        let mut waited = 0;
-        loop {
-            let rows = db
-                .query("SELECT id FROM steward.poll('relay', 1)", &[])
-                .unwrap();
-            if let Some(row) = rows.first() {
-                break row.get(0);
-            }
-            waited += 1;
-            assert!(waited < 600, "no event became deliverable in the source");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
+    // The relay has taken the first event; its position goes with the dump.
+    let first: i64 = once_the_horizon_moves("the first event in the source", || {
+        db.query("SELECT id FROM steward.poll('relay', 1)", &[])
+            .unwrap()
+            .first()
+            .map(|row| row.get(0))
+    });
     db.execute("SELECT steward.ack('relay', $1)", &[&first])
         .unwrap();
     let events_in_source: Vec<i64> = db
@@ -117,48 +150,19 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
     target
         .batch_execute("CREATE DATABASE e2e_dump_dst")
         .unwrap();
-    for role in [
-        "dump_second",
-        "dump_spacer",
-        "dump_first",
-        "e2e_service",
-        "e2e_acme",
-        "e2e_nogrant",
-    ] {
-        target
-            .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            ))
-            .unwrap();
-    }
-
-    let file = std::env::temp_dir().join(format!("steward-dump-{}.pgdump", std::process::id()));
-    let dump = Command::new(format!("{PG_BIN}/pg_dump"))
-        .args(["-Fc", "-U", "postgres", "-h"])
-        .arg(env("STEWARD_TEST_PGHOST"))
-        .args(["-p", &env("STEWARD_TEST_PGPORT"), "-f"])
-        .arg(&file)
-        .arg(&src)
-        .output()
-        .expect("pg_dump runs");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
+    create_roles(
+        &mut target,
+        &[
+            "dump_second",
+            "dump_spacer",
+            "dump_first",
+            "e2e_service",
+            "e2e_acme",
+            "e2e_nogrant",
+        ],
     );
-    let restore = Command::new(format!("{PG_BIN}/pg_restore"))
-        .args(["--exit-on-error", "-U", "postgres", "-h"])
-        .arg(env("STEWARD_TEST_PLAIN_PGHOST"))
-        .args([
-            "-p",
-            &env("STEWARD_TEST_PLAIN_PGPORT"),
-            "-d",
-            "e2e_dump_dst",
-        ])
-        .arg(&file)
-        .output()
-        .expect("pg_restore runs");
-    let _ = std::fs::remove_file(&file);
+
+    let restore = dump_and_restore(&src, "e2e_dump_dst", &[]);
     assert!(
         restore.status.success(),
         "pg_restore (the DDL guard must let a governed table be built up): {}",
@@ -263,33 +267,25 @@ fn a_dump_restored_elsewhere_keeps_grants_and_trust_on_the_right_roles() {
         .skip(1)
         .collect();
     expected.push(oldest_new);
-    // (Another test's transaction in this cluster may hold the horizon back for a moment.)
-    let mut polled: Vec<i64> = Vec::new();
-    for _ in 0..600 {
-        polled = dst
+    let polled: Vec<i64> = once_the_horizon_moves("the relay's events in the target", || {
+        let polled: Vec<i64> = dst
             .query("SELECT id FROM steward.poll('relay', 100)", &[])
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
-        if polled.len() >= expected.len() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        (polled.len() >= expected.len()).then_some(polled)
+    });
     assert_eq!(polled, expected, "the relay's events after the restore");
     // Sealing goes on in the target, and the chains still verify.
     let mut sealed: i64 = 0;
-    for _ in 0..600 {
+    once_the_horizon_moves("sealing in the target", || {
         sealed += dst
             .query_one("SELECT steward.seal_audit()", &[])
             .unwrap()
             .get::<_, i64>(0);
-        if sealed >= 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        (sealed >= 2).then_some(())
+    });
     assert!(sealed >= 2, "sealed after the restore: {sealed}");
     let bad: i64 = dst
         .query_one(
@@ -364,40 +360,8 @@ fn a_parallel_restore_keeps_grants_and_finds_a_renamed_tables_history() {
     target
         .batch_execute("CREATE DATABASE e2e_dump_dst2")
         .unwrap();
-    for role in ["e2e_acme", "e2e_nogrant", "e2e_service"] {
-        target
-            .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            ))
-            .unwrap();
-    }
-    let file = std::env::temp_dir().join(format!("steward-dump2-{}.pgdump", std::process::id()));
-    let dump = Command::new(format!("{PG_BIN}/pg_dump"))
-        .args(["-Fc", "-U", "postgres", "-h"])
-        .arg(env("STEWARD_TEST_PGHOST"))
-        .args(["-p", &env("STEWARD_TEST_PGPORT"), "-f"])
-        .arg(&file)
-        .arg(&src)
-        .output()
-        .expect("pg_dump runs");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let restore = Command::new(format!("{PG_BIN}/pg_restore"))
-        .args(["--exit-on-error", "-j", "2", "-U", "postgres", "-h"])
-        .arg(env("STEWARD_TEST_PLAIN_PGHOST"))
-        .args([
-            "-p",
-            &env("STEWARD_TEST_PLAIN_PGPORT"),
-            "-d",
-            "e2e_dump_dst2",
-        ])
-        .arg(&file)
-        .output()
-        .expect("pg_restore runs");
-    let _ = std::fs::remove_file(&file);
+    create_roles(&mut target, &["e2e_acme", "e2e_nogrant", "e2e_service"]);
+    let restore = dump_and_restore(&src, "e2e_dump_dst2", &["-j", "2"]);
     assert!(
         restore.status.success(),
         "pg_restore -j 2: {}",
