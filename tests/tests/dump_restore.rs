@@ -50,11 +50,12 @@ fn dump_and_restore(src: &str, dst: &str, args: &[&str]) -> std::process::Output
     restore
 }
 
-/// Creates the login roles that do not exist yet, in this order.
+/// Creates the login roles that do not exist yet, in this order (another test may create the
+/// same role at the same moment: unique_violation).
 fn create_roles(c: &mut postgres::Client, roles: &[&str]) {
     for role in roles {
         c.batch_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
         ))
         .unwrap();
     }
