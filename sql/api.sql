@@ -853,6 +853,29 @@ AS $$
             + steward._internal_xid_offset())::text::xid8
 $$;
 
+-- The current snapshot in steward's transaction ids (the cluster's plus the offset): what has
+-- become visible, for the outbox's batches (ADR 004). The caller's own transaction, if it has an
+-- id, counts as running: its events are not delivered to it before it commits. `persist` false
+-- for a read: an offset not recorded yet is computed, not written.
+CREATE FUNCTION steward._snapshot(persist boolean DEFAULT true)
+RETURNS pg_snapshot
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS (SELECT pg_current_snapshot() AS snap, pg_current_xact_id_if_assigned() AS own,
+                      steward._internal_xid_offset(persist)::numeric AS off),
+         x AS (SELECT xid::text::numeric AS xid FROM s, pg_snapshot_xip(s.snap) AS xid
+               UNION
+               SELECT s.own::text::numeric FROM s
+                WHERE s.own IS NOT NULL AND s.own < pg_snapshot_xmax(s.snap))
+    SELECT format('%s:%s:%s',
+                  least(pg_snapshot_xmin(s.snap)::text::numeric,
+                        coalesce((SELECT min(x.xid) FROM x), pg_snapshot_xmin(s.snap)::text::numeric)) + s.off,
+                  pg_snapshot_xmax(s.snap)::text::numeric + s.off,
+                  coalesce((SELECT string_agg((x.xid + s.off)::text, ',' ORDER BY x.xid) FROM x), ''))::pg_snapshot
+      FROM s
+$$;
+
 -- The digest of a record's personal payload, salted: a digest of the payload alone would let
 -- anyone who reads the seals confirm a guess of an erased payload (an email address, a name).
 -- The salt is random per record and erase() removes it with the payload.
@@ -1093,11 +1116,36 @@ CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNC
     ON steward.event_types FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
 
 
--- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
--- an all-tenant consumer from a trusted role or superuser outside any tenant.
-CREATE FUNCTION steward._consumer(name text)
+-- A consumer's position as steward reads it. A row written before positions were snapshots
+-- (done IS NULL) held (pos_txid, pos_id) in the old (txid, id) order: every transaction below
+-- pos_txid delivered, and pos_txid's events through pos_id. Such a position was always below
+-- the horizon of its time, so pos_txid had ended when an event of it was acked.
+CREATE FUNCTION steward._consumer_position(k steward.consumers)
 RETURNS steward.consumers
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF k.done IS NULL THEN
+        k.done := format('%1$s:%1$s:', greatest(coalesce(k.pos_txid::text::numeric, 1), 1))::pg_snapshot;
+        IF k.pos_id > 0 THEN
+            k.batch := format('%1$s:%1$s:', k.pos_txid::text::numeric + 1)::pg_snapshot;
+            k.acked_max := greatest(k.acked_max, k.pos_id);
+        ELSE
+            k.pos_txid := NULL;
+        END IF;
+    END IF;
+    RETURN k;
+END
+$$;
+
+-- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
+-- an all-tenant consumer from a trusted role or superuser outside any tenant. With `lock`, the
+-- row is locked for the caller's update (and a position from before snapshots is rewritten as
+-- one).
+CREATE FUNCTION steward._consumer(name text, lock boolean DEFAULT false)
+RETURNS steward.consumers
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1106,8 +1154,14 @@ DECLARE
 BEGIN
     -- Names are scoped to the caller's tenant (or to the all-tenant consumers): another
     -- scope's consumer of the same name is not there for the caller, not even as a name.
-    SELECT * INTO k FROM steward.consumers x
-     WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope;
+    IF lock THEN
+        SELECT * INTO k FROM steward.consumers x
+         WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope
+           FOR UPDATE;
+    ELSE
+        SELECT * INTO k FROM steward.consumers x
+         WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('consumer %s does not exist %s', coalesce('"' || name || '"', 'NULL'),
@@ -1115,11 +1169,17 @@ BEGIN
                                   ELSE 'in tenant ' || scope END),
             HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.';
     END IF;
-    RETURN k;
+    IF lock AND k.done IS NULL THEN
+        k := steward._consumer_position(k);
+        UPDATE steward.consumers x
+           SET done = k.done, batch = k.batch, pos_txid = k.pos_txid, acked_max = k.acked_max
+         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+    END IF;
+    RETURN steward._consumer_position(k);
 END
 $$;
 
--- A named cursor. 'latest' starts after what is final now; 'earliest' replays every retained
+-- A named cursor. 'latest' starts after what is visible now; 'earliest' replays every retained
 -- event. Created inside a tenant, it reads that tenant's events; by a trusted role or superuser
 -- outside any tenant, every tenant's.
 CREATE FUNCTION steward.create_consumer(name text, start text DEFAULT 'latest')
@@ -1141,10 +1201,10 @@ BEGIN
             MESSAGE = format('steward.create_consumer: %L is not a valid consumer name', name),
             HINT = 'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.';
     END IF;
-    INSERT INTO steward.consumers (name, tenant_id, pos_txid, pos_id, created_by)
+    INSERT INTO steward.consumers (name, tenant_id, done, created_by)
     VALUES (create_consumer.name, scope,
-            CASE start WHEN 'earliest' THEN '0'::xid8 ELSE steward._horizon() END,
-            0, session_user);
+            CASE start WHEN 'earliest' THEN '1:1:'::pg_snapshot ELSE steward._snapshot() END,
+            session_user);
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION USING ERRCODE = 'ST400',
         MESSAGE = format('consumer "%s" already exists', name),
@@ -1152,82 +1212,168 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
--- The next events after the consumer's position, in the commit-safe order (txid, id), up to
--- the horizon: every transaction below it has finished, so no event can still appear before
--- what is returned. An event of a transaction still running holds later ones back; it is
--- never skipped. poll() does not move the position: ack() does.
+-- The events of `scope` (NULL: every tenant) whose transactions are visible in `upto` and not in
+-- `base`: those in base's in-progress list, and those from its xmax on (everything else below
+-- base's xmax was visible in it, or rolled back). Two index ranges, never the log before base.
+CREATE FUNCTION steward._events_between(scope uuid, base pg_snapshot, upto pg_snapshot)
+RETURNS TABLE (txid xid8, id bigint, occurred_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.txid, c.id, c.occurred_at FROM steward.change_log c
+     WHERE c.txid = ANY (ARRAY(SELECT pg_snapshot_xip(base)))
+       AND pg_visible_in_snapshot(c.txid, upto)
+       AND c.evented AND (scope IS NULL OR c.tenant_id = scope)
+    UNION ALL
+    SELECT c.txid, c.id, c.occurred_at FROM steward.change_log c
+     WHERE c.txid >= pg_snapshot_xmax(base) AND c.txid < pg_snapshot_xmax(upto)
+       AND pg_visible_in_snapshot(c.txid, upto)
+       AND c.evented AND (scope IS NULL OR c.tenant_id = scope)
+$$;
+
+-- steward._internal_batch_next(scope, done, batch, after, budget) (extension/src/outbox.rs):
+-- the transactions of a consumer's batch after `after`, in delivery order, until they hold
+-- `budget` events, each as (txid, events). The order is computed once per batch and backend.
+
+-- The next events after the consumer's position, in commit order (ADR 004). A batch is what
+-- became visible between two snapshots; each transaction's events come together, in the order
+-- they were written, and transactions in the order of their last event. A batch is opened (its
+-- snapshot stored) when the one before is delivered; an event of a transaction still running
+-- belongs to a later batch, so it is never skipped, and it holds nothing back. poll() does not
+-- move the position: ack() does.
 CREATE FUNCTION steward.poll(consumer text, max_events int DEFAULT 100)
 RETURNS SETOF steward.outbox
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- Always walk the (txid, id) index from the position: with stale statistics the planner may
--- otherwise fetch everything after the position and sort it, on every poll.
+-- Always walk the (txid, id) index: with stale statistics the planner may otherwise read far
+-- more of the log than a batch holds.
 SET enable_seqscan = off
 SET enable_bitmapscan = off
-SET enable_sort = off
 AS $$
 DECLARE
-    k       steward.consumers := steward._consumer(consumer);
-    horizon xid8;
+    k      steward.consumers := steward._consumer(consumer);
+    fresh  steward.consumers;
+    n      bigint := 0;
+    got    bigint;
+    txs    xid8[];
+    upto   pg_snapshot;
+    base   pg_snapshot;
 BEGIN
     IF max_events IS NULL OR max_events < 1 OR max_events > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('steward.poll: max_events must be between 1 and 10000, not %s', max_events),
             HINT = 'Poll in batches of 100 to 1000.';
     END IF;
-    horizon := steward._horizon();
-    RETURN QUERY
-        SELECT o.* FROM steward.outbox o
-         WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.txid < horizon
-           AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
-         ORDER BY o.txid, o.id
-         LIMIT max_events;
+    FOR attempt IN 1..3 LOOP
+        IF k.batch IS NOT NULL THEN
+            -- The rest of the transaction being delivered.
+            IF k.pos_txid IS NOT NULL THEN
+                RETURN QUERY SELECT o.* FROM steward.outbox o
+                  WHERE o.txid = k.pos_txid AND o.id > k.pos_id
+                    AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+                  ORDER BY o.id LIMIT max_events;
+                GET DIAGNOSTICS got = ROW_COUNT;
+                n := n + got;
+            END IF;
+            -- Then the next transactions, whole; the last as far as max_events goes.
+            IF n < max_events THEN
+                txs := ARRAY(SELECT b.txid::text::xid8
+                               FROM steward._internal_batch_next(k.tenant_id, k.done::text, k.batch::text,
+                                                                 k.pos_txid::text, max_events - n) b);
+                IF cardinality(txs) > 1 THEN
+                    RETURN QUERY SELECT o.* FROM unnest(txs[1:cardinality(txs) - 1]) WITH ORDINALITY t(txid, ord)
+                      JOIN steward.outbox o ON o.txid = t.txid
+                     WHERE (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+                     ORDER BY t.ord, o.id;
+                    GET DIAGNOSTICS got = ROW_COUNT;
+                    n := n + got;
+                END IF;
+                IF cardinality(txs) > 0 THEN
+                    RETURN QUERY SELECT o.* FROM steward.outbox o
+                      WHERE o.txid = txs[cardinality(txs)]
+                        AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
+                      ORDER BY o.id LIMIT max_events - n;
+                    GET DIAGNOSTICS got = ROW_COUNT;
+                    n := n + got;
+                END IF;
+            END IF;
+            IF n > 0 OR cardinality(txs) > 0 THEN
+                RETURN;
+            END IF;
+        END IF;
+        -- No batch, or it is delivered: the next one is what has become visible since.
+        upto := steward._snapshot();
+        base := coalesce(k.batch, k.done);
+        IF NOT EXISTS (SELECT 1 FROM steward._events_between(k.tenant_id, base, upto)) THEN
+            RETURN;
+        END IF;
+        -- Another poll or an ack of this consumer may have moved it meanwhile: then again.
+        fresh := steward._consumer(consumer, lock => true);
+        IF (fresh.done::text, fresh.batch::text, fresh.pos_txid, fresh.pos_id)
+           IS DISTINCT FROM (k.done::text, k.batch::text, k.pos_txid, k.pos_id) THEN
+            k := fresh;
+            CONTINUE;
+        END IF;
+        UPDATE steward.consumers x SET done = base, batch = upto, pos_txid = NULL, pos_id = 0
+         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+        k.done := base;
+        k.batch := upto;
+        k.pos_txid := NULL;
+        k.pos_id := 0;
+    END LOOP;
 END
 $$;
 
--- Moves the consumer past `through_id` and everything before it in the order. Acking what is
--- already behind the position does nothing (a relay may ack twice).
+-- Moves the consumer past `through_id`, an event poll() returned, and everything before it in the
+-- order. Acking what is already behind the position does nothing (a relay may ack twice).
 CREATE FUNCTION steward.ack(consumer text, through_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
-    k steward.consumers := steward._consumer(consumer);
-    e record;
+    k steward.consumers := steward._consumer(consumer, lock => true);
+    t xid8;
 BEGIN
-    -- Found from the consumer's position on, in the commit-safe order (the log has no index on
-    -- the id alone): what poll() returned lies just after it. An id at or before the position's
-    -- is behind it: acked already.
-    SELECT o.txid, o.id, o.tenant_id INTO e FROM steward.outbox o
-     WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id) AND o.id = through_id
-       AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
-     ORDER BY o.txid, o.id
-     LIMIT 1;
-    IF NOT FOUND AND through_id BETWEEN 1 AND k.pos_id THEN
-        RETURN;
+    IF k.batch IS NOT NULL AND through_id IS NOT NULL THEN
+        -- In the transaction being delivered, after the position...
+        IF k.pos_txid IS NOT NULL THEN
+            SELECT c.txid INTO t FROM steward.change_log c
+             WHERE c.txid = k.pos_txid AND c.id = through_id AND c.id > k.pos_id AND c.evented
+               AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
+        END IF;
+        -- ... or in the transactions after it that poll() can have returned.
+        IF t IS NULL THEN
+            SELECT c.txid INTO t FROM steward.change_log c
+             WHERE c.txid = ANY (ARRAY(SELECT b.txid::text::xid8
+                                         FROM steward._internal_batch_next(k.tenant_id, k.done::text, k.batch::text,
+                                                                           k.pos_txid::text, 10000) b))
+               AND c.id = through_id AND c.evented
+               AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
+        END IF;
     END IF;
-    IF NOT FOUND THEN
+    IF t IS NULL THEN
+        IF through_id BETWEEN 1 AND k.acked_max THEN
+            RETURN;
+        END IF;
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
             HINT = 'Ack the id of the last event poll() returned.';
     END IF;
-    IF e.txid >= steward._horizon() THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.ack: event %s of consumer "%s" is not deliverable yet: an earlier transaction is still running', through_id, consumer),
-            HINT = 'Ack only ids that poll() returned; it holds back events behind a running transaction.';
-    END IF;
     UPDATE steward.consumers x
-       SET pos_txid = e.txid, pos_id = e.id, acked_at = now()
-     WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id
-       AND (x.pos_txid, x.pos_id) < (e.txid, e.id);
+       SET pos_txid = t, pos_id = through_id, acked_max = greatest(x.acked_max, through_id),
+           acked_at = now()
+     WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
 END
 $$;
 
--- Moves the consumer to the first event that occurred at or after `to_time` (back to replay,
--- or forward to skip). Never past a transaction still running.
+-- Moves the consumer back (to replay) or forward (to skip) so that every event that occurred at
+-- or after `to_time` is delivered again, and possibly some just before it; never past a
+-- transaction still running.
 CREATE FUNCTION steward.seek(consumer text, to_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -1235,54 +1381,69 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k       steward.consumers := steward._consumer(consumer);
-    horizon xid8 := steward._horizon();
-    e       record;
+    k    steward.consumers := steward._consumer(consumer, lock => true);
+    upto pg_snapshot := steward._snapshot();
+    x    numeric;
 BEGIN
     IF to_time IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
             MESSAGE = format('steward.seek: consumer "%s" needs a time to seek to', consumer),
             HINT = 'Pass a timestamptz, e.g. now() - interval ''1 hour''.';
     END IF;
-    SELECT o.txid, o.id INTO e FROM steward.outbox o
-     WHERE o.occurred_at >= to_time AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)
-     ORDER BY o.txid, o.id LIMIT 1;
-    IF NOT FOUND OR e.txid >= horizon THEN
-        UPDATE steward.consumers x SET pos_txid = horizon, pos_id = 0
-         WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
-    ELSE
-        UPDATE steward.consumers x SET pos_txid = e.txid, pos_id = e.id - 1
-         WHERE x.name = consumer AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
-    END IF;
+    -- Every transaction below the first that wrote an event at or after the time counts as
+    -- delivered; so does nothing still running.
+    SELECT min(c.txid)::text::numeric INTO x FROM steward.change_log c
+     WHERE c.evented AND c.occurred_at >= to_time
+       AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
+    UPDATE steward.consumers c
+       SET done = CASE WHEN x IS NULL OR x >= pg_snapshot_xmin(upto)::text::numeric THEN upto
+                       ELSE format('%1$s:%1$s:', greatest(x, 1))::pg_snapshot END,
+           batch = NULL, pos_txid = NULL, pos_id = 0
+     WHERE c.name = k.name AND c.tenant_id IS NOT DISTINCT FROM k.tenant_id;
 END
 $$;
 
--- Per consumer: events behind its position, how many poll() can return now (deliverable) and
--- how many wait behind a running transaction (held_back, with the oldest running transaction
--- that holds them: pg_stat_activity.backend_xid), and the oldest unacked event's age.
+-- Per consumer: the events it has not acked (behind) and the oldest one's age.
 CREATE FUNCTION steward._consumer_lag()
-RETURNS TABLE (consumer text, tenant_id uuid, behind bigint, deliverable bigint, held_back bigint,
-               oldest_unacked_at timestamptz, oldest_unacked_age interval, held_by xid8,
-               acked_at timestamptz)
-LANGUAGE sql STABLE
+RETURNS TABLE (consumer text, tenant_id uuid, behind bigint, oldest_unacked_at timestamptz,
+               oldest_unacked_age interval, acked_at timestamptz)
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
-    SELECT k.name, k.tenant_id, l.behind, l.deliverable, l.behind - l.deliverable,
-           l.oldest, now() - l.oldest,
-           CASE WHEN l.behind > l.deliverable THEN h.horizon END,
-           k.acked_at
-      FROM steward.consumers k
-     CROSS JOIN (SELECT steward._horizon() AS horizon) h
-     CROSS JOIN LATERAL (
-           SELECT count(*) AS behind,
-                  count(*) FILTER (WHERE o.txid < h.horizon) AS deliverable,
-                  min(o.occurred_at) AS oldest
-             FROM steward.outbox o
-            WHERE (o.txid, o.id) > (k.pos_txid, k.pos_id)
-              AND (k.tenant_id IS NULL OR o.tenant_id = k.tenant_id)) l
-     WHERE steward._internal_consumer_visible(k.tenant_id)
-     ORDER BY k.name
+DECLARE
+    raw  steward.consumers;
+    k    steward.consumers;
+    upto pg_snapshot := steward._snapshot(persist => false);
+    txs  xid8[];
+    n1   bigint; t1 timestamptz;
+    n2   bigint; t2 timestamptz;
+BEGIN
+    FOR raw IN SELECT * FROM steward.consumers x
+                WHERE steward._internal_consumer_visible(x.tenant_id) ORDER BY x.name LOOP
+        k := steward._consumer_position(raw);
+        SELECT count(*), min(e.occurred_at) INTO n1, t1
+          FROM steward._events_between(k.tenant_id, coalesce(k.batch, k.done), upto) e;
+        n2 := 0; t2 := NULL;
+        IF k.batch IS NOT NULL THEN
+            txs := ARRAY(SELECT b.txid::text::xid8
+                           FROM steward._internal_batch_next(k.tenant_id, k.done::text, k.batch::text,
+                                                             k.pos_txid::text, 9223372036854775807) b);
+            SELECT count(*), min(c.occurred_at) INTO n2, t2 FROM steward.change_log c
+             WHERE (c.txid = ANY (txs) OR (c.txid = k.pos_txid AND c.id > k.pos_id))
+               AND c.evented AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
+        END IF;
+        consumer := k.name;
+        tenant_id := k.tenant_id;
+        behind := n1 + n2;
+        oldest_unacked_at := least(t1, t2);
+        oldest_unacked_age := now() - least(t1, t2);
+        acked_at := k.acked_at;
+        RETURN NEXT;
+    END LOOP;
+END
 $$;
 CREATE VIEW steward.consumer_lag AS SELECT * FROM steward._consumer_lag();
 GRANT SELECT ON steward.consumer_lag TO PUBLIC;
@@ -1431,7 +1592,8 @@ REVOKE ALL ON FUNCTION
     steward._internal_erase(oid, jsonb, text),
     steward.register_event_type(text, integer, jsonb),
     steward.prune_outbox(interval),
-    steward._internal_prune_outbox(interval)
+    steward._internal_prune_outbox(interval),
+    steward._internal_batch_next(uuid, text, text, text, bigint)
 FROM PUBLIC;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without
 -- this, a role that can create a table could attach the log trigger to it and forge records.

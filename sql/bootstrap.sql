@@ -98,8 +98,9 @@ CREATE TABLE steward.change_log (
     schema_version integer,
     headers        jsonb              -- the headers emit() was given, beyond actor and annotations
 );
--- The commit-safe order: a record whose transaction id is below the oldest running one is final
--- (no transaction can add below it), so consumers and sealing walk (txid, id). Both indexes
+-- By transaction: a record whose transaction id is below the oldest running one is final (no
+-- transaction can add below it), so sealing walks (txid, id); consumers find a batch's
+-- transactions by their ids (ADR 004). Both indexes
 -- grow at their right edge; nothing on the write path lands on a random page. A row's records
 -- are found through the seals (sealed records) and this index (the unsealed tail): see
 -- steward._row_records.
@@ -193,14 +194,22 @@ SELECT pg_catalog.pg_extension_config_dump('steward.change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.audit_seals', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.seal_state', '');
 
--- The outbox face's consumers: named cursors into the commit-safe order (txid, id). A consumer
--- has read everything at or below its position. tenant_id NULL: every tenant (created by a
+-- The outbox face's consumers: named cursors into the commit order (ADR 004): batches of what
+-- became visible between two snapshots, each transaction whole. tenant_id NULL: every tenant (created by a
 -- trusted role or superuser outside any tenant); else one tenant's events only.
 CREATE TABLE steward.consumers (
     name       text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.:-]{1,128}$'),
     tenant_id  uuid,
-    pos_txid   xid8 NOT NULL,
-    pos_id     bigint NOT NULL,
+    -- The position (ADR 004): every transaction visible in `done` is delivered; `batch` is the
+    -- batch being delivered, what became visible between `done` and it, in the order of each
+    -- transaction's last event; of it, the transactions before `pos_txid` and `pos_txid`'s events
+    -- through `pos_id` are delivered. `done` is NULL only in a row from before this layout,
+    -- whose (pos_txid, pos_id) was a position in (txid, id) order (steward._consumer reads it).
+    pos_txid   xid8,
+    pos_id     bigint NOT NULL DEFAULT 0,
+    done       pg_snapshot,
+    batch      pg_snapshot,
+    acked_max  bigint NOT NULL DEFAULT 0,    -- the highest event id ever acked (ack below it: no-op)
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by text NOT NULL,
     acked_at   timestamptz

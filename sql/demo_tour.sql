@@ -83,7 +83,7 @@ SELECT steward.emit('invoice.paid', 'invoice', '1', '{"amount": 1300.00}') IS NO
 \echo '--- ack moves the consumer; lag shows what is left (a long transaction would hold events back)'
 \c - api_service
 SELECT steward.ack('demo-relay', (SELECT max(id) FROM steward.poll('demo-relay', 5)));
-SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
+SELECT consumer, behind FROM steward.consumer_lag;
 
 \echo '\n### 8. nobody weakens a governed table with DDL, not even a superuser: ST403'
 \c - postgres

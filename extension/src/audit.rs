@@ -234,7 +234,11 @@ fn seal() -> crate::errors::Result<i64> {
     crate::errors::keeping_codes(|| {
         Ok(tenancy::as_extension_owner(|| {
             with_cell(&SEALING, true, || {
-                Spi::get_one::<i64>("SELECT steward._seal_audit()")
+                Spi::connect_mut(|c| {
+                    c.update("SELECT steward._seal_audit()", Some(1), &[])?
+                        .first()
+                        .get_one::<i64>()
+                })
                     .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
                     .unwrap_or(0)
             })
@@ -304,7 +308,8 @@ fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
                             AND NOT EXISTS (
                                 SELECT 1 FROM steward.consumers k
                                  WHERE (k.tenant_id IS NULL OR k.tenant_id = c.tenant_id)
-                                   AND (c.txid, c.id) > (k.pos_txid, k.pos_id))
+                                   AND NOT pg_catalog.pg_visible_in_snapshot(
+                                           c.txid, (steward._consumer_position(k)).done))
                      ), tombstoned AS (
                          INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
                          SELECT id, tenant_id, digest FROM doomed

@@ -1022,8 +1022,9 @@ fn open_glass(reason: Option<&str>) -> crate::errors::Result<()> {
             "Say why, e.g. steward.break_glass('INC-2291: restore the tenant column type').",
         ));
     }
-    let member = Spi::get_one::<bool>(
+    let member = crate::reads::one::<bool>(
         "SELECT pg_catalog.pg_has_role(session_user, 'steward_breakglass', 'MEMBER')",
+        &[],
     )
     .ok()
     .flatten()

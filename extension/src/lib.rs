@@ -9,6 +9,7 @@ pub mod errors;
 pub mod govern;
 pub mod outbox;
 pub mod plans;
+pub mod reads;
 pub mod tenancy;
 pub mod wakeups;
 pub mod xids;
@@ -62,6 +63,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
+#[allow(clippy::disallowed_methods)] // tests may take transaction ids
 mod tests {
     // Units that need a backend. The SQL surface as users see it is specified by pg_regress/.
     use pgrx::pg_sys;

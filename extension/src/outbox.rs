@@ -75,7 +75,7 @@ fn check_not_row_event(event_type: &str) -> Result<()> {
         return Ok(());
     }
     let emitter = tenancy::as_extension_owner(|| {
-        Spi::get_one_with_args::<String>(
+        crate::reads::one::<String>(
             "SELECT t.tgrelid::pg_catalog.regclass::text
                FROM pg_catalog.pg_trigger t JOIN steward.governed g ON g.rel = t.tgrelid
               WHERE t.tgname = 'steward_log'
@@ -127,7 +127,7 @@ fn registered(event_type: &str) -> Result<Registered> {
         return Ok(found);
     }
     let row = tenancy::as_extension_owner(|| {
-        Spi::get_two_with_args::<i32, JsonB>(
+        crate::reads::two::<i32, JsonB>(
             "SELECT schema_version, json_schema FROM steward.event_types
               WHERE event_type = $1 ORDER BY schema_version DESC LIMIT 1",
             &[event_type.into()],
@@ -317,7 +317,7 @@ fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result
         ));
     }
     compile(event_type, &json_schema.0)?;
-    let existing = Spi::get_one_with_args::<JsonB>(
+    let existing = crate::reads::one::<JsonB>(
         "SELECT json_schema FROM steward.event_types WHERE event_type = $1 AND schema_version = $2",
         &[event_type.into(), schema_version.into()],
     );
@@ -471,4 +471,106 @@ fn string_value(ptr: *mut std::ffi::c_char, len: usize) -> pg_sys::JsonbValue {
             },
         },
     }
+}
+
+/// A consumer's batch in delivery order: each transaction's id and event count, ordered by its
+/// last event's id (ADR 004), and where each transaction stands in that order.
+struct Batch {
+    order: Vec<(i64, i64)>,
+    index: HashMap<i64, usize>,
+}
+
+/// Batches kept: (user, scope, done, batch) → the batch. A consumer's batch is fixed once its
+/// snapshot is stored, so its order is computed once per backend; the user is part of the key
+/// because the log's row-level security decides what a caller's query reads.
+type BatchKey = (pg_sys::Oid, Option<String>, String, String);
+
+/// At most this many batches are kept per backend (a relay uses one or two consumers).
+const KEPT_BATCHES: usize = 8;
+
+thread_local! {
+    static BATCHES: RefCell<HashMap<BatchKey, Rc<Batch>>> = RefCell::new(HashMap::new());
+}
+
+fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>> {
+    // SAFETY: reads the current user id of this backend.
+    let user = unsafe { pg_sys::GetUserId() };
+    let key = (
+        user,
+        scope.map(|u| u.to_string()),
+        done.to_string(),
+        batch.to_string(),
+    );
+    if let Some(found) = BATCHES.with_borrow(|b| b.get(&key).cloned()) {
+        return Ok(found);
+    }
+    let order = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT e.txid::text::bigint, pg_catalog.count(*)
+               FROM steward._events_between($1, $2::pg_snapshot, $3::pg_snapshot) e
+              GROUP BY e.txid
+              ORDER BY pg_catalog.max(e.id)",
+            None,
+            &[scope.into(), done.into(), batch.into()],
+        )?;
+        let mut order = Vec::with_capacity(rows.len());
+        for row in rows {
+            order.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<i64>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(order)
+    })
+    .map_err(|e| StewardError::internal(format!("steward: reading a consumer's batch failed: {e}")))?;
+    let index = order
+        .iter()
+        .enumerate()
+        .map(|(i, (txid, _))| (*txid, i))
+        .collect();
+    let found = Rc::new(Batch { order, index });
+    BATCHES.with_borrow_mut(|b| {
+        if b.len() >= KEPT_BATCHES {
+            b.clear();
+        }
+        b.insert(key, found.clone());
+    });
+    Ok(found)
+}
+
+/// The transactions after `after` (from the first when None or not in the batch), until they
+/// hold `budget` events.
+fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> Vec<(i64, i64)> {
+    let start = after
+        .and_then(|t| batch.index.get(&t))
+        .map_or(0, |i| i + 1);
+    let mut taken = 0i64;
+    let mut next = Vec::new();
+    for &(txid, events) in batch.order.iter().skip(start) {
+        if taken >= budget {
+            break;
+        }
+        next.push((txid, events));
+        taken = taken.saturating_add(events);
+    }
+    next
+}
+
+/// `steward._internal_batch_next(scope, done, batch, after, budget)`: see sql/api.sql.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_batch_next(
+    scope: Option<Uuid>,
+    done: Option<&str>,
+    batch: Option<&str>,
+    after: Option<&str>,
+    budget: Option<i64>,
+) -> TableIterator<'static, (name!(txid, i64), name!(events, i64))> {
+    let (Some(done), Some(batch)) = (done, batch) else {
+        return TableIterator::new(Vec::new());
+    };
+    let after = after.and_then(|a| a.parse::<i64>().ok());
+    let order = or_raise(crate::errors::keeping_codes(|| {
+        batch_order(scope, done, batch)
+    }));
+    TableIterator::new(next_in(&order, after, budget.unwrap_or(100).max(1)))
 }

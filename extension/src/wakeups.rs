@@ -18,8 +18,9 @@
 //!   databases busy than `steward.max_wakers`, no free worker process): the committing
 //!   transaction sends the NOTIFY itself, in pre-commit.
 //!
-//! A prepared transaction sends none (Postgres forbids NOTIFY in one): its events wake
-//! consumers at their next scheduled poll. ADR 006 records the design.
+//! A prepared transaction cannot send one (Postgres forbids NOTIFY in it): the `COMMIT PREPARED`
+//! that commits it does, in the session that runs it, where steward is loaded (always, when it is
+//! preloaded). ADR 006 records the design.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -137,6 +138,8 @@ pub fn init() {
             PRELOADED.store(true, Ordering::Relaxed);
         }
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(on_utility);
     }
 }
 
@@ -159,17 +162,111 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
     match event {
         // The mark is cleared whether or not the setting lets the wake-up out; with no waker
         // to count on, the transaction notifies itself.
-        XACT_EVENT_PRE_COMMIT if ENQUEUED.replace(false) && NOTIFY.get() && !reserve_waker() => {
+        XACT_EVENT_PRE_COMMIT
+            if (ENQUEUED.replace(false) | (COMMITTED_PREPARED.replace(false) && installed_here()))
+                && NOTIFY.get()
+                && !reserve_waker() =>
+        {
             notify_now()
         }
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE | XACT_EVENT_PREPARE => {
             ENQUEUED.set(false);
+            COMMITTED_PREPARED.set(false);
             if let Some(held) = HELD.take() {
                 release(held, event == XACT_EVENT_COMMIT);
             }
         }
         _ => {}
     }
+}
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+extern "C-unwind" {
+    /// Postgres' own, called directly: pgrx's wrapper would catch an error raised inside the
+    /// statement and raise it again with XX000 for a code it does not know (steward's ST403).
+    #[link_name = "standard_ProcessUtility"]
+    fn standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+thread_local! {
+    /// This transaction ran COMMIT PREPARED: it wakes consumers at its commit.
+    static COMMITTED_PREPARED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `COMMIT PREPARED` runs in a transaction of its own, in whatever session the transaction
+/// manager uses. A prepared transaction cannot NOTIFY (Postgres forbids it), so the commit of one
+/// wakes consumers instead: in a database where steward is installed, that transaction counts as
+/// one that enqueued (decided in pre-commit). It does so whether or not the prepared transaction
+/// enqueued (its records are not visible before it commits): a spare wake-up costs a poll that
+/// finds nothing.
+///
+/// Not `#[pg_guard]`, and nothing here owns anything that needs dropping: an error raised by the
+/// statement passes through this frame as it does through Postgres' own (a longjmp to the
+/// nearest handler), keeping its SQLSTATE, detail and hint.
+#[allow(clippy::too_many_arguments)] // the hook's signature is Postgres'
+unsafe extern "C-unwind" fn on_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the statement Postgres is about to run; it is read, never changed.
+    let commit_prepared = unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        !stmt.is_null()
+            && (*stmt).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*stmt.cast::<pg_sys::TransactionStmt>()).kind
+                == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
+    };
+    // SAFETY: the next hook in the chain, or Postgres itself, with the same arguments; this
+    // frame holds only plain values across the call (see above).
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => standard_process_utility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+    if commit_prepared {
+        COMMITTED_PREPARED.set(true);
+    }
+}
+
+/// Whether the steward extension is installed in this database (a syscache lookup).
+fn installed_here() -> bool {
+    // SAFETY: a catalog lookup by name inside a transaction; missing_ok, so it does not raise.
+    unsafe { pg_sys::get_extension_oid(c"steward".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 /// Queues the NOTIFY in this transaction: Postgres sends it at commit.

@@ -36,6 +36,26 @@ pub fn offset() -> Result<i64> {
     Ok(found)
 }
 
+/// The offset for a read: the recorded one, or, where none is recorded yet, the one the first
+/// write will record, computed without writing it (a read never takes a transaction id).
+pub fn offset_for_reading() -> Result<i64> {
+    if let Some(known) = OFFSET.get() {
+        return Ok(known);
+    }
+    crate::errors::keeping_codes(|| {
+        tenancy::as_extension_owner(|| {
+            let (cluster, _) = here();
+            match recorded_for(&cluster)? {
+                Some(offset) => {
+                    OFFSET.set(Some(offset));
+                    Ok(offset)
+                }
+                None => Ok(needed()?.0),
+            }
+        })
+    })
+}
+
 /// steward's id for the cluster's full transaction id `xid`.
 pub fn shifted(xid: u64) -> Result<u64> {
     let offset = offset()?;
@@ -148,16 +168,19 @@ fn recorded_for(cluster: &str) -> Result<Option<i64>> {
 /// at or below it): the oldest transaction still running is the lowest that can write. With it,
 /// the first id above what the database holds (as text), or None when it holds none.
 fn needed() -> Result<(i64, Option<String>)> {
-    let (offset, above) = Spi::get_two::<i64, String>(
+    let (offset, above) = crate::reads::two::<i64, String>(
         "WITH m AS (
              SELECT greatest(
                         (SELECT max(c.txid) FROM steward.change_log c),
-                        (SELECT max(k.pos_txid) FROM steward.consumers k),
+                        (SELECT max(greatest(k.pos_txid, pg_snapshot_xmax(k.done),
+                                             pg_snapshot_xmax(k.batch)))
+                           FROM steward.consumers k),
                         (SELECT max(x.horizon) FROM steward.seal_state x))::text::numeric + 1 AS above)
          SELECT greatest(0, coalesce(m.above, 0)
                             - pg_snapshot_xmin(pg_current_snapshot())::text::numeric)::bigint,
                 m.above::text
            FROM m",
+        &[],
     )
     .map_err(spi)?;
     Ok((offset.unwrap_or(0), above))
@@ -167,8 +190,13 @@ fn spi(e: pgrx::spi::Error) -> StewardError {
     StewardError::internal(format!("steward: reading steward.xid_base failed: {e}"))
 }
 
-/// `steward._internal_xid_offset()`: see [`offset`].
+/// `steward._internal_xid_offset(persist)`: see [`offset`]; with `persist` false,
+/// [`offset_for_reading`].
 #[pg_extern(volatile, parallel_unsafe)]
-fn _internal_xid_offset() -> i64 {
-    or_raise(offset())
+fn _internal_xid_offset(persist: default!(bool, true)) -> i64 {
+    or_raise(if persist {
+        offset()
+    } else {
+        offset_for_reading()
+    })
 }

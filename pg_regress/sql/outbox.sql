@@ -135,7 +135,7 @@ SELECT * FROM steward.poll('nobody');
 -- Nor can a tenant role move a consumer by hand.
 UPDATE steward.consumers SET pos_id = 0;
 \echo :LAST_ERROR_SQLSTATE
-SELECT consumer, behind, deliverable, held_back FROM steward.consumer_lag;
+SELECT consumer, behind FROM steward.consumer_lag;
 -- Another tenant cannot use acme's consumer: for it, the name does not exist (ST400); nothing
 -- says the name is taken elsewhere, or by whom.
 \c - globex_app
@@ -166,14 +166,53 @@ SELECT steward.seek('replayer', 'infinity');
 SELECT count(*) AS nothing_after_seek_to_the_future FROM steward.poll('replayer');
 SELECT steward.seek('replayer', NULL);
 \echo :LAST_ERROR_SQLSTATE
-SELECT consumer, tenant_id, behind, deliverable, held_back FROM steward.consumer_lag ORDER BY consumer;
+SELECT consumer, tenant_id, behind FROM steward.consumer_lag ORDER BY consumer;
+
+-- A consumer positioned before positions were snapshots (its row still holds (pos_txid, pos_id)
+-- in the old (txid, id) order, as an upgrade leaves it) goes on from where it was: it gets the
+-- same events the old order had after its position, the rest of its transaction first.
+\c - postgres
+SELECT steward.create_consumer('old-relay');
+UPDATE steward.consumers k SET done = NULL, batch = NULL, pos_txid = e.txid, pos_id = e.id
+  FROM (SELECT o.txid, min(o.id) AS id FROM steward.outbox o
+         WHERE o.txid = (SELECT x.txid FROM steward.outbox x GROUP BY x.txid HAVING count(*) > 1
+                         ORDER BY x.txid LIMIT 1)
+         GROUP BY o.txid) e
+ WHERE k.name = 'old-relay';
+SELECT (steward._consumer('old-relay')).pos_id IS NOT NULL AS read_as_before;
+-- Drained the way a relay does: poll, ack the last event returned, until nothing is left.
+CREATE TEMP TABLE got (n serial, id bigint, txid xid8);
+DO $$
+DECLARE r record; last bigint;
+BEGIN
+    LOOP
+        last := NULL;
+        FOR r IN SELECT * FROM steward.poll('old-relay', 1000) LOOP
+            INSERT INTO got (id, txid) VALUES (r.id, r.txid);
+            last := r.id;
+        END LOOP;
+        EXIT WHEN last IS NULL;
+        PERFORM steward.ack('old-relay', last);
+    END LOOP;
+END $$;
+SELECT (SELECT array_agg(id ORDER BY id) FROM got)
+     = (SELECT array_agg(o.id ORDER BY o.id) FROM steward.outbox o
+         WHERE (o.txid, o.id) > (SELECT e.txid, e.id FROM steward.outbox e
+                                  WHERE e.txid = (SELECT g.txid FROM got g WHERE g.n = 1)
+                                  ORDER BY e.id LIMIT 1)) AS same_events_as_the_old_order,
+       (SELECT g.txid FROM got g WHERE g.n = 1) < (SELECT g.txid FROM got g WHERE g.n = 2)
+           AS rest_of_its_transaction_first;
+SELECT done IS NOT NULL AS now_a_snapshot, batch IS NOT NULL AS in_a_batch
+  FROM steward.consumers WHERE name = 'old-relay';
+DROP TABLE got;
+\c - api_service
 
 -- prune_outbox is the DBA's.
 SELECT steward.prune_outbox();
 \echo :LAST_ERROR_SQLSTATE
 
 -- Two-phase commit works for a transaction that enqueued (a prepared transaction cannot hold a
--- NOTIFY: steward sends none for it, its events wake consumers at their next poll).
+-- NOTIFY: COMMIT PREPARED sends the wake-up, tests/tests/outbox.rs shows it).
 \c - api_service
 BEGIN;
 SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example') IS NOT NULL AS entered;

@@ -485,9 +485,10 @@ fn extension_owner() -> pg_sys::Oid {
         return oid;
     }
     let generation = generation();
-    let owner = Spi::get_one::<pg_sys::Oid>(
+    let owner = crate::reads::one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension
           WHERE extname OPERATOR(pg_catalog.=) 'steward'::pg_catalog.name",
+        &[],
     )
     .ok()
     .flatten()
@@ -512,7 +513,7 @@ fn role_trusted(caller: pg_sys::Oid) -> bool {
                OR EXISTS (SELECT 1 FROM steward.trusted_roles x
                             JOIN pg_catalog.pg_roles r ON r.oid = x.role::pg_catalog.oid
                            WHERE pg_catalog.pg_has_role($1, r.oid, 'USAGE'))";
-    let trusted = as_extension_owner(|| Spi::get_one_with_args::<bool>(Q, &[caller.into()]))
+    let trusted = as_extension_owner(|| crate::reads::one::<bool>(Q, &[caller.into()]))
         .unwrap_or_else(|e| pgrx::error!("steward: reading trusted roles failed: {e}"))
         .unwrap_or(false);
     remember(generation, |c| {
