@@ -1364,6 +1364,18 @@ BEGIN
             MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
             HINT = 'Ack the id of the last event poll() returned.';
     END IF;
+    -- The batch's last event closes it: everything visible in its snapshot is delivered.
+    IF NOT EXISTS (SELECT 1 FROM steward.change_log c
+                    WHERE c.txid = t AND c.id > through_id AND c.evented
+                      AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id))
+       AND NOT EXISTS (SELECT 1 FROM steward._internal_batch_next(k.tenant_id, k.done::text, k.batch::text,
+                                                                    t::text, 1)) THEN
+        UPDATE steward.consumers x
+           SET done = k.batch, batch = NULL, pos_txid = NULL, pos_id = 0,
+               acked_max = greatest(x.acked_max, through_id), acked_at = now()
+         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+        RETURN;
+    END IF;
     UPDATE steward.consumers x
        SET pos_txid = t, pos_id = through_id, acked_max = greatest(x.acked_max, through_id),
            acked_at = now()

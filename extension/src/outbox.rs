@@ -522,7 +522,9 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
         }
         Ok::<_, pgrx::spi::Error>(order)
     })
-    .map_err(|e| StewardError::internal(format!("steward: reading a consumer's batch failed: {e}")))?;
+    .map_err(|e| {
+        StewardError::internal(format!("steward: reading a consumer's batch failed: {e}"))
+    })?;
     let index = order
         .iter()
         .enumerate()
@@ -541,9 +543,7 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
 /// The transactions after `after` (from the first when None or not in the batch), until they
 /// hold `budget` events.
 fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> Vec<(i64, i64)> {
-    let start = after
-        .and_then(|t| batch.index.get(&t))
-        .map_or(0, |i| i + 1);
+    let start = after.and_then(|t| batch.index.get(&t)).map_or(0, |i| i + 1);
     let mut taken = 0i64;
     let mut next = Vec::new();
     for &(txid, events) in batch.order.iter().skip(start) {

@@ -163,7 +163,8 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
         // The mark is cleared whether or not the setting lets the wake-up out; with no waker
         // to count on, the transaction notifies itself.
         XACT_EVENT_PRE_COMMIT
-            if (ENQUEUED.replace(false) | (COMMITTED_PREPARED.replace(false) && installed_here()))
+            if (ENQUEUED.replace(false)
+                | (COMMITTED_PREPARED.replace(false) && installed_here()))
                 && NOTIFY.get()
                 && !reserve_waker() =>
         {

@@ -134,8 +134,10 @@ fn test(args: &[String]) -> Result<()> {
         // recommends: wake-ups by the per-database waker), and one that loads it on demand
         // (installed into a database the DBA cannot restart): pg_regress runs there, and the
         // end-to-end tests that show the difference use both.
-        // Two-phase commit is on so that the tests can show steward works with it.
-        let conf = "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 4";
+        // Two-phase commit is on so that the tests can show steward works with it; commit
+        // timestamps are kept so that the commit-order test can compare against them.
+        let conf = "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 16\n\
+                    track_commit_timestamp = on";
         let pid = std::process::id();
         let mut preloaded = Cluster::create(
             &format!("test-{pid}"),
