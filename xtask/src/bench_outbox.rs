@@ -276,10 +276,10 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Result<String> {
     let theirs = latency(cluster, true)?;
     let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
     let (q50, q99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
-    let verdict = if p99 <= 20.0 {
-        "≤ 20 ms: met"
+    let verdict = if p99 <= 5.0 {
+        "≤ 5 ms: met"
     } else {
-        "≤ 20 ms: **not met**"
+        "≤ 5 ms: **not met**"
     };
     println!("  steward p50 {p50:.1} ms p99 {p99:.1} ms ({verdict}); PgQ p50 {q50:.1} ms p99 {q99:.1} ms");
     writeln!(
