@@ -112,6 +112,15 @@ pub fn install_extension(release: bool) -> Result<()> {
         "building and installing the steward extension ({})",
         if release { "release" } else { "debug" }
     ));
+    // The library is unlinked first, so that the install writes a new file: a server that has
+    // the old one mapped keeps it (overwriting it in place would crash that server's backends
+    // with SIGBUS), and new backends load the new one.
+    let pkglib = output(Command::new(PG_CONFIG).arg("--pkglibdir"))?;
+    let library = Path::new(pkglib.trim()).join("steward.so");
+    if library.exists() {
+        std::fs::remove_file(&library)
+            .with_context(|| format!("removing the old {}", library.display()))?;
+    }
     let mut c = cargo(&repo_root().join("extension"));
     c.args(["pgrx", "install", "--pg-config", PG_CONFIG]);
     if release {
