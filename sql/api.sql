@@ -558,6 +558,13 @@ AS $$
        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg
                         WHERE tg.tgrelid = to_regclass(v.tbl) AND tg.tgname = x.name
                           AND tg.tgenabled = 'A')
+    UNION ALL
+    -- The outbox's order needs record ids drawn in the order of their writes across backends
+    -- (ADR 004): a sequence cache would hand one backend a range below another's.
+    SELECT format('the change log''s id sequence caches %s values per backend', q.seqcache),
+           'ALTER SEQUENCE steward.change_log_id_seq CACHE 1'
+      FROM pg_sequence q
+     WHERE q.seqrelid = to_regclass('steward.change_log_id_seq') AND q.seqcache <> 1
 $$;
 
 -- The DDL guard, at the start of a command: remember what is weak already, so that only what a

@@ -44,6 +44,11 @@ UPDATE steward.xid_base SET xid_offset = 0, system_identifier = 'elsewhere';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM steward.xid_base;
 \echo :LAST_ERROR_SQLSTATE
+-- The log's ids must be drawn in write order (the outbox's order, ADR 004): no sequence cache,
+-- for the superuser neither.
+ALTER SEQUENCE steward.change_log_id_seq CACHE 20;
+\echo :LAST_ERROR_SQLSTATE
+SELECT seqcache FROM pg_sequence WHERE seqrelid = 'steward.change_log_id_seq'::regclass;
 -- Aliases decide whose history a restored record is: steward's alone to write.
 INSERT INTO steward.rel_aliases VALUES ('app.projects'::regclass::oid, 'app.journal'::regclass::oid, NULL);
 \echo :LAST_ERROR_SQLSTATE
