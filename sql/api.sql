@@ -1415,8 +1415,9 @@ BEGIN
      WHERE c.evented AND c.occurred_at >= to_time
        AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
     UPDATE steward.consumers c
-       SET done = CASE WHEN x IS NULL OR x >= pg_snapshot_xmin(upto)::text::numeric THEN upto
-                       ELSE format('%1$s:%1$s:', greatest(x, 1))::pg_snapshot END,
+       SET done = CASE WHEN x IS NULL THEN upto
+                       ELSE format('%1$s:%1$s:', greatest(least(x, pg_snapshot_xmin(upto)::text::numeric), 1))::pg_snapshot
+                  END,
            batch = NULL, pos_txid = NULL, pos_id = 0
      WHERE c.name = k.name AND c.tenant_id IS NOT DISTINCT FROM k.tenant_id;
 END
