@@ -109,7 +109,7 @@ CREATE INDEX change_log_order ON steward.change_log (txid, id);
 -- 009). It serves history() (a sealed record by its whole key, the unsealed tail from the
 -- horizon), erase() and verify_audit() without visiting another tenant's entries, and grows at
 -- each tenant's right edge. Two indexes per record, as before: the id alone is never looked up
--- (ack() finds an event from the consumer's position in the commit-safe order).
+-- (ack() finds an event from the consumer's batch, by its transaction).
 ALTER TABLE steward.change_log ADD CONSTRAINT change_log_pkey PRIMARY KEY (tenant_id, txid, id);
 
 -- Tenant roles read their tenant's records; nobody writes them but steward.
