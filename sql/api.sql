@@ -1241,6 +1241,8 @@ $$;
 -- steward._internal_batch_next(scope, done, batch, after, budget) (extension/src/outbox.rs):
 -- the transactions of a consumer's batch after `after`, in delivery order, until they hold
 -- `budget` events, each as (txid, events). The order is computed once per batch and backend.
+-- steward._internal_batch_find(scope, done, batch, after, event_id): of those poll() can have
+-- returned, the transactions whose event ids span `event_id` (where ack() looks for it).
 
 -- The next events after the consumer's position, in commit order (ADR 004). A batch is what
 -- became visible between two snapshots; each transaction's events come together, in the order
@@ -1356,9 +1358,8 @@ BEGIN
         -- ... or in the transactions after it that poll() can have returned.
         IF t IS NULL THEN
             SELECT c.txid INTO t FROM steward.change_log c
-             WHERE c.txid = ANY (ARRAY(SELECT b.txid::text::xid8
-                                         FROM steward._internal_batch_next(k.tenant_id, k.done::text, k.batch::text,
-                                                                           k.pos_txid::text, 10000) b))
+             WHERE c.txid = ANY (steward._internal_batch_find(k.tenant_id, k.done::text, k.batch::text,
+                                                              k.pos_txid::text, through_id)::text[]::xid8[])
                AND c.id = through_id AND c.evented
                AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
         END IF;
@@ -1613,7 +1614,8 @@ REVOKE ALL ON FUNCTION
     steward.register_event_type(text, integer, jsonb),
     steward.prune_outbox(interval),
     steward._internal_prune_outbox(interval),
-    steward._internal_batch_next(uuid, text, text, text, bigint)
+    steward._internal_batch_next(uuid, text, text, text, bigint),
+    steward._internal_batch_find(uuid, text, text, text, bigint)
 FROM PUBLIC;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without
 -- this, a role that can create a table could attach the log trigger to it and forge records.

@@ -473,10 +473,20 @@ fn string_value(ptr: *mut std::ffi::c_char, len: usize) -> pg_sys::JsonbValue {
     }
 }
 
-/// A consumer's batch in delivery order: each transaction's id and event count, ordered by its
-/// last event's id (ADR 004), and where each transaction stands in that order.
+/// One transaction of a batch: its id, how many events the consumer reads of it, and the first
+/// and last of their ids.
+#[derive(Clone, Copy)]
+struct Member {
+    txid: i64,
+    events: i64,
+    first: i64,
+    last: i64,
+}
+
+/// A consumer's batch in delivery order: its transactions ordered by their last event's id
+/// (ADR 004), and where each transaction stands in that order.
 struct Batch {
-    order: Vec<(i64, i64)>,
+    order: Vec<Member>,
     index: HashMap<i64, usize>,
 }
 
@@ -506,7 +516,8 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
     }
     let order = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT e.txid::text::bigint, pg_catalog.count(*)
+            "SELECT e.txid::text::bigint, pg_catalog.count(*), pg_catalog.min(e.id),
+                    pg_catalog.max(e.id)
                FROM steward._events_between($1, $2::pg_snapshot, $3::pg_snapshot) e
               GROUP BY e.txid
               ORDER BY pg_catalog.max(e.id)",
@@ -515,10 +526,12 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
         )?;
         let mut order = Vec::with_capacity(rows.len());
         for row in rows {
-            order.push((
-                row.get::<i64>(1)?.unwrap_or_default(),
-                row.get::<i64>(2)?.unwrap_or_default(),
-            ));
+            order.push(Member {
+                txid: row.get::<i64>(1)?.unwrap_or_default(),
+                events: row.get::<i64>(2)?.unwrap_or_default(),
+                first: row.get::<i64>(3)?.unwrap_or_default(),
+                last: row.get::<i64>(4)?.unwrap_or_default(),
+            });
         }
         Ok::<_, pgrx::spi::Error>(order)
     })
@@ -528,7 +541,7 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
     let index = order
         .iter()
         .enumerate()
-        .map(|(i, (txid, _))| (*txid, i))
+        .map(|(i, m)| (m.txid, i))
         .collect();
     let found = Rc::new(Batch { order, index });
     BATCHES.with_borrow_mut(|b| {
@@ -542,18 +555,18 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
 
 /// The transactions after `after` (from the first when None or not in the batch), until they
 /// hold `budget` events.
-fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> Vec<(i64, i64)> {
-    let start = after.and_then(|t| batch.index.get(&t)).map_or(0, |i| i + 1);
+fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> impl Iterator<Item = &Member> {
+    let start = after
+        .and_then(|t| batch.index.get(&t))
+        .map_or(0, |i| i + 1);
     let mut taken = 0i64;
-    let mut next = Vec::new();
-    for &(txid, events) in batch.order.iter().skip(start) {
-        if taken >= budget {
-            break;
-        }
-        next.push((txid, events));
-        taken = taken.saturating_add(events);
-    }
-    next
+    batch.order[start.min(batch.order.len())..]
+        .iter()
+        .take_while(move |m| {
+            let more = taken < budget;
+            taken = taken.saturating_add(m.events);
+            more
+        })
 }
 
 /// `steward._internal_batch_next(scope, done, batch, after, budget)`: see sql/api.sql.
@@ -572,5 +585,32 @@ fn _internal_batch_next(
     let order = or_raise(crate::errors::keeping_codes(|| {
         batch_order(scope, done, batch)
     }));
-    TableIterator::new(next_in(&order, after, budget.unwrap_or(100).max(1)))
+    let next: Vec<(i64, i64)> = next_in(&order, after, budget.unwrap_or(100).max(1))
+        .map(|m| (m.txid, m.events))
+        .collect();
+    TableIterator::new(next)
+}
+
+/// `steward._internal_batch_find(scope, done, batch, after, event_id)`: the transactions after
+/// `after`, among those `poll()` can have returned (10,000 events' worth), whose event ids span
+/// `event_id`: where ack() looks for the event it is given (the log has no index on the id).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_batch_find(
+    scope: Option<Uuid>,
+    done: Option<&str>,
+    batch: Option<&str>,
+    after: Option<&str>,
+    event_id: Option<i64>,
+) -> Vec<i64> {
+    let (Some(done), Some(batch), Some(event_id)) = (done, batch, event_id) else {
+        return Vec::new();
+    };
+    let after = after.and_then(|a| a.parse::<i64>().ok());
+    let order = or_raise(crate::errors::keeping_codes(|| {
+        batch_order(scope, done, batch)
+    }));
+    next_in(&order, after, 10_000)
+        .filter(|m| m.first <= event_id && event_id <= m.last)
+        .map(|m| m.txid)
+        .collect()
 }
