@@ -1365,7 +1365,15 @@ BEGIN
         END IF;
     END IF;
     IF t IS NULL THEN
-        IF through_id BETWEEN 1 AND k.acked_max THEN
+        -- Behind the position: acked already (a relay may ack twice). In this batch, an event of
+        -- a transaction at or before the position's; before it, any id up to the highest acked.
+        IF through_id BETWEEN 1 AND k.acked_max
+           OR EXISTS (SELECT 1 FROM steward.change_log c
+                       WHERE c.txid = ANY (steward._internal_batch_behind(k.tenant_id, k.done::text, k.batch::text,
+                                                                          k.pos_txid::text, through_id)::text[]::xid8[])
+                         AND c.id = through_id AND c.evented
+                         AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id)
+                         AND (c.txid <> k.pos_txid OR c.id <= k.pos_id)) THEN
             RETURN;
         END IF;
         RAISE EXCEPTION USING ERRCODE = 'ST400',
@@ -1615,7 +1623,8 @@ REVOKE ALL ON FUNCTION
     steward.prune_outbox(interval),
     steward._internal_prune_outbox(interval),
     steward._internal_batch_next(uuid, text, text, text, bigint),
-    steward._internal_batch_find(uuid, text, text, text, bigint)
+    steward._internal_batch_find(uuid, text, text, text, bigint),
+    steward._internal_batch_behind(uuid, text, text, text, bigint)
 FROM PUBLIC;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without
 -- this, a role that can create a table could attach the log trigger to it and forge records.

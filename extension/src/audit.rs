@@ -824,7 +824,10 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
                     .into(),
             ));
         }
-        if form.relhasrules {
+        // The rules themselves, not relhasrules: Postgres clears that flag only at the next
+        // VACUUM after the last rule is dropped.
+        let rules = (*log).rd_rules;
+        if form.relhasrules && !rules.is_null() && (*rules).numLocks > 0 {
             return Err(log_altered(
                 "it has rules, which steward's writer does not apply".into(),
             ));

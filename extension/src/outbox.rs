@@ -538,11 +538,7 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
     .map_err(|e| {
         StewardError::internal(format!("steward: reading a consumer's batch failed: {e}"))
     })?;
-    let index = order
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.txid, i))
-        .collect();
+    let index = order.iter().enumerate().map(|(i, m)| (m.txid, i)).collect();
     let found = Rc::new(Batch { order, index });
     BATCHES.with_borrow_mut(|b| {
         if b.len() >= KEPT_BATCHES {
@@ -556,9 +552,7 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
 /// The transactions after `after` (from the first when None or not in the batch), until they
 /// hold `budget` events.
 fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> impl Iterator<Item = &Member> {
-    let start = after
-        .and_then(|t| batch.index.get(&t))
-        .map_or(0, |i| i + 1);
+    let start = after.and_then(|t| batch.index.get(&t)).map_or(0, |i| i + 1);
     let mut taken = 0i64;
     batch.order[start.min(batch.order.len())..]
         .iter()
@@ -589,6 +583,38 @@ fn _internal_batch_next(
         .map(|m| (m.txid, m.events))
         .collect();
     TableIterator::new(next)
+}
+
+/// `steward._internal_batch_behind(scope, done, batch, after, event_id)`: the transactions up to
+/// and including `after` whose event ids span `event_id`: where ack() finds an event it is given
+/// again, already behind the position (a no-op then).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_batch_behind(
+    scope: Option<Uuid>,
+    done: Option<&str>,
+    batch: Option<&str>,
+    after: Option<&str>,
+    event_id: Option<i64>,
+) -> Vec<i64> {
+    let (Some(done), Some(batch), Some(event_id), Some(after)) = (
+        done,
+        batch,
+        event_id,
+        after.and_then(|a| a.parse::<i64>().ok()),
+    ) else {
+        return Vec::new();
+    };
+    let order = or_raise(crate::errors::keeping_codes(|| {
+        batch_order(scope, done, batch)
+    }));
+    let Some(&upto) = order.index.get(&after) else {
+        return Vec::new();
+    };
+    order.order[..=upto]
+        .iter()
+        .filter(|m| m.first <= event_id && event_id <= m.last)
+        .map(|m| m.txid)
+        .collect()
 }
 
 /// `steward._internal_batch_find(scope, done, batch, after, event_id)`: the transactions after

@@ -60,6 +60,18 @@ INSERT INTO app.gadgets (id, name) VALUES (5, 'five');
 \echo :LAST_ERROR_SQLSTATE
 \c - postgres
 DROP TRIGGER copy_record ON steward.change_log;
+-- A rule steward's writer would not apply: refused while it is there, and writes go on as soon as
+-- it is dropped (Postgres keeps relhasrules set until the next VACUUM; steward looks at the rules).
+CREATE RULE swallow AS ON INSERT TO steward.change_log DO INSTEAD NOTHING;
+\c - acme_app
+INSERT INTO app.gadgets (id, name) VALUES (5, 'five');
+\echo :LAST_ERROR_SQLSTATE
+\c - postgres
+DROP RULE swallow ON steward.change_log;
+\c - acme_app
+INSERT INTO app.gadgets (id, name) VALUES (6, 'six after the rule');
+SELECT count(*) AS logged FROM steward.audit_log WHERE table_name = 'app.gadgets' AND row_key = '{"id": 6}';
+\c - postgres
 ALTER TABLE steward.change_log ADD COLUMN reviewed boolean NOT NULL DEFAULT false;
 \c - acme_app
 INSERT INTO app.gadgets (id, name) VALUES (5, 'five');

@@ -306,3 +306,54 @@ fn per_row_order_is_commit_order_under_load() {
         .collect();
     assert_eq!(rebuilt, table);
 }
+
+/// Acking again an event already behind the position does nothing, also one whose id is above the
+/// acked one (transactions come by their last event, so a delivered event may have a higher id
+/// than a later one); an id that no poll can have returned is ST400.
+#[test]
+fn acking_what_is_behind_the_position_is_a_no_op() {
+    let db = fresh_database("e2e_order_reack");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute("SELECT steward.create_consumer('reack')")
+        .unwrap();
+    let emit = |c: &mut Client, k: &str| {
+        c.batch_execute(&format!(
+            "SELECT steward.emit('reack.tested', 'x', '{k}', '{{}}')"
+        ))
+        .unwrap();
+    };
+    let enter = format!("BEGIN; SELECT steward.enter_tenant('{ACME}');");
+    let mut t5 = connect(&db, "e2e_service");
+    t5.batch_execute(&enter).unwrap();
+    emit(&mut t5, "a");
+    let mut t3 = connect(&db, "e2e_service");
+    t3.batch_execute(&enter).unwrap();
+    emit(&mut t3, "b");
+    emit(&mut t3, "c");
+    t3.batch_execute("COMMIT").unwrap();
+    emit(&mut t5, "d");
+    t5.batch_execute("COMMIT").unwrap();
+    let polled: Vec<(i64, String)> = c
+        .query("SELECT id, aggregate_id FROM steward.poll('reack', 3)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let keys: Vec<&str> = polled.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(keys, ["b", "c", "a"], "t3 whole, then t5");
+    for (id, _) in polled.iter().rev().chain(polled.iter()) {
+        c.execute("SELECT steward.ack('reack', $1)", &[id])
+            .unwrap_or_else(|e| panic!("acking {id} again: {e}"));
+    }
+    let rest: Vec<String> = c
+        .query("SELECT aggregate_id FROM steward.poll('reack', 10)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rest, ["d"]);
+    let err = c
+        .execute("SELECT steward.ack('reack', $1)", &[&i64::MAX])
+        .unwrap_err();
+    assert_eq!(steward_tests::sqlstate(&err), "ST400");
+}
