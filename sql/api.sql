@@ -1171,7 +1171,7 @@ BEGIN
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('consumer %s does not exist %s', coalesce('"' || name || '"', 'NULL'),
+            MESSAGE = format('consumer %s does not exist %s', coalesce('"' || left(name, 130) || '"', 'NULL'),
                              CASE WHEN scope IS NULL THEN 'among the all-tenant consumers'
                                   ELSE 'in tenant ' || scope END),
             HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.';
@@ -1205,7 +1205,7 @@ BEGIN
     END IF;
     IF name IS NULL OR name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.create_consumer: %L is not a valid consumer name', name),
+            MESSAGE = format('steward.create_consumer: %L is not a valid consumer name', left(name, 130)),
             HINT = 'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.';
     END IF;
     INSERT INTO steward.consumers (name, tenant_id, done, created_by)
