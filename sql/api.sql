@@ -1163,11 +1163,11 @@ BEGIN
     -- scope's consumer of the same name is not there for the caller, not even as a name.
     IF lock THEN
         SELECT * INTO k FROM steward.consumers x
-         WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope
+         WHERE x.name = _consumer.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid)
            FOR UPDATE;
     ELSE
         SELECT * INTO k FROM steward.consumers x
-         WHERE x.name = _consumer.name AND x.tenant_id IS NOT DISTINCT FROM scope;
+         WHERE x.name = _consumer.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
@@ -1180,7 +1180,7 @@ BEGIN
         k := steward._consumer_position(k);
         UPDATE steward.consumers x
            SET done = k.done, batch = k.batch, pos_txid = k.pos_txid, acked_max = k.acked_max
-         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+         WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
     RETURN steward._consumer_position(k);
 END
@@ -1325,7 +1325,7 @@ BEGIN
             CONTINUE;
         END IF;
         UPDATE steward.consumers x SET done = base, batch = upto, pos_txid = NULL, pos_id = 0
-         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+         WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
         k.done := base;
         k.batch := upto;
         k.pos_txid := NULL;
@@ -1345,8 +1345,9 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    k steward.consumers := steward._consumer(consumer, lock => true);
-    t xid8;
+    k    steward.consumers := steward._consumer(consumer, lock => true);
+    t    xid8;
+    cand xid8[];
 BEGIN
     IF k.batch IS NOT NULL AND through_id IS NOT NULL THEN
         -- In the transaction being delivered, after the position...
@@ -1357,20 +1358,23 @@ BEGIN
         END IF;
         -- ... or in the transactions after it that poll() can have returned.
         IF t IS NULL THEN
+            cand := steward._internal_batch_find(k.tenant_id, k.done::text, k.batch::text,
+                                                 k.pos_txid::text, through_id)::text[]::xid8[];
             SELECT c.txid INTO t FROM steward.change_log c
-             WHERE c.txid = ANY (steward._internal_batch_find(k.tenant_id, k.done::text, k.batch::text,
-                                                              k.pos_txid::text, through_id)::text[]::xid8[])
-               AND c.id = through_id AND c.evented
+             WHERE c.txid = ANY (cand) AND c.id = through_id AND c.evented
                AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
         END IF;
     END IF;
     IF t IS NULL THEN
         -- Behind the position: acked already (a relay may ack twice). In this batch, an event of
         -- a transaction at or before the position's; before it, any id up to the highest acked.
-        IF through_id BETWEEN 1 AND k.acked_max
-           OR EXISTS (SELECT 1 FROM steward.change_log c
-                       WHERE c.txid = ANY (steward._internal_batch_behind(k.tenant_id, k.done::text, k.batch::text,
-                                                                          k.pos_txid::text, through_id)::text[]::xid8[])
+        IF through_id BETWEEN 1 AND k.acked_max THEN
+            RETURN;
+        END IF;
+        cand := steward._internal_batch_behind(k.tenant_id, k.done::text, k.batch::text,
+                                               k.pos_txid::text, through_id)::text[]::xid8[];
+        IF EXISTS (SELECT 1 FROM steward.change_log c
+                       WHERE c.txid = ANY (cand)
                          AND c.id = through_id AND c.evented
                          AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id)
                          AND (c.txid <> k.pos_txid OR c.id <= k.pos_id)) THEN
@@ -1389,13 +1393,13 @@ BEGIN
         UPDATE steward.consumers x
            SET done = k.batch, batch = NULL, pos_txid = NULL, pos_id = 0,
                acked_max = greatest(x.acked_max, through_id), acked_at = now()
-         WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+         WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
         RETURN;
     END IF;
     UPDATE steward.consumers x
        SET pos_txid = t, pos_id = through_id, acked_max = greatest(x.acked_max, through_id),
            acked_at = now()
-     WHERE x.name = k.name AND x.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+     WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
 END
 $$;
 
@@ -1428,7 +1432,7 @@ BEGIN
                        ELSE format('%1$s:%1$s:', greatest(least(x, pg_snapshot_xmin(upto)::text::numeric), 1))::pg_snapshot
                   END,
            batch = NULL, pos_txid = NULL, pos_id = 0
-     WHERE c.name = k.name AND c.tenant_id IS NOT DISTINCT FROM k.tenant_id;
+     WHERE c.name = k.name AND coalesce(c.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
 END
 $$;
 

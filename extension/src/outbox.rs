@@ -564,7 +564,7 @@ fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> impl Iterator<Item
 }
 
 /// `steward._internal_batch_next(scope, done, batch, after, budget)`: see sql/api.sql.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn _internal_batch_next(
     scope: Option<Uuid>,
     done: Option<&str>,
@@ -588,7 +588,7 @@ fn _internal_batch_next(
 /// `steward._internal_batch_behind(scope, done, batch, after, event_id)`: the transactions up to
 /// and including `after` whose event ids span `event_id`: where ack() finds an event it is given
 /// again, already behind the position (a no-op then).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn _internal_batch_behind(
     scope: Option<Uuid>,
     done: Option<&str>,
@@ -620,7 +620,7 @@ fn _internal_batch_behind(
 /// `steward._internal_batch_find(scope, done, batch, after, event_id)`: the transactions after
 /// `after`, among those `poll()` can have returned (10,000 events' worth), whose event ids span
 /// `event_id`: where ack() looks for the event it is given (the log has no index on the id).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn _internal_batch_find(
     scope: Option<Uuid>,
     done: Option<&str>,
