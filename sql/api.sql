@@ -1176,13 +1176,16 @@ BEGIN
                                   ELSE 'in tenant ' || scope END),
             HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.';
     END IF;
-    IF lock AND k.done IS NULL THEN
-        k := steward._consumer_position(k);
+    IF k.done IS NOT NULL THEN
+        RETURN k;
+    END IF;
+    k := steward._consumer_position(k);
+    IF lock THEN
         UPDATE steward.consumers x
            SET done = k.done, batch = k.batch, pos_txid = k.pos_txid, acked_max = k.acked_max
          WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
-    RETURN steward._consumer_position(k);
+    RETURN k;
 END
 $$;
 
