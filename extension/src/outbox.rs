@@ -549,6 +549,22 @@ fn batch_order(scope: Option<Uuid>, done: &str, batch: &str) -> Result<Rc<Batch>
     Ok(found)
 }
 
+/// The batch a consumer's snapshots name (None when either is NULL), and `after` as a transaction
+/// id: what the three batch functions below take.
+fn batch_of(
+    scope: Option<Uuid>,
+    done: Option<&str>,
+    batch: Option<&str>,
+    after: Option<&str>,
+) -> Option<(Rc<Batch>, Option<i64>)> {
+    let (done, batch) = (done?, batch?);
+    let after = after.and_then(|a| a.parse::<i64>().ok());
+    let order = or_raise(crate::errors::keeping_codes(|| {
+        batch_order(scope, done, batch)
+    }));
+    Some((order, after))
+}
+
 /// The transactions after `after` (from the first when None or not in the batch), until they
 /// hold `budget` events.
 fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> impl Iterator<Item = &Member> {
@@ -572,13 +588,9 @@ fn _internal_batch_next(
     after: Option<&str>,
     budget: Option<i64>,
 ) -> TableIterator<'static, (name!(txid, i64), name!(events, i64))> {
-    let (Some(done), Some(batch)) = (done, batch) else {
+    let Some((order, after)) = batch_of(scope, done, batch, after) else {
         return TableIterator::new(Vec::new());
     };
-    let after = after.and_then(|a| a.parse::<i64>().ok());
-    let order = or_raise(crate::errors::keeping_codes(|| {
-        batch_order(scope, done, batch)
-    }));
     let next: Vec<(i64, i64)> = next_in(&order, after, budget.unwrap_or(100).max(1))
         .map(|m| (m.txid, m.events))
         .collect();
@@ -596,17 +608,10 @@ fn _internal_batch_behind(
     after: Option<&str>,
     event_id: Option<i64>,
 ) -> Vec<i64> {
-    let (Some(done), Some(batch), Some(event_id), Some(after)) = (
-        done,
-        batch,
-        event_id,
-        after.and_then(|a| a.parse::<i64>().ok()),
-    ) else {
+    let Some(((order, Some(after)), event_id)) = batch_of(scope, done, batch, after).zip(event_id)
+    else {
         return Vec::new();
     };
-    let order = or_raise(crate::errors::keeping_codes(|| {
-        batch_order(scope, done, batch)
-    }));
     let Some(&upto) = order.index.get(&after) else {
         return Vec::new();
     };
@@ -628,13 +633,9 @@ fn _internal_batch_find(
     after: Option<&str>,
     event_id: Option<i64>,
 ) -> Vec<i64> {
-    let (Some(done), Some(batch), Some(event_id)) = (done, batch, event_id) else {
+    let Some(((order, after), event_id)) = batch_of(scope, done, batch, after).zip(event_id) else {
         return Vec::new();
     };
-    let after = after.and_then(|a| a.parse::<i64>().ok());
-    let order = or_raise(crate::errors::keeping_codes(|| {
-        batch_order(scope, done, batch)
-    }));
     next_in(&order, after, 10_000)
         .filter(|m| m.first <= event_id && event_id <= m.last)
         .map(|m| m.txid)

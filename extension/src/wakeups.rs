@@ -236,28 +236,17 @@ unsafe extern "C-unwind" fn on_utility(
     // SAFETY: the next hook in the chain, or Postgres itself, with the same arguments; this
     // frame holds only plain values across the call (see above).
     unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => standard_process_utility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        let next = PREV_PROCESS_UTILITY.unwrap_or(standard_process_utility);
+        next(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        );
     }
     if commit_prepared {
         COMMITTED_PREPARED.set(true);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
-use steward_tests::{connect, fresh_database, ACME};
+use steward_tests::{connect, fresh_database, Lcg, ACME};
 
 /// One delivered event: (id, txid as text, action, row id, row value).
 type Delivered = (i64, String, String, i32, Option<i64>);
@@ -88,19 +88,6 @@ fn a_transaction_that_read_a_commit_comes_after_it() {
             ("deleted".to_string(), 802)
         ]
     );
-}
-
-/// A small deterministic generator, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
 }
 
 const WRITERS: u64 = 8;

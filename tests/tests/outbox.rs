@@ -9,7 +9,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use steward_tests::{
-    connect, connect_on, fresh_database, fresh_database_on, sqlstate, Server, ACME, GLOBEX,
+    connect, connect_on, fresh_database, fresh_database_on, sqlstate, Lcg, Server, ACME, GLOBEX,
 };
 
 /// The horizon is cluster-wide: a transaction left open in one test's database holds back every
@@ -17,19 +17,6 @@ use steward_tests::{
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A small deterministic generator, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
 }
 
 /// Polls `consumer` once and acks what it got; returns the events' keys (payload `k`, or the
