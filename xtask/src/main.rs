@@ -120,6 +120,7 @@ fn test(args: &[String]) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         run::run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
         let pgdata = dir.join("data");
+        setup::unlink_installed_library()?;
         suites.push(cargo_suite(
             "pg_test",
             cargo(&root.join("extension"))

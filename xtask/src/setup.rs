@@ -107,20 +107,26 @@ pub fn ensure_base() -> Result<()> {
 }
 
 /// Builds the extension and installs it into Debian's PostgreSQL 15.
-pub fn install_extension(release: bool) -> Result<()> {
-    step(&format!(
-        "building and installing the steward extension ({})",
-        if release { "release" } else { "debug" }
-    ));
-    // The library is unlinked first, so that the install writes a new file: a server that has
-    // the old one mapped keeps it (overwriting it in place would crash that server's backends
-    // with SIGBUS), and new backends load the new one.
+/// Unlinks the installed steward.so, before anything installs it again (`cargo pgrx install`,
+/// and `cargo pgrx test`, which installs into the same directory): the install then writes a new
+/// file, so a server that has the old one mapped keeps it (overwriting it in place crashes that
+/// server's processes with SIGBUS or SIGSEGV), and new backends load the new one.
+pub fn unlink_installed_library() -> Result<()> {
     let pkglib = output(Command::new(PG_CONFIG).arg("--pkglibdir"))?;
     let library = Path::new(pkglib.trim()).join("steward.so");
     if library.exists() {
         std::fs::remove_file(&library)
             .with_context(|| format!("removing the old {}", library.display()))?;
     }
+    Ok(())
+}
+
+pub fn install_extension(release: bool) -> Result<()> {
+    step(&format!(
+        "building and installing the steward extension ({})",
+        if release { "release" } else { "debug" }
+    ));
+    unlink_installed_library()?;
     let mut c = cargo(&repo_root().join("extension"));
     c.args(["pgrx", "install", "--pg-config", PG_CONFIG]);
     if release {
