@@ -1407,8 +1407,10 @@ END
 $$;
 
 -- Moves the consumer back (to replay) or forward (to skip) so that every event that occurred at
--- or after `to_time` is delivered again, and possibly some just before it; never past a
--- transaction still running.
+-- or after `to_time` is delivered again, and possibly some just before it. Forward, what occurred
+-- before the time is skipped; back, nothing that was not delivered yet is (an event occurs when
+-- its transaction starts, and one that started before the time may commit after it). Never past
+-- a transaction still running.
 CREATE FUNCTION steward.seek(consumer text, to_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -1419,6 +1421,8 @@ DECLARE
     k    steward.consumers := steward._consumer(consumer, lock => true);
     upto pg_snapshot := steward._snapshot();
     x    numeric;
+    d    pg_snapshot := k.done;
+    goal pg_snapshot;
 BEGIN
     IF to_time IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'ST400',
@@ -1430,11 +1434,25 @@ BEGIN
     SELECT min(c.txid)::text::numeric INTO x FROM steward.change_log c
      WHERE c.evented AND c.occurred_at >= to_time
        AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id);
+    IF x IS NULL THEN
+        goal := upto;
+    ELSE
+        x := greatest(least(x, pg_snapshot_xmin(upto)::text::numeric), 1);
+        IF pg_snapshot_xmax(d)::text::numeric <= x THEN
+            -- Forward (everything delivered stays delivered): what is below x is skipped.
+            goal := format('%1$s:%1$s:', x)::pg_snapshot;
+        ELSE
+            -- Back: delivered stays only what was delivered and is below x.
+            goal := format('%s:%s:%s',
+                           least(pg_snapshot_xmin(d)::text::numeric, x),
+                           least(pg_snapshot_xmax(d)::text::numeric, x),
+                           coalesce((SELECT string_agg(t::text, ',' ORDER BY t)
+                                       FROM pg_snapshot_xip(d) AS t
+                                      WHERE t::text::numeric < x), ''))::pg_snapshot;
+        END IF;
+    END IF;
     UPDATE steward.consumers c
-       SET done = CASE WHEN x IS NULL THEN upto
-                       ELSE format('%1$s:%1$s:', greatest(least(x, pg_snapshot_xmin(upto)::text::numeric), 1))::pg_snapshot
-                  END,
-           batch = NULL, pos_txid = NULL, pos_id = 0
+       SET done = goal, batch = NULL, pos_txid = NULL, pos_id = 0
      WHERE c.name = k.name AND coalesce(c.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
 END
 $$;

@@ -283,6 +283,56 @@ fn a_long_transaction_holds_nothing_back() {
     assert!(poll_and_ack(&mut c, "relay").is_empty());
 }
 
+/// A seek back never drops an event that was not delivered yet: a transaction that started
+/// before the time (its events occur at its start) but committed after the consumer's last batch
+/// is delivered after the seek, with what the seek replays.
+#[test]
+fn a_seek_back_never_drops_what_was_not_delivered() {
+    let _turn = one_at_a_time();
+    let db = fresh_database("e2e_outbox_seek_back");
+    let mut c = connect(&db, "e2e_service");
+    c.batch_execute("SELECT steward.create_consumer('relay', 'latest')")
+        .unwrap();
+    let mut early = connect(&db, "e2e_service");
+    early
+        .batch_execute(&format!(
+            "BEGIN; SELECT steward.enter_tenant('{ACME}'); SELECT pg_current_xact_id();"
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let t: String = c
+        .query_one("SELECT clock_timestamp()::text", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         SELECT steward.emit('seek.tested', 'x', 'm', '{{\"k\": \"after\"}}'); COMMIT;"
+    ))
+    .unwrap();
+    assert_eq!(poll_and_ack(&mut c, "relay"), ["after"]);
+    early
+        .batch_execute(
+            "SELECT steward.emit('seek.tested', 'x', 'l', '{\"k\": \"started before\"}'); COMMIT;",
+        )
+        .unwrap();
+    c.execute("SELECT steward.seek('relay', $1::text::timestamptz)", &[&t])
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(poll_and_ack(&mut c, "relay"));
+    }
+    got.sort();
+    assert_eq!(got, ["after", "started before"]);
+    // Forward, what occurred before the time is skipped.
+    c.batch_execute(&format!(
+        "BEGIN; SELECT steward.enter_tenant('{ACME}');
+         SELECT steward.emit('seek.tested', 'x', 's', '{{\"k\": \"skipped\"}}'); COMMIT;
+         SELECT steward.seek('relay', 'infinity');"
+    ))
+    .unwrap();
+    assert!(poll_and_ack(&mut c, "relay").is_empty());
+}
+
 /// A long read-only transaction (a report) holds back neither delivery nor sealing: it has no
 /// transaction id.
 #[test]
