@@ -268,6 +268,7 @@ fn witness(tenant: Uuid, sealed_through: i64, head: &[u8]) -> crate::errors::Res
     });
     let mut record = Record::bare(
         tenant,
+        // SAFETY: reads the session user id, set when the backend started.
         &tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }),
     );
     record.set(Col::Action, text(Some("EVENT")));
@@ -402,6 +403,7 @@ fn erase(rel: pg_sys::Oid, row_key: pgrx::JsonB, reason: &str) -> crate::errors:
         record.set(Col::Rel, Some(pg_sys::Datum::from(rel)));
         record.set(Col::TableName, text(table.as_deref()));
         let key_datum = pgrx::JsonB(key).into_datum().expect("jsonb");
+        // SAFETY: key_datum is the jsonb datum built on the line above.
         let hash = row_hash(rel, unsafe { jsonb_text(key_datum) }.as_bytes());
         record.set(Col::RowKey, Some(key_datum));
         record.set(Col::RowHash, Some(pg_sys::Datum::from(hash)));
@@ -511,6 +513,9 @@ fn log_args<'a>(trigger: &'a PgTrigger<'a>) -> LogArgs<'a> {
 }
 
 unsafe fn to_jsonb_for(rowtype: pg_sys::Oid) -> *mut pg_sys::FmgrInfo {
+    // SAFETY: the FmgrInfo and its call expression are allocated with TopMemoryContext current
+    // (restored before returning), so they live as long as the backend's cache that keeps them;
+    // fmgr_info fills it for a built-in function (to_jsonb).
     unsafe {
         let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
         let finfo =
@@ -539,6 +544,8 @@ unsafe fn row_jsonb(
     tuple: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
 ) -> pg_sys::Datum {
+    // SAFETY: the caller passes a valid tuple with its descriptor and the FmgrInfo from
+    // to_jsonb_for.
     unsafe {
         let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
         pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row)
@@ -551,6 +558,7 @@ unsafe fn without_keys(row: pg_sys::Datum, drop: Vec<String>) -> pg_sys::Datum {
         return row;
     }
     let drop = drop.into_datum().expect("a text[]");
+    // SAFETY: row is a jsonb datum and drop a text[] datum: what jsonb - text[] takes.
     unsafe {
         pg_sys::OidFunctionCall2Coll(
             pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
@@ -562,6 +570,7 @@ unsafe fn without_keys(row: pg_sys::Datum, drop: Vec<String>) -> pg_sys::Datum {
 }
 
 unsafe fn jsonb_from_text(text: &str) -> pg_sys::Datum {
+    // SAFETY: jsonb_in takes a NUL-terminated C string, which the CString is.
     unsafe {
         let c = std::ffi::CString::new(text).unwrap_or_default();
         pg_sys::OidFunctionCall1Coll(
@@ -585,6 +594,8 @@ pub fn row_hash(rel: pg_sys::Oid, canonical_key: &[u8]) -> i64 {
 }
 
 pub(crate) unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
+    // SAFETY: the caller passes a jsonb datum; jsonb_out returns a palloc'd C string, copied out
+    // here.
     unsafe {
         let text = pg_sys::OidFunctionCall1Coll(
             pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
@@ -615,6 +626,8 @@ fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64
 
 /// `{"id": 42}`: the key's columns taken from the row's jsonb; with its row hash.
 unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sys::Datum, i64) {
+    // SAFETY: row is the row's jsonb datum; every datum built here is a jsonb or text datum of
+    // this memory context.
     unsafe {
         let mut parts = Vec::with_capacity(pk.len());
         for column in pk {
@@ -643,6 +656,8 @@ pub(crate) unsafe fn compare_columns(
     new: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
 ) -> (Vec<String>, Vec<String>) {
+    // SAFETY: old and new are valid tuples of the relation described by tupdesc (the trigger's),
+    // and attribute numbers stay below natts.
     unsafe {
         let (mut changed, mut same_cols) = (Vec::new(), Vec::new());
         let natts = (*tupdesc).natts as usize;
@@ -808,6 +823,7 @@ fn log_altered(what: String) -> StewardError {
 /// trigger steward did not put there expects to see inserts (steward's writer fires none: a
 /// foreign key's or a DBA's trigger would be silently skipped).
 unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> {
+    // SAFETY: log is an open relation the caller holds a lock on.
     let log_oid = unsafe { (*log).rd_id };
     let (known, generation) = LOG_LAYOUT.with_borrow(|c| (c.layout, c.generation));
     if let Some((oid, layout)) = known {
@@ -815,6 +831,9 @@ unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> 
             return Ok(layout);
         }
     }
+    // SAFETY: log is an open, locked relation: its rd_rel, rd_att, rd_rules and trigdesc are
+    // valid for as long as the caller keeps it open, and indexes stay below the counts they come
+    // with.
     unsafe {
         let form = &*(*log).rd_rel;
         if form.relkind as u8 != pg_sys::RELKIND_RELATION || form.relispartition {
@@ -930,6 +949,9 @@ unsafe fn insert_with_indexes(
     tuple: *mut pg_sys::HeapTupleData,
     layout: &LogLayout,
 ) {
+    // SAFETY: log is the change log, opened and locked RowExclusiveLock by the caller, tuple a
+    // tuple of its descriptor; the executor state, result relation and slot are created and freed
+    // here.
     unsafe {
         let estate = pg_sys::CreateExecutorState();
         let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
@@ -1078,6 +1100,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
     };
     if !old.is_null()
         && !new.is_null()
+        // SAFETY: the trigger's relation is open for the duration of the trigger call.
         && crate::govern::unchanged(old, new, unsafe { (*data.tg_relation).rd_att })
     {
         return Ok(()); // an update that changed nothing writes nothing
@@ -1095,6 +1118,8 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         pk: args.pk.clone(),
     })?;
     let tgoid = trigger.trigger().tgoid;
+    // SAFETY: the trigger's relation and tuples are valid for the duration of the trigger call;
+    // the FmgrInfo kept per trigger lives in TopMemoryContext.
     unsafe {
         let table = data.tg_relation;
         let tupdesc = (*table).rd_att;

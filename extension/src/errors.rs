@@ -250,6 +250,9 @@ pub fn raise(err: StewardError) -> ! {
     const PERCENT_S: &[u8] = b"%s\0";
     const FILE: &[u8] = b"steward/errors.rs\0";
     const FUNC: &[u8] = b"steward\0";
+    // SAFETY: errstart/errcode/errmsg/errhint/errfinish are called in the order elog.h's ereport
+    // does, with palloc'd NUL-terminated strings; nothing Rust owns is live when errfinish
+    // longjmps.
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
             errcode(code);
@@ -270,6 +273,7 @@ fn pg_cstring(s: &str) -> *mut c_char {
     }
     // Interior NULs cannot travel in a C string; a message never needs them.
     let owned = CString::new(s.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: pstrdup copies a NUL-terminated C string into the current memory context.
     unsafe { pgrx::pg_sys::pstrdup(owned.as_ptr()) }
 }
 

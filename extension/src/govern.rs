@@ -141,6 +141,8 @@ pub(crate) unsafe fn column<'a>(
     tupdesc: pg_sys::TupleDesc,
     name: &str,
 ) -> Option<(usize, &'a pg_sys::FormData_pg_attribute)> {
+    // SAFETY: tupdesc is a valid descriptor (of a relation the caller holds open) and i stays
+    // below natts.
     unsafe {
         (0..(*tupdesc).natts as usize).find_map(|i| {
             let attr = &*(*tupdesc).attrs.as_ptr().add(i);
@@ -153,6 +155,7 @@ pub(crate) unsafe fn column<'a>(
 
 /// A type's name as SQL shows it.
 pub(crate) fn type_name(oid: pg_sys::Oid) -> String {
+    // SAFETY: format_type_be returns a palloc'd C string for any type OID, copied out here.
     unsafe {
         CStr::from_ptr(pg_sys::format_type_be(oid))
             .to_string_lossy()
@@ -170,6 +173,7 @@ unsafe fn checked_column(
     want: pg_sys::Oid,
     not_null: bool,
 ) -> crate::errors::Result<usize> {
+    // SAFETY: tupdesc is the descriptor of a relation the caller holds open.
     let Some((attnum, attr)) = (unsafe { column(tupdesc, name) }) else {
         return Err(changed(
             table,
@@ -216,7 +220,9 @@ pub(crate) fn shape<'a>(
     let table = qualified_name(trigger);
     // What the trigger expects is read from its arguments only on a miss (the hot path is a
     // lookup by trigger OID).
+    // SAFETY: rel is the trigger's relation, open for the duration of the trigger call.
     let shape = unsafe { read_shape(rel, &table, &expect())? };
+    // SAFETY: rel is the trigger's relation, open for the duration of the trigger call.
     let relid = unsafe { (*rel).rd_id };
     SHAPES.with_borrow_mut(|s| {
         if s.generation == generation {
@@ -231,6 +237,8 @@ unsafe fn read_shape(
     table: &str,
     expect: &Expect<'_>,
 ) -> crate::errors::Result<Shape> {
+    // SAFETY: rel is an open relation; its descriptor, constraints and indexes are read while it
+    // stays open, indexes below the counts they come with.
     unsafe {
         let tupdesc = (*rel).rd_att;
         let tenant = expect
@@ -299,6 +307,8 @@ pub(crate) fn trigger_arg_cstr<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> Opti
     if (t.tgnargs as usize) <= n || t.tgargs.is_null() {
         return None;
     }
+    // SAFETY: n is below tgnargs and tgargs is not NULL (checked above): each argument is a
+    // NUL-terminated string of the trigger's cache entry.
     Some(unsafe { CStr::from_ptr(*t.tgargs.add(n)) })
 }
 
@@ -335,6 +345,7 @@ fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
     if raw.is_null() {
         return "{}".into();
     }
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
     let mut parts = Vec::new();
     for column_name in pk_args(trigger, first_pk_arg) {
@@ -445,6 +456,7 @@ fn row_guard<'a>(
     })?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let data = trigger.trigger_data();
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
     match trigger.op() {
         Ok(PgTriggerOperation::Insert) => {
@@ -516,6 +528,7 @@ fn relation_name(rel: pg_sys::Relation) -> String {
 fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Result<()> {
     let data = trigger.trigger_data();
     let rel = data.tg_relation;
+    // SAFETY: rel is the trigger's relation, open for the duration of the trigger call.
     let relid = unsafe { (*rel).rd_id };
     if !may_update(relid, deleted_at) {
         return Err(StewardError::InsufficientPrivilege {
@@ -535,6 +548,7 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
         relation_name(rel)
     ))
     .expect("no NUL in a quoted name");
+    // SAFETY: a row trigger on DELETE has its old tuple (tg_trigtuple).
     let mut ctid = unsafe { (*data.tg_trigtuple).t_self };
     let param = plans::Param {
         datum: Some(pg_sys::Datum::from(std::ptr::from_mut(&mut ctid))),
@@ -625,6 +639,7 @@ fn position(tid: &pg_sys::ItemPointerData) -> (u32, u16) {
 /// triggers changed in the row.
 fn is_own_write(trigger: &PgTrigger<'_>) -> bool {
     let data = trigger.trigger_data();
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let relid = unsafe { (*data.tg_relation).rd_id };
     if OWN_WRITE.get() != relid || relid == pg_sys::InvalidOid {
         return false;
@@ -649,6 +664,7 @@ fn check_version(
     let actual: i64 = old.get_by_index(attnum).ok().flatten().unwrap_or(0);
     let updated_cols = trigger.trigger_data().tg_updatedcols;
     let offset = attnum.get() as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber;
+    // SAFETY: a bitmapset read by a member test; NULL is the empty set.
     let named = unsafe { pg_sys::bms_is_member(offset, updated_cols) };
     if named {
         let stated: Option<i64> = new.get_by_index(attnum).ok().flatten();
@@ -675,6 +691,7 @@ fn update_guard<'a>(
     let data = trigger.trigger_data();
     // The update guard does not know whether the table soft-deletes: deleted_at is looked up
     // only to recognise steward's own writes, and only if it is there.
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
     let shape = shape(trigger, || guard_expect(trigger, Need::IfPresent))?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
@@ -990,6 +1007,7 @@ fn own_record(
     reason: &str,
     details: serde_json::Value,
 ) -> crate::errors::Result<()> {
+    // SAFETY: reads the session user id, set when the backend started.
     let who = tenancy::role_name(unsafe { pg_sys::GetSessionUserId() });
     own_record_by(&who, event_type, reason, details)
 }
@@ -1033,6 +1051,7 @@ fn open_glass(reason: Option<&str>) -> crate::errors::Result<()> {
         return Err(StewardError::InsufficientPrivilege {
             message: format!(
                 "role \"{}\" may not break glass",
+                // SAFETY: reads the session user id, set when the backend started.
                 tenancy::role_name(unsafe { pg_sys::GetSessionUserId() })
             ),
             hint: "Only members of role steward_breakglass may; a superuser grants it \
@@ -1044,6 +1063,7 @@ fn open_glass(reason: Option<&str>) -> crate::errors::Result<()> {
     own_record(
         "steward.break_glass",
         reason,
+        // SAFETY: reads the session user id, set when the backend started.
         serde_json::json!({ "session_user": tenancy::role_name(unsafe { pg_sys::GetSessionUserId() }) }),
     )?;
     tenancy::set_break_glass();
@@ -1287,6 +1307,8 @@ pub extern "C" fn pg_finfo_steward_extension_guard() -> &'static pg_sys::Pg_finf
 /// # Safety
 /// `tree` is a parse tree node from the event trigger's data.
 unsafe fn drops_steward(tree: *mut pg_sys::Node) -> bool {
+    // SAFETY: tree is a parse tree node or NULL; its type is checked before it is read as a
+    // DropStmt, and each object's node type before it is read as a String.
     unsafe {
         if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_DropStmt {
             return false;
@@ -1325,6 +1347,8 @@ pub unsafe extern "C-unwind" fn steward_extension_guard(
     if refuse {
         // On record like every refused command (the worker writes it in a transaction of its
         // own). Whatever happens there, the drop is refused.
+        // SAFETY: refuse is true only when the context is EventTriggerData whose parse tree is a
+        // DropStmt (checked above).
         let tag = unsafe {
             let context = (*fcinfo).context.cast::<pg_sys::EventTriggerData>();
             if (*(*context).parsetree.cast::<pg_sys::DropStmt>()).removeType

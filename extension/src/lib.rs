@@ -44,6 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
     // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
     // placeholder set before that is removed with a warning.
+    // SAFETY: called from _PG_init with a static NUL-terminated prefix.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };
 }
 

@@ -102,6 +102,8 @@ fn event_types_oid() -> pg_sys::Oid {
     if known != pg_sys::InvalidOid {
         return known;
     }
+    // SAFETY: catalog lookups by NUL-terminated names inside a transaction; missing_ok is false
+    // for the schema, which the extension owns.
     let oid = unsafe {
         let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
         pg_sys::get_relname_relid(c"event_types".as_ptr(), ns)
@@ -169,6 +171,8 @@ impl pgrx::FromDatum for RawJsonb {
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: called by pgrx with an argument of this function, whose SQL type is jsonb
+        // (RawJsonb's SqlTranslatable).
         unsafe { arg.unbox_arg_using_from_datum() }
             .unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
@@ -422,6 +426,9 @@ pub unsafe extern "C-unwind" fn steward_event_headers(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     const KEYS: [&str; 4] = ["actor", "reason", "request_id", "traceparent"];
+    // SAFETY: called by fmgr with five arguments, as the SQL declaration says; text arguments are
+    // detoasted before their bytes are read, and the pushJsonbValue calls build one object in
+    // this memory context.
     unsafe {
         let args = (*fcinfo).args.as_slice(5);
         let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();

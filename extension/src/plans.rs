@@ -28,6 +28,8 @@ pub struct Param {
 /// # Safety
 /// Call between `SPI_connect` and `SPI_finish`.
 pub unsafe fn execute_kept(key: pg_sys::Oid, sql: &CStr, params: &[Param]) -> i32 {
+    // SAFETY: the caller is connected to SPI (this function's contract); the kept plan is
+    // prepared with the parameters' types, and values and nulls have one entry per parameter.
     unsafe {
         let text = sql.to_string_lossy().into_owned();
         let plan = PLANS

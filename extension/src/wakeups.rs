@@ -94,10 +94,12 @@ impl Default for Wakers {
     }
 }
 
-// Plain integers and flags, no pointers into any one process's memory (the latch is in shared
+// SAFETY: plain integers and flags, no pointers into any one process's memory (the latch is in shared
 // memory, the same address in every backend).
 unsafe impl PGRXSharedMemory for Wakers {}
 
+// SAFETY: the name is a static NUL-terminated string; pgrx registers the lock when steward is
+// preloaded.
 static SLOTS: PgLwLock<Wakers> = unsafe { PgLwLock::new(c"steward_wakers") };
 /// Set in the postmaster when steward is preloaded; backends inherit it.
 static PRELOADED: AtomicBool = AtomicBool::new(false);
@@ -132,6 +134,9 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    // SAFETY: _PG_init runs once per backend, before any transaction can call the callback or
+    // hook; shared memory is requested only while the postmaster preloads libraries, as Postgres
+    // requires.
     unsafe {
         if pg_sys::process_shared_preload_libraries_in_progress {
             pg_shmem_init!(SLOTS);
@@ -261,6 +266,8 @@ fn installed_here() -> bool {
 
 /// Queues the NOTIFY in this transaction: Postgres sends it at commit.
 fn notify_now() {
+    // SAFETY: pg_notify with two text datums, inside a transaction (pre-commit, or the waker's
+    // own).
     unsafe {
         pg_sys::OidFunctionCall2Coll(
             pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
@@ -279,8 +286,10 @@ fn reserve_waker() -> bool {
     if !PRELOADED.load(Ordering::Relaxed) || max == 0 {
         return false;
     }
+    // SAFETY: reads the backend's database OID, set when it connected.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     // The clock is read only off the common path (a running waker to count on).
+    // SAFETY: reads the clock.
     let now = || unsafe { pg_sys::GetCurrentTimestamp() };
     let claimed = {
         let mut slots = SLOTS.exclusive();
@@ -355,6 +364,9 @@ fn release((index, generation): (usize, u64), committed: bool) {
         }
     };
     if latch != 0 {
+        // SAFETY: a waker's process latch, read from its slot under the lock: it lives in the
+        // waker's PGPROC, in shared memory for the server's lifetime, so setting it after the
+        // waker has exited wakes at worst the process that took that PGPROC, spuriously.
         unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
     }
 }
@@ -375,6 +387,7 @@ pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
         return;
     }
     MINE.set(Some((index, generation)));
+    // SAFETY: registers a static callback for this process's exit.
     unsafe {
         pg_sys::before_shmem_exit(Some(waker_exited), pg_sys::Datum::from(0));
         // Connects even to a database that does not allow connections now: its writers still
@@ -391,7 +404,10 @@ pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
         if w.generation != generation {
             return; // given up on while starting; the slot is someone else's now
         }
+        // SAFETY: reads this process's id.
         w.pid = unsafe { pg_sys::MyProcPid };
+        // SAFETY: this process's latch, in shared memory; the slot is cleared before the process
+        // exits.
         w.latch = unsafe { pg_sys::MyLatch } as usize;
     }
     let mut last = Instant::now();
@@ -420,9 +436,11 @@ pub extern "C-unwind" fn steward_waker_main(arg: pg_sys::Datum) {
         if send {
             BackgroundWorker::transaction(notify_now);
             last = Instant::now();
+            // SAFETY: sleeps; a signal interrupts it.
             unsafe { pg_sys::pg_usleep(REST.as_micros() as std::ffi::c_long) };
         } else if stopping.is_some() {
             // Transactions between pre-commit and commit: they finish in moments.
+            // SAFETY: sleeps; a signal interrupts it.
             unsafe { pg_sys::pg_usleep(1000) };
         } else if !BackgroundWorker::wait_latch(Some(IDLE_EXIT)) {
             stopping = Some(Instant::now());

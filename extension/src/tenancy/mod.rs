@@ -145,6 +145,7 @@ thread_local! {
 /// Registers the transaction callbacks that clear the context, and the invalidation callbacks
 /// that empty the catalog cache. Called from `_PG_init`.
 pub fn init() {
+    // SAFETY: registered once per backend, from _PG_init; the callbacks are static functions.
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
@@ -308,6 +309,7 @@ pub(crate) fn invalidate_for_test() {
 /// Called by the statement trigger on steward's catalogs: every backend drops its cache when
 /// this transaction commits (and this one at its next command).
 pub fn catalog_changed(relid: pg_sys::Oid) {
+    // SAFETY: invalidates a relation's cache entry by OID; an OID that names nothing is ignored.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) }
 }
 
@@ -394,15 +396,18 @@ unsafe extern "C-unwind" fn on_subxact_event(
 }
 
 fn current_subxid() -> pg_sys::SubTransactionId {
+    // SAFETY: reads the current subtransaction id of this backend.
     unsafe { pg_sys::GetCurrentSubTransactionId() }
 }
 
 /// The role that is asking: `session_user`, which `SET ROLE` does not change.
 fn session_user() -> pg_sys::Oid {
+    // SAFETY: reads the session user id, set when the backend started.
     unsafe { pg_sys::GetSessionUserId() }
 }
 
 pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: GetUserNameFromId with noerr returns NULL or a palloc'd C string, copied out here.
     unsafe {
         let p = pg_sys::GetUserNameFromId(role, true);
         if p.is_null() {
