@@ -86,7 +86,7 @@ fn check_not_row_event(event_type: &str) -> Result<()> {
         )
     });
     match emitter {
-        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => Ok(()),
+        Ok(None) => Ok(()),
         Ok(Some(rel)) => Err(StewardError::bad_argument(
             format!("steward.emit: event type \"{event_type}\" is a row event of {rel}"),
             "Row events are written by steward when the table's rows change; name a domain \
@@ -139,7 +139,7 @@ fn registered(event_type: &str) -> Result<Registered> {
         Ok((Some(version), Some(schema))) => {
             Some((version, Rc::new(compile(event_type, &schema.0)?)))
         }
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => None,
+        Ok(_) => None,
         Err(e) => pgrx::error!("steward: reading steward.event_types failed: {e}"),
     };
     SCHEMAS.with_borrow_mut(|m| m.insert(event_type.to_string(), found.clone()));
@@ -335,7 +335,7 @@ fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result
             "A registered version never changes (consumers may rely on it): register the new \
              schema as the next version.",
         )),
-        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => {
+        Ok(None) => {
             Spi::run_with_args(
                 "INSERT INTO steward.event_types (event_type, schema_version, json_schema)
                  VALUES ($1, $2, $3)",
@@ -490,6 +490,14 @@ struct Member {
     last: i64,
 }
 
+impl Member {
+    /// Whether `event_id` lies between this transaction's first and last event ids (the event
+    /// may be this transaction's).
+    fn spans(&self, event_id: i64) -> bool {
+        self.first <= event_id && event_id <= self.last
+    }
+}
+
 /// A consumer's batch in delivery order: its transactions ordered by their last event's id
 /// (ADR 004), and where each transaction stands in that order.
 struct Batch {
@@ -624,7 +632,7 @@ fn _internal_batch_behind(
     };
     order.order[..=upto]
         .iter()
-        .filter(|m| m.first <= event_id && event_id <= m.last)
+        .filter(|m| m.spans(event_id))
         .map(|m| m.txid)
         .collect()
 }
@@ -644,7 +652,7 @@ fn _internal_batch_find(
         return Vec::new();
     };
     next_in(&order, after, 10_000)
-        .filter(|m| m.first <= event_id && event_id <= m.last)
+        .filter(|m| m.spans(event_id))
         .map(|m| m.txid)
         .collect()
 }
