@@ -341,6 +341,27 @@ BEGIN
 END
 $$;
 
+-- Every governed table governed again, with the options it was governed with: its policies,
+-- triggers and defaults become what this release's govern() makes. An upgrade runs it (each
+-- release's upgrade script ends with it); a DBA may run it at any time. All or nothing: a table
+-- that can no longer be governed stops it, and nothing changes.
+CREATE FUNCTION steward.regovern()
+RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM steward.governed ORDER BY rel::oid LOOP
+        PERFORM steward.govern(g.rel, g.tenant_column, g.versioned, g.version_required,
+                               g.audited, g.events, g.soft_delete);
+        RETURN NEXT g.rel;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION steward.regovern() FROM PUBLIC;
+
 CREATE FUNCTION steward._ungovern(rel regclass)
 RETURNS void
 LANGUAGE plpgsql

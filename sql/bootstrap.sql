@@ -131,9 +131,10 @@ CREATE TABLE steward.audit_seals (
     sealed_xmin    xid8 NOT NULL,             -- every transaction below this had finished
     sealed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     row_hash       bigint,                    -- the record's row_hash: finds a row's sealed records
-    txid           xid8 NOT NULL,             -- the record's txid: (tenant_id, txid, record_id)
-                                              -- finds it by the log's key
     prunable       boolean NOT NULL DEFAULT false, -- only the outbox needs the record (in the hash)
+    txid           xid8 NOT NULL,             -- the record's txid: (tenant_id, txid, record_id)
+                                              -- finds it by the log's key (0.2.0: added last, as
+                                              -- the upgrade adds it)
     UNIQUE (tenant_id, seq)
 );
 -- Leads with tenant_id, like every index a tenant role's scan may use (ADR 009): a lookup by
@@ -207,12 +208,13 @@ CREATE TABLE steward.consumers (
     -- whose (pos_txid, pos_id) was a position in (txid, id) order (steward._consumer reads it).
     pos_txid   xid8,
     pos_id     bigint NOT NULL DEFAULT 0,
-    done       pg_snapshot,
-    batch      pg_snapshot,
-    acked_max  bigint NOT NULL DEFAULT 0,    -- the highest event id ever acked (ack below it: no-op)
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by text NOT NULL,
-    acked_at   timestamptz
+    acked_at   timestamptz,
+    -- (0.2.0: added last, as the upgrade adds them)
+    done       pg_snapshot,
+    batch      pg_snapshot,
+    acked_max  bigint NOT NULL DEFAULT 0     -- the highest event id ever acked (ack below it: no-op)
 );
 -- Names are scoped: each tenant has its own, and the all-tenant consumers theirs, so no tenant
 -- can take (or learn of) a name another tenant or the relay uses.

@@ -101,6 +101,7 @@ RESET enable_seqscan;
 SELECT steward.seal_audit() > 0 AS sealed;
 \c - acme_app
 SET enable_seqscan = off;
+SET enable_bitmapscan = off;  -- the plan shape stays the same whatever the table's statistics
 SET plan_cache_mode = force_generic_plan;  -- shows $1, not the hash
 PREPARE seal_probe(bigint) AS SELECT record_id FROM steward.audit_seals WHERE row_hash = $1;
 SELECT steward._internal_row_hash('app.customers'::regclass, '{"id": 7}') AS globex_hash \gset
@@ -108,6 +109,7 @@ EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE seal_probe(:globex
 PREPARE log_probe(bigint) AS
 SELECT id FROM steward.change_log WHERE id BETWEEN 1 AND 100000 AND row_hash = $1;
 EXPLAIN (COSTS OFF) EXECUTE log_probe(:globex_hash);
+RESET enable_bitmapscan;
 RESET enable_seqscan;
 \c - acme_app
 BEGIN;

@@ -1,6 +1,9 @@
 -- The shared fixture: the extension, two tenants, their roles and one governed table.
 \set SHOW_CONTEXT never
-CREATE EXTENSION steward;
+-- IF NOT EXISTS: the upgrade suite runs this suite in a database upgraded from each release.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS steward;
+RESET client_min_messages;
 
 -- Fixed tenant ids keep the expected output stable; create_tenant() is shown in context.sql.
 INSERT INTO steward.tenants (tenant_id, slug, display_name) VALUES

@@ -14,6 +14,8 @@ pub struct Cluster {
     /// Holds the socket, the log and `data/`.
     pub dir: PathBuf,
     pub port: u16,
+    /// The server's binaries: Debian's, or a private installation's (the upgrade suite).
+    bin: PathBuf,
     running: bool,
     keep: bool,
 }
@@ -33,10 +35,21 @@ impl Cluster {
     /// Creates a fresh cluster in /tmp/steward-{name} (any previous one there is stopped and
     /// removed) with `extra_conf` appended to postgresql.conf.
     pub fn create(name: &str, port: Option<u16>, extra_conf: &str) -> Result<Cluster> {
+        Cluster::create_with(name, port, extra_conf, std::path::Path::new(PG_BIN))
+    }
+
+    /// As [`Cluster::create`], with the server binaries in `bin`.
+    pub fn create_with(
+        name: &str,
+        port: Option<u16>,
+        extra_conf: &str,
+        bin: &std::path::Path,
+    ) -> Result<Cluster> {
+        let bin = bin.to_path_buf();
         let dir = PathBuf::from(format!("/tmp/steward-{name}"));
         let data = dir.join("data");
         if data.join("postmaster.pid").exists() {
-            let _ = as_postgres(&format!("{PG_BIN}/pg_ctl"))
+            let _ = as_postgres(&bin.join("pg_ctl").to_string_lossy())
                 .args(["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
                 .output();
         }
@@ -53,7 +66,7 @@ impl Cluster {
             "creating a private cluster in {} on port {port}",
             dir.display()
         ));
-        let out = as_postgres(&format!("{PG_BIN}/initdb"))
+        let out = as_postgres(&bin.join("initdb").to_string_lossy())
             .args([
                 "-D",
                 &data.to_string_lossy(),
@@ -79,6 +92,7 @@ impl Cluster {
         Ok(Cluster {
             dir,
             port,
+            bin,
             running: false,
             keep: false,
         })
@@ -87,7 +101,7 @@ impl Cluster {
     pub fn start(&mut self) -> Result<()> {
         let data = self.dir.join("data");
         let log = self.dir.join("postgres.log");
-        let out = as_postgres(&format!("{PG_BIN}/pg_ctl"))
+        let out = as_postgres(&self.bin.join("pg_ctl").to_string_lossy())
             .args(["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy()])
             .args(["-w", "-t", "60", "start"])
             .output()?;
@@ -105,7 +119,7 @@ impl Cluster {
     pub fn stop(&mut self) {
         if self.running {
             let data = self.dir.join("data");
-            let _ = as_postgres(&format!("{PG_BIN}/pg_ctl"))
+            let _ = as_postgres(&self.bin.join("pg_ctl").to_string_lossy())
                 .args(["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"])
                 .output();
             self.running = false;

@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask test`  installs what is missing, then runs every suite: unit tests, the
 //!   `#[pg_test]`s, the `pg_regress/` suite and the end-to-end `tests/` crate against a private
-//!   cluster; one summary line per suite; non-zero exit on any failure.
+//!   cluster, and the upgrade suite (every release, upgraded in place); one summary line per
+//!   suite; non-zero exit on any failure. `cargo xtask test SUITE` runs one suite;
+//!   `cargo xtask test pg_regress NAME` one pg_regress file (after the shared fixture).
 //! - `cargo xtask demo`  starts a local cluster with the extension and a two-tenant schema and
 //!   shows tenant isolation at work (`--stop` stops it).
 //! - `cargo xtask bench` runs the benchmarks and writes docs/benchmarks.md.
@@ -14,7 +16,9 @@ mod cluster;
 mod demo;
 mod run;
 mod setup;
+mod upgrade;
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Result};
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [SUITE] | demo [--stop] | bench [--quick] [--only WORD]>"
+                "usage: cargo xtask <setup | test [SUITE [NAME]] | demo [--stop] | bench [--quick] [--only WORD]>"
             );
             return ExitCode::from(2);
         }
@@ -103,6 +107,7 @@ fn test(args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        upgrade::check_released_scripts()?;
     }
     if wants("unit") {
         suites.push(cargo_suite(
@@ -135,10 +140,7 @@ fn test(args: &[String]) -> Result<()> {
         // recommends: wake-ups by the per-database waker), and one that loads it on demand
         // (installed into a database the DBA cannot restart): pg_regress runs there, and the
         // end-to-end tests that show the difference use both.
-        // Two-phase commit is on so that the tests can show steward works with it; commit
-        // timestamps are kept so that the commit-order test can compare against them.
-        let conf = "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 16\n\
-                    track_commit_timestamp = on";
+        let conf = CONF;
         let pid = std::process::id();
         let mut preloaded = Cluster::create(
             &format!("test-{pid}"),
@@ -149,7 +151,13 @@ fn test(args: &[String]) -> Result<()> {
         preloaded.start()?;
         plain.start()?;
         if wants("pg_regress") {
-            suites.push(pg_regress_suite(&plain)?);
+            step("suite pg_regress");
+            let (ok, counts) = pg_regress(&plain, Path::new(setup::PG_BIN), false, args.get(1))?;
+            suites.push(Suite {
+                name: "pg_regress",
+                counts,
+                ok: ok && counts.failed == 0 && counts.passed > 0,
+            });
         }
         if wants("e2e") {
             suites.push(cargo_suite(
@@ -168,9 +176,19 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
 
+    if wants("upgrade") {
+        step("suite upgrade");
+        let counts = upgrade::suite(CONF)?;
+        suites.push(Suite {
+            name: "upgrade",
+            counts,
+            ok: counts.failed == 0 && counts.passed > 0,
+        });
+    }
+
     if suites.is_empty() && only != Some("lint") {
         bail!(
-            "no suite is named {:?}; suites: unit, pg_test, pg_regress, e2e",
+            "no suite is named {:?}; suites: lint, unit, pg_test, pg_regress, e2e, upgrade",
             only
         );
     }
@@ -188,24 +206,56 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn pg_regress_suite(cluster: &Cluster) -> Result<Suite> {
-    step("suite pg_regress");
+/// The test clusters' settings. Two-phase commit is on so that the tests can show steward works
+/// with it; commit timestamps are kept so that the commit-order test can compare against them.
+const CONF: &str = "fsync = off\nsynchronous_commit = off\nmax_prepared_transactions = 16\n\
+                    track_commit_timestamp = on";
+
+/// Runs the pg_regress suite against `cluster` (its client programs in `bindir`): the whole
+/// schedule, or the shared fixture and the file `only`. With `existing`, in the database
+/// steward_regress as it is (the upgrade suite's upgraded one); else pg_regress creates it.
+pub fn pg_regress(
+    cluster: &Cluster,
+    bindir: &Path,
+    existing: bool,
+    only: Option<&String>,
+) -> Result<(bool, Counts)> {
     let root = repo_root();
     let outdir = root.join("target/pg_regress");
     let _ = std::fs::remove_dir_all(&outdir);
     std::fs::create_dir_all(&outdir)?;
     let mut cmd = Command::new(setup::pg_regress()?);
-    cmd.arg(format!("--bindir={}", setup::PG_BIN))
+    cmd.arg(format!("--bindir={}", bindir.display()))
         .arg(format!("--host={}", cluster.host()))
         .arg(format!("--port={}", cluster.port))
         .arg("--user=postgres")
         .arg("--dbname=steward_regress")
         .arg(format!("--inputdir={}", root.join("pg_regress").display()))
-        .arg(format!("--outputdir={}", outdir.display()))
-        .arg(format!(
-            "--schedule={}",
-            root.join("pg_regress/schedule").display()
-        ));
+        .arg(format!("--outputdir={}", outdir.display()));
+    if existing {
+        cmd.arg("--use-existing");
+    }
+    match only {
+        Some(name) => {
+            if !root
+                .join("pg_regress/sql")
+                .join(format!("{name}.sql"))
+                .exists()
+            {
+                bail!("pg_regress/sql/{name}.sql does not exist");
+            }
+            cmd.arg("setup");
+            if name != "setup" {
+                cmd.arg(name);
+            }
+        }
+        None => {
+            cmd.arg(format!(
+                "--schedule={}",
+                root.join("pg_regress/schedule").display()
+            ));
+        }
+    }
     let (ok, out) = tee(&mut cmd)?;
     let counts = pg_regress_counts(&out);
     if !ok {
@@ -215,9 +265,5 @@ fn pg_regress_suite(cluster: &Cluster) -> Result<Suite> {
             println!("{l}");
         }
     }
-    Ok(Suite {
-        name: "pg_regress",
-        counts,
-        ok: ok && counts.failed == 0 && counts.passed > 0,
-    })
+    Ok((ok, counts))
 }
