@@ -2,6 +2,11 @@
 -- change or remove change-log records, seals, the sealing state or tombstones. (A superuser's
 -- DDL, such as disabling the guard, is outside plain SQL: sealing.sql shows what the chain and
 -- the heads kept outside still detect then.)
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress append_only`.
+\c postgres
+CREATE DATABASE regress_append_only TEMPLATE steward_regress;
+\c regress_append_only
 \set SHOW_CONTEXT never
 SELECT steward.seal_audit() >= 0 AS sealed;
 SELECT count(*) AS records FROM steward.change_log \gset
@@ -50,7 +55,7 @@ ALTER SEQUENCE steward.change_log_id_seq CACHE 20;
 \echo :LAST_ERROR_SQLSTATE
 SELECT seqcache FROM pg_sequence WHERE seqrelid = 'steward.change_log_id_seq'::regclass;
 -- Aliases decide whose history a restored record is: steward's alone to write.
-INSERT INTO steward.rel_aliases VALUES ('app.projects'::regclass::oid, 'app.journal'::regclass::oid, NULL);
+INSERT INTO steward.rel_aliases VALUES ('app.projects'::regclass::oid, 'app.tasks'::regclass::oid, NULL);
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE steward.rel_aliases;
 \echo :LAST_ERROR_SQLSTATE

@@ -1,17 +1,12 @@
 -- NULL and junk arguments to steward's functions get a clear SQLSTATE and message, never XX000
 -- and never a Rust backtrace in DETAIL. JSON passes through steward exactly: numbers of any
 -- size and precision, deep nesting, keys of any type.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress arguments`.
+\c postgres
+CREATE DATABASE regress_arguments TEMPLATE steward_regress;
+\c regress_arguments
 \set SHOW_CONTEXT never
-CREATE FUNCTION public.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE code text; msg text; detail text;
-BEGIN
-  EXECUTE q;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-  RETURN code || ': ' || msg || CASE WHEN coalesce(detail, '') <> '' THEN ' [with DETAIL]' ELSE '' END;
-END $$;
-GRANT EXECUTE ON FUNCTION public.outcome(text) TO PUBLIC;
 
 -- The DBA's functions.
 SELECT q AS call, public.outcome(q) AS outcome FROM unnest(ARRAY[

@@ -1,14 +1,11 @@
 -- The change log's audit face: one record per row change, who, what, when and why.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress audit`.
+\c postgres
+CREATE DATABASE regress_audit TEMPLATE steward_regress;
+\c regress_audit
 \set SHOW_CONTEXT never
-CREATE TABLE app.tasks (
-    id        int PRIMARY KEY,
-    tenant_id uuid NOT NULL,
-    title     text NOT NULL,
-    done      boolean NOT NULL DEFAULT false,
-    n         int NOT NULL DEFAULT 0
-);
-GRANT SELECT, INSERT, UPDATE, DELETE ON app.tasks TO PUBLIC;
-SELECT steward.govern('app.tasks');
+-- app.tasks (governed, empty) is the shared fixture's.
 
 \c - api_service
 BEGIN;

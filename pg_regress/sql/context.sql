@@ -1,4 +1,9 @@
 -- The tenant context: who may enter which tenant, and what the context functions return.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress context`.
+\c postgres
+CREATE DATABASE regress_context TEMPLATE steward_regress;
+\c regress_context
 \set SHOW_CONTEXT never
 
 -- A role granted exactly one tenant is in it without any call.

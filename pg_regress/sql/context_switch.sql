@@ -2,6 +2,11 @@
 -- under the tenant its row belongs to. A role granted two tenants tries to switch inside its own
 -- statement (RETURNING runs before the change log's AFTER trigger; a scan's policy has read the
 -- tenant once): refused with ST403, and nothing is filed under the other tenant.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress context_switch`.
+\c postgres
+CREATE DATABASE regress_context_switch TEMPLATE steward_regress;
+\c regress_context_switch
 \set SHOW_CONTEXT never
 CREATE TABLE app.tickets (id int PRIMARY KEY, tenant_id uuid NOT NULL, title text);
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.tickets TO PUBLIC;

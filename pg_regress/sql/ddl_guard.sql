@@ -1,6 +1,11 @@
 -- The DDL guard: DDL that weakens a governed table is refused for everyone, superusers
 -- included, unless steward.break_glass(reason) is in force in the transaction (a member of
 -- steward_breakglass); what it lets through is recorded in the change log first.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress ddl_guard`.
+\c postgres
+CREATE DATABASE regress_ddl_guard TEMPLATE steward_regress;
+\c regress_ddl_guard
 \set SHOW_CONTEXT never
 SET ROLE app_owner;
 CREATE TABLE app.vault (id int PRIMARY KEY, tenant_id uuid NOT NULL, secret text,

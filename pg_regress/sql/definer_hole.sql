@@ -1,6 +1,11 @@
 -- Views and SECURITY DEFINER functions owned by a role that bypasses row-level security
 -- (a superuser, or a role with BYPASSRLS) are the known hole of RLS: Postgres checks the
 -- owner's privileges, and the policies never run. This file shows the hole and what closes it.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress definer_hole`.
+\c postgres
+CREATE DATABASE regress_definer_hole TEMPLATE steward_regress;
+\c regress_definer_hole
 \set SHOW_CONTEXT never
 
 -- THE HOLE: a view owned by a superuser shows every tenant's rows to whoever may select it.

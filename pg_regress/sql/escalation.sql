@@ -2,6 +2,11 @@
 -- than the caller has. The attack: a table owner's trigger, check and index expression that
 -- would make their owner superuser if steward ran them as a superuser, and record whom they run
 -- as. steward's soft delete and restore() write as the caller.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress escalation`.
+\c postgres
+CREATE DATABASE regress_escalation TEMPLATE steward_regress;
+\c regress_escalation
 \set SHOW_CONTEXT never
 CREATE ROLE notes_deleter LOGIN;    -- may delete, may not update
 SELECT steward.grant_tenant('notes_deleter', '00000000-0000-4000-8000-00000000000a');

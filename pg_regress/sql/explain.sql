@@ -3,6 +3,11 @@
 -- for by acme with leakproof text comparisons through an index that does not lead with the
 -- tenant column, and with steward's own row_hash index; both watched through EXPLAIN ANALYZE
 -- and the per-table counters of pg_stat_xact_user_tables.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress explain`.
+\c postgres
+CREATE DATABASE regress_explain TEMPLATE steward_regress;
+\c regress_explain
 \set SHOW_CONTEXT never
 SET ROLE app_owner;
 CREATE TABLE app.customers (

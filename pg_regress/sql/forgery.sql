@@ -1,5 +1,10 @@
 -- Forging the tenant context through settings, role switches and connection options.
 -- The context lives in the extension's memory: no setting decides it.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress forgery`.
+\c postgres
+CREATE DATABASE regress_forgery TEMPLATE steward_regress;
+\c regress_forgery
 \set SHOW_CONTEXT never
 \c - acme_app
 
@@ -64,9 +69,9 @@ CREATE FUNCTION steward.current_tenant_forged() RETURNS uuid LANGUAGE sql AS $$ 
 
 -- Startup options (PGOPTIONS, options=-c...) are settings too: they decide nothing.
 -- (Last in this file: psql's \c carries the options on to later connections.)
-\c "dbname=steward_regress user=acme_app options=-csteward.tenant_id=00000000-0000-4000-8000-00000000000b"
+\c "dbname=regress_forgery user=acme_app options=-csteward.tenant_id=00000000-0000-4000-8000-00000000000b"
 SELECT name FROM app.projects ORDER BY id;
-\c "dbname=steward_regress user=nogrant_app options=-csteward.tenant_id=00000000-0000-4000-8000-00000000000b"
+\c "dbname=regress_forgery user=nogrant_app options=-csteward.tenant_id=00000000-0000-4000-8000-00000000000b"
 SELECT count(*) FROM app.projects;
 \echo :LAST_ERROR_SQLSTATE
 

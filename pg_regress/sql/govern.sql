@@ -1,5 +1,10 @@
 -- steward.govern: what it requires (ST400 otherwise), what it sets up, and that it works for
 -- tables in any schema, with quoted mixed-case names and composite primary keys.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress govern`.
+\c postgres
+CREATE DATABASE regress_govern TEMPLATE steward_regress;
+\c regress_govern
 \set SHOW_CONTEXT never
 
 -- What governing app.projects set up.

@@ -1,5 +1,10 @@
 -- A tenant role against another tenant's rows: reads see nothing, writes change nothing or
 -- fail with ST403, and nothing committed is lost.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress isolation`.
+\c postgres
+CREATE DATABASE regress_isolation TEMPLATE steward_regress;
+\c regress_isolation
 \set SHOW_CONTEXT never
 \c - acme_app
 

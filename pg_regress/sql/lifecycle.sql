@@ -1,5 +1,10 @@
 -- The context lasts one transaction: COMMIT, ROLLBACK and errors clear it, and nothing of it
 -- reaches the next transaction on the same connection.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress lifecycle`.
+\c postgres
+CREATE DATABASE regress_lifecycle TEMPLATE steward_regress;
+\c regress_lifecycle
 \set SHOW_CONTEXT never
 \c - api_service
 

@@ -2,6 +2,11 @@
 -- with a clear error: never a crash, never an index that misses or gains a row. steward writes
 -- records without SQL, so it must maintain expression and partial indexes, unique and CHECK
 -- constraints itself.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress log_tables`.
+\c postgres
+CREATE DATABASE regress_log_tables TEMPLATE steward_regress;
+\c regress_log_tables
 \set SHOW_CONTEXT never
 CREATE EXTENSION amcheck;
 CREATE TABLE app.gadgets (id int PRIMARY KEY, tenant_id uuid NOT NULL, name text, serial text);

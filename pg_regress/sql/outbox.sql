@@ -1,4 +1,9 @@
 -- The change log's outbox face: row events, domain events, schemas and consumers.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress outbox`.
+\c postgres
+CREATE DATABASE regress_outbox TEMPLATE steward_regress;
+\c regress_outbox
 \set SHOW_CONTEXT never
 CREATE TABLE app.invoices (
     id        int PRIMARY KEY,

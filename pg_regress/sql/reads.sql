@@ -2,6 +2,11 @@
 -- id. An id would hold back sealing (and every transaction's view of what is final), be taken
 -- in BEGIN READ ONLY, and fail on a hot standby. Each case starts a new session, so steward's
 -- first lookups of the session (the extension's owner, the caller's trust) run inside it.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress reads`.
+\c postgres
+CREATE DATABASE regress_reads TEMPLATE steward_regress;
+\c regress_reads
 \set SHOW_CONTEXT never
 
 -- A tenant role, first statement of the session: rows, the audit face, history, the outbox.

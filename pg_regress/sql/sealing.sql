@@ -1,5 +1,23 @@
 -- Tamper evidence: each tenant's records are sealed into a SHA-256 hash chain.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress sealing`.
+\c postgres
+CREATE DATABASE regress_sealing TEMPLATE steward_regress;
+\c regress_sealing
 \set SHOW_CONTEXT never
+-- Records to seal: acme's tasks, and one of globex's.
+\c - api_service
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000a', 'wile.e@acme.example');
+INSERT INTO app.tasks (id, title) VALUES (1, 'order anvil'), (2, 'paint tunnel');
+UPDATE app.tasks SET done = true WHERE id = 1;
+DELETE FROM app.tasks WHERE id = 2;
+COMMIT;
+BEGIN;
+SELECT steward.enter_tenant('00000000-0000-4000-8000-00000000000b', 'hank@globex.example');
+INSERT INTO app.tasks (id, title) VALUES (100, 'globex task');
+COMMIT;
+\c - postgres
 SELECT steward.seal_audit() > 0 AS sealed_something;
 -- The first seal emitted one steward.audit.sealed event per tenant (the outbox's witness); the
 -- next seals those, and emits no witness for them, so a third has nothing to do.
@@ -112,17 +130,8 @@ SELECT steward.break_glass('test: a superuser simulates tampering');
 ALTER TABLE steward.change_log DISABLE TRIGGER steward_append_only;
 ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
 UPDATE steward.change_log SET actor = 'mallory' WHERE id = :first_task_record;
-DO $$
-DECLARE s record; prev bytea := ''::bytea; c steward.change_log;
-BEGIN
-  FOR s IN SELECT * FROM steward.audit_seals
-            WHERE tenant_id = '00000000-0000-4000-8000-00000000000a' ORDER BY seq LOOP
-    SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-    prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c, s.payload_salt)), s.prunable);
-    UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c, s.payload_salt)
-     WHERE record_id = s.record_id;
-  END LOOP;
-END $$;
+\ir ../fixtures/rewrite_chain.sql
+SELECT pg_temp.rewrite_chain('00000000-0000-4000-8000-00000000000a');
 SELECT ok AS ok_without_witness FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a');
 SELECT ok AS ok_with_witness, first_bad_id IS NOT NULL AS names_a_record
   FROM steward.verify_audit('00000000-0000-4000-8000-00000000000a', (SELECT heads FROM public.witness));

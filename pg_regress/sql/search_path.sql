@@ -1,5 +1,10 @@
 -- Attack: a tenant role puts its own operators ahead of pg_catalog's in its search path, hoping
 -- that steward's lookups made with the extension owner's privileges (a superuser's) run them.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress search_path`.
+\c postgres
+CREATE DATABASE regress_search_path TEMPLATE steward_regress;
+\c regress_search_path
 \set SHOW_CONTEXT never
 CREATE SCHEMA acme_own AUTHORIZATION acme_app;
 \c - acme_app

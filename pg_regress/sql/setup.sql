@@ -55,5 +55,28 @@ INSERT INTO app.projects (name) VALUES ('globex: doomsday device');
 COMMIT;
 RESET ROLE;
 
+-- A second governed table, empty: each file writes the tasks it needs.
+CREATE TABLE app.tasks (
+    id        int PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    title     text NOT NULL,
+    done      boolean NOT NULL DEFAULT false,
+    n         int NOT NULL DEFAULT 0
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON app.tasks TO PUBLIC;
+SELECT steward.govern('app.tasks');
+
+-- outcome(q): "ok", or the SQLSTATE and message q failed with ("[with DETAIL]" when it had one).
+CREATE FUNCTION public.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE code text; msg text; detail text;
+BEGIN
+  EXECUTE q;
+  RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+  RETURN code || ': ' || msg || CASE WHEN coalesce(detail, '') <> '' THEN ' [with DETAIL]' ELSE '' END;
+END $$;
+GRANT EXECUTE ON FUNCTION public.outcome(text) TO PUBLIC;
+
 -- A superuser bypasses row-level security (see definer_hole.sql): it sees all three rows.
 SELECT id, tenant_id, name FROM app.projects ORDER BY id;

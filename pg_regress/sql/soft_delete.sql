@@ -1,5 +1,10 @@
 -- Soft delete: DELETE hides the row through RLS and is recorded as a delete; restore() brings
 -- it back, recorded too.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress soft_delete`.
+\c postgres
+CREATE DATABASE regress_soft_delete TEMPLATE steward_regress;
+\c regress_soft_delete
 \set SHOW_CONTEXT never
 CREATE TABLE app.docs (id int PRIMARY KEY, tenant_id uuid NOT NULL, title text NOT NULL);
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.docs TO acme_app, globex_app, api_service;

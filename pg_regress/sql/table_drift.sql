@@ -1,6 +1,11 @@
 -- A governed table changed by its owner after govern(): steward checks what its triggers rely on
 -- each time it uses it, and refuses with ST400 naming the table and the column, or adapts. No
 -- change makes a statement crash the server or write a value of the wrong type.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress table_drift`.
+\c postgres
+CREATE DATABASE regress_table_drift TEMPLATE steward_regress;
+\c regress_table_drift
 \set SHOW_CONTEXT never
 SET ROLE app_owner;
 CREATE TABLE app.drift (id int PRIMARY KEY, tenant_id uuid NOT NULL, label text);

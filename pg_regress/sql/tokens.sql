@@ -1,4 +1,9 @@
 -- steward.enter_tenant_token: HS256 tokens signed with a key in steward.signing_keys.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress tokens`.
+\c postgres
+CREATE DATABASE regress_tokens TEMPLATE steward_regress;
+\c regress_tokens
 \set SHOW_CONTEXT never
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 -- A test helper that signs claims the way the service's identity provider would.

@@ -1,4 +1,9 @@
 -- Optimistic versions: a stale write fails clearly instead of overwriting.
+-- In a database of this file's own, copied from the shared fixture (setup.sql): nothing any
+-- other file did is seen here, and this file runs alone with `cargo xtask test pg_regress versions`.
+\c postgres
+CREATE DATABASE regress_versions TEMPLATE steward_regress;
+\c regress_versions
 \set SHOW_CONTEXT never
 
 -- govern added "version bigint not null default 1" to app.projects.
@@ -23,7 +28,7 @@ UPDATE app.projects SET name = 'acme: giant magnet v3' WHERE id = 2 RETURNING ve
 -- An UPDATE that changes nothing leaves the version alone.
 UPDATE app.projects SET name = name WHERE id = 2 RETURNING version;
 -- Several rows: each one +1.
-WITH u AS (UPDATE app.projects SET name = name || '.' WHERE id IN (1, 6) RETURNING id, version)
+WITH u AS (UPDATE app.projects SET name = name || '.' WHERE id IN (1, 2) RETURNING id, version)
 SELECT id, version FROM u ORDER BY id;
 -- Nothing was overwritten by the refused writes.
 SELECT id, name, version FROM app.projects ORDER BY id;

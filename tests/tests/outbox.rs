@@ -692,7 +692,9 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
         admin.query_one(q, &[&heads]).unwrap().get(0)
     };
     assert!(verify(&mut admin, true));
-    // The rewrite: a record changed and acme's whole chain recomputed consistently.
+    // The rewrite: a record changed and acme's whole chain recomputed consistently (the same
+    // attack as pg_regress/sql/sealing.sql's, from the one fixture).
+    const REWRITE_CHAIN: &str = include_str!("../../pg_regress/fixtures/rewrite_chain.sql");
     admin
         .batch_execute(&format!(
             "SELECT steward.break_glass('test: a superuser rewrites a chain');
@@ -700,16 +702,8 @@ fn heads_from_the_stream_catch_a_rewritten_chain() {
              ALTER TABLE steward.audit_seals DISABLE TRIGGER steward_append_only;
              UPDATE steward.change_log SET actor = 'mallory'
               WHERE id = (SELECT min(id) FROM steward.change_log WHERE tenant_id = '{ACME}');
-             DO $$
-             DECLARE s record; prev bytea := ''::bytea; c steward.change_log;
-             BEGIN
-               FOR s IN SELECT * FROM steward.audit_seals WHERE tenant_id = '{ACME}' ORDER BY seq LOOP
-                 SELECT * INTO c FROM steward.change_log WHERE id = s.record_id;
-                 prev := steward._chain_step(prev, steward._record_digest(c, steward._payload_digest(c, s.payload_salt)), s.prunable);
-                 UPDATE steward.audit_seals SET hash = prev, payload_digest = steward._payload_digest(c, s.payload_salt)
-                  WHERE record_id = s.record_id;
-               END LOOP;
-             END $$;
+             {REWRITE_CHAIN}
+             SELECT pg_temp.rewrite_chain('{ACME}');
              ALTER TABLE steward.change_log ENABLE ALWAYS TRIGGER steward_append_only;
              ALTER TABLE steward.audit_seals ENABLE ALWAYS TRIGGER steward_append_only;"
         ))

@@ -108,6 +108,7 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ]))?;
         upgrade::check_released_scripts()?;
+        check_pg_regress_files()?;
     }
     if wants("unit") {
         suites.push(cargo_suite(
@@ -203,6 +204,46 @@ fn test(args: &[String]) -> Result<()> {
     if !failed_suites.is_empty() {
         bail!("failing suites: {}", failed_suites.join(", "));
     }
+    Ok(())
+}
+
+/// Every pg_regress file is in the schedule, and every one but the shared fixture (setup.sql)
+/// runs in a database of its own copied from that fixture, so that it depends on nothing another
+/// file did and runs alone.
+fn check_pg_regress_files() -> Result<()> {
+    step("pg_regress files: each in the schedule, each on its own copy of the fixture");
+    let root = repo_root().join("pg_regress");
+    let schedule = std::fs::read_to_string(root.join("schedule"))?;
+    let listed: Vec<&str> = schedule
+        .lines()
+        .filter_map(|l| l.strip_prefix("test:"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    if listed.first() != Some(&"setup") {
+        bail!("pg_regress/schedule must run setup first");
+    }
+    for entry in std::fs::read_dir(root.join("sql"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(name) = name.strip_suffix(".sql") else {
+            continue;
+        };
+        if !listed.contains(&name) {
+            bail!("pg_regress/sql/{name}.sql is not in pg_regress/schedule");
+        }
+    }
+    for name in listed.iter().filter(|n| **n != "setup") {
+        let text = std::fs::read_to_string(root.join("sql").join(format!("{name}.sql")))?;
+        let preamble = format!(
+            "\\c postgres\nCREATE DATABASE regress_{name} TEMPLATE steward_regress;\n\\c regress_{name}\n"
+        );
+        if !text.contains(&preamble) || text.matches("steward_regress").count() != 1 {
+            bail!(
+                "pg_regress/sql/{name}.sql does not run on its own copy of the fixture: begin \
+                 it with\n{preamble}and name steward_regress nowhere else"
+            );
+        }
+    }
+    println!("  ok");
     Ok(())
 }
 
