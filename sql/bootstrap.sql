@@ -52,8 +52,10 @@ CREATE TABLE steward.governed (
     events           boolean NOT NULL,
     soft_delete      boolean NOT NULL,
     governed_at      timestamptz NOT NULL DEFAULT now(),
-    source_oid       oid              -- the table's OID when it was first governed: a dump
+    source_oid       oid,             -- the table's OID when it was first governed: a dump
                                       -- restored elsewhere maps its records' OID to the table
+    event_name       text             -- the table's name in its row events' types
+                                      -- ('<event_name>.created'), as it was last governed
 );
 
 REVOKE ALL ON steward.tenants, steward.tenant_grants, steward.trusted_roles,

@@ -70,6 +70,8 @@ ALTER TABLE steward.trusted_roles ALTER COLUMN role TYPE regrole USING role::reg
 -- The OID each governed table had when it was governed: here, the one it has.
 ALTER TABLE steward.governed ADD COLUMN source_oid oid;
 UPDATE steward.governed SET source_oid = rel::oid;
+-- Each table's name in its row events' types; set by govern() (steward.regovern(), below).
+ALTER TABLE steward.governed ADD COLUMN event_name text;
 
 -- The log's key leads with the tenant (ADR 009). Rebuilds the index: on a large log, the
 -- upgrade takes as long as building an index over it.
@@ -139,13 +141,13 @@ $$;
 -- 3. Functions, views, policies and triggers
 ------------------------------------------------------------------------------------------------
 DROP VIEW steward.consumer_lag;
--- Functions that are gone, or whose arguments or results changed (dropped, then created below).
+-- Functions that are gone, or whose arguments or result changed.
 DROP FUNCTION steward._consumer(text);
 DROP FUNCTION steward._row_records(oid,jsonb);
 DROP FUNCTION steward._witness(uuid,bigint,bytea);
 DROP FUNCTION steward._consumer_lag();
 
--- Every function that is new or changed, as 0.2.0 defines it.
+-- Every function that is new or changed.
 CREATE OR REPLACE FUNCTION steward._append_only_tables()
  RETURNS text[]
  LANGUAGE sql
@@ -418,7 +420,7 @@ DECLARE
     cmd   text;
     pk    text;
     vis   text;
-    soft  text := '';
+    args  text;
     keycols int2[];
 BEGIN
     IF rel IS NULL THEN
@@ -492,7 +494,6 @@ BEGIN
                 USING ERRCODE = 'ST400',
                       HINT = 'Soft delete marks rows in a "deleted_at timestamptz" column.';
         END IF;
-        soft := 't';
     END IF;
 
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
@@ -530,46 +531,44 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT steward.current_tenant()',
                    tbl, tenant_column);
 
+    -- The one argument list of the table's row triggers, written here and read by
+    -- extension/src/govern.rs (Args): the protocol, the tenant column, the version column (''
+    -- when not versioned), whether the version is required, soft delete, audited, events, the
+    -- table's qualified name and its name for event types, then the primary key's columns.
+    args := format('%L, %L, %L, %L, %L, %L, %L, %L, %L, %s', 'steward:2', tenant_column,
+                   CASE WHEN versioned THEN 'version' ELSE '' END, version_required, soft_delete,
+                   audited, events, tbl, c.relname, pk);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
-    -- Arguments: the tenant column, the version column ('' when not versioned), 't' when the
-    -- table soft-deletes, then the primary key's columns.
     EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%L, %L, %L, %s)',
-                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END, soft, pk);
-    -- Arguments: the tenant column, the version column ('' when not versioned), whether the
-    -- version is required, then the primary key's columns (for messages).
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%s)', tbl, args);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_update_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_update_guard BEFORE UPDATE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_update_guard(%L, %L, %L, %s)',
-                   tbl, tenant_column, CASE WHEN versioned THEN 'version' ELSE '' END,
-                   CASE WHEN version_required THEN 't' ELSE 'f' END, pk);
+                   'FOR EACH ROW EXECUTE FUNCTION steward._internal_update_guard(%s)', tbl, args);
     EXECUTE format('DROP TRIGGER IF EXISTS steward_truncate_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_truncate_guard()', tbl);
 
     -- The change log: one record per changed row, formed and inserted by an AFTER ROW trigger
-    -- in the same transaction. Arguments: audited, events, soft delete, the table's qualified
-    -- name, its name for event types, the tenant column, then the primary key's columns.
+    -- in the same transaction.
     FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'steward_log_' || cmd, tbl);
     END LOOP;
     EXECUTE format('DROP TRIGGER IF EXISTS steward_log ON %s', tbl);
     IF audited OR events THEN
         EXECUTE format('CREATE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%L, %L, %L, %L, %L, %L, %s)',
-                       tbl, CASE WHEN audited THEN 't' ELSE 'f' END, CASE WHEN events THEN 't' ELSE 'f' END,
-                       CASE WHEN soft_delete THEN 't' ELSE 'f' END, tbl, c.relname, tenant_column, pk);
+                       'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%s)', tbl, args);
     END IF;
 
     INSERT INTO steward.governed AS g
            (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
-            source_oid)
+            source_oid, event_name)
     VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
-            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid)
+            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid, c.relname)
     ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
        SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
            version_required = excluded.version_required, audited = excluded.audited,
-           events = excluded.events, soft_delete = excluded.soft_delete;
+           events = excluded.events, soft_delete = excluded.soft_delete,
+           event_name = excluded.event_name;
 
     -- The primary key's columns other than the tenant column, sorted.
     SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keycols
@@ -1553,7 +1552,7 @@ BEGIN
 END
 $function$;
 
--- Privileges of the new and recreated functions, and of any whose privileges changed.
+-- Their privileges.
 REVOKE ALL ON FUNCTION steward._ddl_guard() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steward._ddl_guard_start() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steward._extension_guard() FROM PUBLIC;

@@ -488,30 +488,6 @@ fn name_now(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> String {
     name
 }
 
-/// The trigger's arguments, as `govern` writes them.
-struct LogArgs<'a> {
-    audited: bool,
-    evented: bool,
-    soft_delete: bool,
-    table_name: &'a str,
-    short_name: &'a str,
-    tenant_column: &'a str,
-    pk: Vec<&'a str>,
-}
-
-fn log_args<'a>(trigger: &'a PgTrigger<'a>) -> LogArgs<'a> {
-    let arg = |n: usize| crate::govern::trigger_arg(trigger, n);
-    LogArgs {
-        audited: arg(0) == "t",
-        evented: arg(1) == "t",
-        soft_delete: arg(2) == "t",
-        table_name: arg(3),
-        short_name: arg(4),
-        tenant_column: arg(5),
-        pk: (6..trigger.trigger().tgnargs as usize).map(arg).collect(),
-    }
-}
-
 unsafe fn to_jsonb_for(rowtype: pg_sys::Oid) -> *mut pg_sys::FmgrInfo {
     // SAFETY: the FmgrInfo and its call expression are allocated with TopMemoryContext current
     // (restored before returning), so they live as long as the backend's cache that keeps them;
@@ -1106,16 +1082,14 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         return Ok(()); // an update that changed nothing writes nothing
     }
     let context = tenancy::context()?;
-    let args = log_args(trigger);
+    let args = crate::govern::Args::of(trigger)?;
     let shape = crate::govern::shape(trigger, || crate::govern::Expect {
-        tenant: Some(args.tenant_column),
         version: None,
-        deleted_at: if args.soft_delete {
+        ..args.expect(if args.soft_delete {
             crate::govern::Need::Required
         } else {
             crate::govern::Need::No
-        },
-        pk: args.pk.clone(),
+        })
     })?;
     let tgoid = trigger.trigger().tgoid;
     // SAFETY: the trigger's relation and tuples are valid for the duration of the trigger call;
@@ -1133,7 +1107,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         let mut old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
-        let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.pk);
+        let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.key);
 
         let (mut action, mut suffix) = match (old.is_null(), new.is_null()) {
             (true, false) => ("INSERT", "created"),
@@ -1161,7 +1135,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
             // The new row is stored whole; of the old one, only what the update replaced.
             old_json = old_json.map(|o| without_keys(o, unchanged));
         }
-        let event_type = format!("{}.{suffix}", args.short_name);
+        let event_type = format!("{}.{suffix}", args.event_name);
 
         // The record is filed under the tenant the row belongs to, whatever the context says
         // by the time this AFTER trigger runs (the guards checked the row against the context
@@ -1210,7 +1184,7 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         record.set(Col::Changed, changed);
         record.set(Col::EventType, text(Some(&event_type)));
         record.set(Col::Audited, args.audited.into_datum());
-        record.set(Col::Evented, args.evented.into_datum());
+        record.set(Col::Evented, args.events.into_datum());
         record.insert()?;
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Every error steward raises, in one place.
 //!
-//! Each variant carries its SQLSTATE from the `ST` class (DESIGN.md), a message that names the
+//! Each variant carries its SQLSTATE from the `ST` class (docs/design.md), a message that names the
 //! object and the values involved, and a hint on what to do.
 //!
 //! pgrx's `ErrorReport` only knows Postgres' built-in SQLSTATEs (it turns any other code into

@@ -19,14 +19,14 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgTupleDesc, Uuid};
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, Uuid};
 
 use crate::audit::with_cell;
 use crate::errors::{or_raise, StewardError};
 
 use crate::{plans, tenancy};
 
-fn qualified_name(trigger: &PgTrigger<'_>) -> String {
+pub(crate) fn qualified_name(trigger: &PgTrigger<'_>) -> String {
     pgrx::spi::quote_qualified_identifier(
         trigger.table_schema().unwrap_or_default(),
         trigger.table_name().unwrap_or_default(),
@@ -301,45 +301,98 @@ unsafe fn read_shape(
     }
 }
 
-/// The trigger's `n`th argument (0-based), as `govern` wrote it, if there is one.
-pub(crate) fn trigger_arg_cstr<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> Option<&'a CStr> {
-    let t = trigger.trigger();
-    if (t.tgnargs as usize) <= n || t.tgargs.is_null() {
-        return None;
+/// The arguments a governed table's row triggers are given: one list, the same for the row
+/// guard, the update guard and the log trigger, written by `steward._govern` (sql/api.sql) and
+/// read here only. What the triggers know of the table as `govern` saw it; [`shape`] checks the
+/// table as it is now against it.
+pub(crate) struct Args<'a> {
+    pub tenant_column: &'a str,
+    /// None when the table is not versioned.
+    pub version_column: Option<&'a str>,
+    pub version_required: bool,
+    pub soft_delete: bool,
+    pub audited: bool,
+    pub events: bool,
+    /// The table's qualified name when it was governed.
+    pub table_name: &'a str,
+    /// Its name in its row events' types (`<event_name>.created`).
+    pub event_name: &'a str,
+    /// The primary key's columns.
+    pub key: Vec<&'a str>,
+}
+
+/// The first argument: which layout follows. A table governed by a release that wrote another
+/// layout has triggers this release cannot read; they refuse to run until it is governed again.
+const ARGS_LAYOUT: &str = "steward:2";
+/// Arguments before the key's columns.
+const ARGS_FIXED: usize = 9;
+
+impl<'a> Args<'a> {
+    /// `t`'s arguments, or None when they are not in this release's layout.
+    pub(crate) fn read(t: &'a pg_sys::Trigger) -> Option<Args<'a>> {
+        let n = usize::try_from(t.tgnargs).ok()?;
+        if n <= ARGS_FIXED || t.tgargs.is_null() {
+            return None;
+        }
+        let arg = |i: usize| -> Option<&'a str> {
+            // SAFETY: i is below tgnargs and tgargs is not NULL (checked above): each argument
+            // is a NUL-terminated string of the trigger's cache entry, which outlives `t`.
+            unsafe { CStr::from_ptr(*t.tgargs.add(i)) }.to_str().ok()
+        };
+        // Booleans as their text form ('t', 'f'), as format('%L', boolean) writes them.
+        let flag = |i: usize| match arg(i) {
+            Some("t") => Some(true),
+            Some("f") => Some(false),
+            _ => None,
+        };
+        if arg(0)? != ARGS_LAYOUT {
+            return None;
+        }
+        let version = arg(2)?;
+        Some(Args {
+            tenant_column: arg(1)?,
+            version_column: (!version.is_empty()).then_some(version),
+            version_required: flag(3)?,
+            soft_delete: flag(4)?,
+            audited: flag(5)?,
+            events: flag(6)?,
+            table_name: arg(7)?,
+            event_name: arg(8)?,
+            key: (ARGS_FIXED..n).map(arg).collect::<Option<Vec<_>>>()?,
+        })
     }
-    // SAFETY: n is below tgnargs and tgargs is not NULL (checked above): each argument is a
-    // NUL-terminated string of the trigger's cache entry.
-    Some(unsafe { CStr::from_ptr(*t.tgargs.add(n)) })
-}
 
-/// The trigger's `n`th argument (0-based) as text; "" when absent.
-pub(crate) fn trigger_arg<'a>(trigger: &'a PgTrigger<'a>, n: usize) -> &'a str {
-    trigger_arg_cstr(trigger, n)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("")
-}
+    /// The firing trigger's arguments; ST400 when the table was governed by an earlier release
+    /// and not since.
+    pub(crate) fn of(trigger: &'a PgTrigger<'a>) -> crate::errors::Result<Args<'a>> {
+        Args::read(trigger.trigger()).ok_or_else(|| {
+            StewardError::bad_argument(
+                format!(
+                    "{} was governed by an earlier release of steward: its trigger {} has \
+                     arguments this release does not read",
+                    qualified_name(trigger),
+                    trigger.name().unwrap_or("?")
+                ),
+                "Run ALTER EXTENSION steward UPDATE, which governs every table again (or SELECT \
+                 steward.regovern() as a superuser).",
+            )
+        })
+    }
 
-/// What the row and update guards expect (their arguments: the tenant column, the version
-/// column or '', the soft-delete flag or version-required flag, then the primary key).
-fn guard_expect<'a>(trigger: &'a PgTrigger<'a>, deleted_at: Need) -> Expect<'a> {
-    let version = trigger_arg(trigger, 1);
-    Expect {
-        tenant: Some(trigger_arg(trigger, 0)),
-        version: (!version.is_empty()).then_some(version),
-        deleted_at,
-        pk: pk_args(trigger, 3),
+    /// What a trigger with these arguments expects of its table.
+    pub(crate) fn expect(&self, deleted_at: Need) -> Expect<'a> {
+        Expect {
+            tenant: Some(self.tenant_column),
+            version: self.version_column,
+            deleted_at,
+            pk: self.key.clone(),
+        }
     }
 }
 
-fn pk_args<'a>(trigger: &'a PgTrigger<'a>, first: usize) -> Vec<&'a str> {
-    (first..trigger.trigger().tgnargs as usize)
-        .map(|n| trigger_arg(trigger, n))
-        .collect()
-}
-
-/// A row's primary key, for messages: `{"id": "42"}` (values in their text form). The key's
-/// columns are the trigger's arguments from `first_pk_arg` on; [`shape`] checked they exist.
-fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
+/// A row's primary key, for messages: `{"id": "42"}` (values in their text form). [`shape`]
+/// checked the key's columns exist.
+pub(crate) fn key_text(trigger: &PgTrigger<'_>, key: &[&str]) -> String {
     // The row the trigger fired for: the old row of an UPDATE or DELETE, the new row of an INSERT.
     let raw = trigger.trigger_data().tg_trigtuple;
     if raw.is_null() {
@@ -348,7 +401,7 @@ fn key_text(trigger: &PgTrigger<'_>, first_pk_arg: usize) -> String {
     // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
     let mut parts = Vec::new();
-    for column_name in pk_args(trigger, first_pk_arg) {
+    for &column_name in key {
         // SAFETY: the tuple and descriptor are the trigger's own; the output function is the
         // column's type's, so the datum has the type it expects.
         let value = unsafe {
@@ -446,13 +499,13 @@ pub(crate) fn row_tenant(
 fn row_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    let args = Args::of(trigger)?;
     let shape = shape(trigger, || {
-        let soft = if trigger_arg(trigger, 2).is_empty() {
-            Need::No
-        } else {
+        args.expect(if args.soft_delete {
             Need::Required
-        };
-        guard_expect(trigger, soft)
+        } else {
+            Need::No
+        })
     })?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let data = trigger.trigger_data();
@@ -462,18 +515,7 @@ fn row_guard<'a>(
         Ok(PgTriggerOperation::Insert) => {
             let new = trigger.new().expect("an INSERT row trigger has a new row");
             let tenant = tenancy::require_tenant()?;
-            if let Some(attnum) = shape.version {
-                let stated = new
-                    .get_by_index::<i64>(std::num::NonZeroUsize::new(attnum).expect("1-based"))
-                    .ok()
-                    .flatten();
-                if stated != Some(1) {
-                    return Err(StewardError::VersionPreset {
-                        table: qualified_name(trigger),
-                        stated: stated.unwrap_or(-1),
-                    });
-                }
-            }
+            crate::versioning::check_insert(trigger, &new, &shape)?;
             match row_tenant(data.tg_trigtuple, tupdesc, tenant_attnum) {
                 Some(row) if row != tenant => Err(StewardError::forbidden(
                     format!(
@@ -482,7 +524,7 @@ fn row_guard<'a>(
                     ),
                     format!(
                         "Leave \"{}\" out: steward fills it from the tenant context.",
-                        trigger_arg(trigger, 0)
+                        args.tenant_column
                     ),
                 )),
                 _ => Ok(Some(new)),
@@ -651,40 +693,6 @@ fn is_own_write(trigger: &PgTrigger<'_>) -> bool {
     }
 }
 
-/// What a stale or missing version looks like for this update, if anything.
-fn check_version(
-    trigger: &PgTrigger<'_>,
-    old: &PgHeapTuple<'_, AllocatedByPostgres>,
-    new: &PgHeapTuple<'_, AllocatedByPostgres>,
-    shape: &Shape,
-) -> crate::errors::Result<Option<(usize, i64)>> {
-    let Some(attnum) = shape.version.and_then(std::num::NonZeroUsize::new) else {
-        return Ok(None);
-    };
-    let actual: i64 = old.get_by_index(attnum).ok().flatten().unwrap_or(0);
-    let updated_cols = trigger.trigger_data().tg_updatedcols;
-    let offset = attnum.get() as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber;
-    // SAFETY: a bitmapset read by a member test; NULL is the empty set.
-    let named = unsafe { pg_sys::bms_is_member(offset, updated_cols) };
-    if named {
-        let stated: Option<i64> = new.get_by_index(attnum).ok().flatten();
-        if stated != Some(actual) {
-            return Err(StewardError::VersionConflict {
-                table: qualified_name(trigger),
-                key: key_text(trigger, 3),
-                expected: stated.unwrap_or(-1),
-                actual,
-            });
-        }
-    } else if trigger_arg(trigger, 2) == "t" && !is_own_write(trigger) {
-        return Err(StewardError::VersionRequired {
-            table: qualified_name(trigger),
-            key: key_text(trigger, 3),
-        });
-    }
-    Ok(Some((attnum.get(), actual)))
-}
-
 fn update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
@@ -693,7 +701,8 @@ fn update_guard<'a>(
     // only to recognise steward's own writes, and only if it is there.
     // SAFETY: the trigger's relation is open for the duration of the trigger call.
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
-    let shape = shape(trigger, || guard_expect(trigger, Need::IfPresent))?;
+    let args = Args::of(trigger)?;
+    let shape = shape(trigger, || args.expect(Need::IfPresent))?;
     let tenant_attnum = shape.tenant.expect("the guards name the tenant column");
     let old = trigger.old().expect("an UPDATE row trigger has an old row");
     let new = trigger.new().expect("an UPDATE row trigger has a new row");
@@ -711,11 +720,12 @@ fn update_guard<'a>(
             ),
             format!(
                 "\"{}\" never changes; copy the row into the other tenant instead.",
-                trigger_arg(trigger, 0)
+                args.tenant_column
             ),
         ));
     }
-    let bump = check_version(trigger, &old, &new, &shape)?;
+    let own_write = is_own_write(trigger);
+    let bump = crate::versioning::check_update(trigger, &args, &old, &new, &shape, own_write)?;
     // An update that changes nothing leaves the version alone (and writes no change record).
     let Some((attnum, actual)) = bump else {
         return Ok(Some(new));
@@ -723,26 +733,7 @@ fn update_guard<'a>(
     if unchanged(data.tg_trigtuple, data.tg_newtuple, tupdesc) {
         return Ok(Some(new));
     }
-    // The new row with the version raised, formed once from the row the UPDATE made (no copy
-    // of it first); palloc'd in the trigger's memory context, which Postgres frees.
-    // SAFETY: shape() checked the column is a bigint, so an int8 datum is what it holds.
-    unsafe {
-        let mut column = attnum as i32;
-        let mut value = (actual + 1).into_datum().expect("bigint");
-        let mut isnull = false;
-        let bumped = pg_sys::heap_modify_tuple_by_cols(
-            data.tg_newtuple,
-            tupdesc,
-            1,
-            &mut column,
-            &mut value,
-            &mut isnull,
-        );
-        Ok(Some(PgHeapTuple::from_heap_tuple(
-            PgTupleDesc::from_pg_unchecked(tupdesc),
-            bumped,
-        )))
-    }
+    Ok(Some(crate::versioning::bumped(trigger, attnum, actual)))
 }
 
 /// BEFORE UPDATE FOR EACH ROW on every governed table: rows stay in their tenant, and a

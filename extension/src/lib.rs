@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod plans;
 pub mod reads;
 pub mod tenancy;
+pub mod versioning;
 pub mod wakeups;
 pub mod xids;
 

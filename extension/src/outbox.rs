@@ -65,8 +65,8 @@ fn check_event_type(event_type: &str, function: &str) -> Result<()> {
 
 /// A governed table's row events are steward's to write: `emit()` may not use their names, or a
 /// consumer could not tell a forged `invoices.updated` (any payload, from any role that can
-/// emit) from a real one. The names are those the tables' log triggers use (their fifth
-/// argument), for the tables whose row events are on.
+/// emit) from a real one. The names are those the tables' log triggers use
+/// (`steward.governed.event_name`), for the tables whose row events are on.
 fn check_not_row_event(event_type: &str) -> Result<()> {
     let Some((table, action)) = event_type.rsplit_once('.') else {
         return Ok(());
@@ -76,12 +76,9 @@ fn check_not_row_event(event_type: &str) -> Result<()> {
     }
     let emitter = tenancy::as_extension_owner(|| {
         crate::reads::one::<String>(
-            "SELECT t.tgrelid::pg_catalog.regclass::text
-               FROM pg_catalog.pg_trigger t JOIN steward.governed g ON g.rel = t.tgrelid
-              WHERE t.tgname = 'steward_log'
-                AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\\\000', 2) = 't'
-                AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\\\000', 5) = $1
-              LIMIT 1",
+            "SELECT g.rel::pg_catalog.regclass::text FROM steward.governed g
+              WHERE g.events AND g.event_name = $1
+              ORDER BY g.rel LIMIT 1",
             &[table.into()],
         )
     });
@@ -93,7 +90,9 @@ fn check_not_row_event(event_type: &str) -> Result<()> {
              event otherwise (e.g. 'invoice.approved'), or govern the table with events => \
              false and emit your own.",
         )),
-        Err(e) => pgrx::error!("steward: reading the governed tables failed: {e}"),
+        Err(e) => Err(StewardError::internal(format!(
+            "steward: reading the governed tables failed: {e}"
+        ))),
     }
 }
 

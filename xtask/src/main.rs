@@ -9,6 +9,8 @@
 //!   shows tenant isolation at work (`--stop` stops it).
 //! - `cargo xtask bench` runs the benchmarks and writes docs/benchmarks.md.
 //! - `cargo xtask setup` only installs what is missing.
+//! - `cargo xtask upgrade-draft FROM` drafts the function part of the upgrade script from
+//!   release FROM (docs/contributing.md, Releases).
 
 mod bench;
 mod bench_outbox;
@@ -34,9 +36,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("upgrade-draft") if args.len() == 2 => upgrade::draft(&args[1]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [SUITE [NAME]] | demo [--stop] | bench [--quick] [--only WORD]>"
+                "usage: cargo xtask <setup | test [SUITE [NAME]] | demo [--stop] | bench [--quick] [--only WORD] | upgrade-draft FROM>"
             );
             return ExitCode::from(2);
         }

@@ -142,13 +142,13 @@ fn read_tenant_column(relid: pg_sys::Oid) -> Option<i16> {
                 let desc = &*(*rel).trigdesc;
                 for i in 0..desc.numtriggers as usize {
                     let trigger = &*desc.triggers.add(i);
-                    if CStr::from_ptr(trigger.tgname).to_bytes() == b"steward_row_guard"
-                        && trigger.tgnargs >= 1
-                    {
+                    if CStr::from_ptr(trigger.tgname).to_bytes() == b"steward_row_guard" {
+                        // Arguments in an earlier release's layout (a table not governed again
+                        // since an upgrade): no column, so no index.
                         name = Some(
-                            CStr::from_ptr(*trigger.tgargs)
-                                .to_string_lossy()
-                                .into_owned(),
+                            crate::govern::Args::read(trigger)
+                                .map(|a| a.tenant_column.to_owned())
+                                .unwrap_or_default(),
                         );
                     }
                 }
