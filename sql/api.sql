@@ -3,6 +3,31 @@
 -- EXECUTE on them to an administrator role.
 
 ------------------------------------------------------------------------------------------------
+-- Errors
+------------------------------------------------------------------------------------------------
+
+-- Every error steward's SQL raises goes through here, as every error its Rust raises goes through
+-- extension/src/errors.rs: one of steward's codes (the same ones), a message and a hint, never
+-- one without the other. An error steward raises without them is its own bug (XX000).
+CREATE FUNCTION steward._raise(code text, message text, hint text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF code IS NULL OR NOT code = ANY (ARRAY['ST001', 'ST002', 'ST400', 'ST403', 'ST409', 'ST422',
+                                            'ST428', '42501'])
+       OR coalesce(message, '') = '' OR coalesce(hint, '') = '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'XX000',
+            MESSAGE = format('steward raised %s without a code of its own, a message and a hint: %s',
+                             coalesce(code, 'an error'), coalesce(message, '(no message)')),
+            HINT = 'This is a bug in steward, not in what was asked of it: report it with the server log around this message.';
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, HINT = hint;
+END
+$$;
+
+------------------------------------------------------------------------------------------------
 -- Tenants
 ------------------------------------------------------------------------------------------------
 
@@ -15,14 +40,12 @@ DECLARE
     new_id uuid;
 BEGIN
     IF slug IS NULL OR slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
-        RAISE EXCEPTION 'invalid tenant slug "%"', slug
-            USING ERRCODE = 'ST400',
-                  HINT = 'A slug is 1 to 63 lower-case letters, digits, "_" or "-", starting with a letter or digit.';
+        PERFORM steward._raise('ST400', format('invalid tenant slug %s', coalesce('"' || slug || '"', 'NULL')),
+                              'A slug is 1 to 63 lower-case letters, digits, "_" or "-", starting with a letter or digit.');
     END IF;
     IF EXISTS (SELECT 1 FROM steward.tenants t WHERE t.slug = create_tenant.slug) THEN
-        RAISE EXCEPTION 'tenant "%" already exists', slug
-            USING ERRCODE = 'ST400',
-                  HINT = 'Slugs are unique; look the tenant up in steward.tenants.';
+        PERFORM steward._raise('ST400', format('tenant "%s" already exists', slug),
+                              'Slugs are unique; look the tenant up in steward.tenants.');
     END IF;
     INSERT INTO steward.tenants (slug, display_name)
     VALUES (create_tenant.slug, coalesce(create_tenant.display_name, create_tenant.slug))
@@ -41,9 +64,8 @@ DECLARE
 BEGIN
     SELECT t.slug INTO found FROM steward.tenants t WHERE t.tenant_id = tenant;
     IF found IS NULL THEN
-        RAISE EXCEPTION 'tenant % does not exist', tenant
-            USING ERRCODE = 'ST400',
-                  HINT = 'Create it with steward.create_tenant(slug, display_name).';
+        PERFORM steward._raise('ST400', format('tenant %s does not exist', coalesce(tenant::text, 'NULL')),
+                              'Create it with steward.create_tenant(slug, display_name).');
     END IF;
     RETURN found;
 END
@@ -128,15 +150,15 @@ DECLARE
     keycols int2[];
 BEGIN
     IF rel IS NULL THEN
-        RAISE EXCEPTION 'steward.govern: no table given'
-            USING ERRCODE = 'ST400', HINT = 'Pass the table, e.g. steward.govern(''app.orders'').';
+        PERFORM steward._raise('ST400', 'steward.govern: no table given',
+                              'Pass the table, e.g. steward.govern(''app.orders'').');
     END IF;
     SELECT n.nspname, cl.relname, cl.relkind INTO c
       FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
      WHERE cl.oid = rel;
     IF c.relkind IS NULL OR c.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'cannot govern %: it is not a table', rel
-            USING ERRCODE = 'ST400', HINT = 'Only ordinary and partitioned tables can be governed.';
+        PERFORM steward._raise('ST400', format('cannot govern %s: it is not a table', rel),
+                              'Only ordinary tables can be governed; partitioned ones are not (docs/dba-guide.md).');
     END IF;
     tbl := format('%I.%I', c.nspname, c.relname);
 
@@ -144,17 +166,13 @@ BEGIN
       FROM pg_attribute a
      WHERE a.attrelid = rel AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
     IF col.attname IS NULL THEN
-        RAISE EXCEPTION 'table % has no tenant column "%"', tbl, tenant_column
-            USING ERRCODE = 'ST400',
-                  HINT = 'Add a "uuid not null" column for the tenant, or name it with tenant_column => ...';
+        PERFORM steward._raise('ST400', format('table %s has no tenant column "%s"', tbl, tenant_column),
+                              'Add a "uuid not null" column for the tenant, or name it with tenant_column => ...');
     END IF;
     IF col.atttypid <> 'uuid'::regtype OR NOT col.attnotnull THEN
-        RAISE EXCEPTION 'tenant column "%" of table % is % %, not uuid not null',
-                        tenant_column, tbl, format_type(col.atttypid, NULL),
-                        CASE WHEN col.attnotnull THEN 'not null' ELSE 'nullable' END
-            USING ERRCODE = 'ST400',
-                  HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
-                                tbl, tenant_column, tenant_column);
+        PERFORM steward._raise('ST400', format('tenant column "%s" of table %s is %s %s, not uuid not null', tenant_column, tbl, format_type(col.atttypid, NULL), CASE WHEN col.attnotnull THEN 'not null' ELSE 'nullable' END),
+                              format('ALTER TABLE %s ALTER COLUMN %I TYPE uuid, ALTER COLUMN %I SET NOT NULL',
+                                tbl, tenant_column, tenant_column));
     END IF;
     SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord)
       INTO pk
@@ -163,9 +181,8 @@ BEGIN
       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
      WHERE i.indrelid = rel AND i.indisprimary;
     IF pk IS NULL THEN
-        RAISE EXCEPTION 'table % has no primary key', tbl
-            USING ERRCODE = 'ST400',
-                  HINT = 'steward names rows by their primary key: add one (it may be composite).';
+        PERFORM steward._raise('ST400', format('table %s has no primary key', tbl),
+                              'steward names rows by their primary key: add one (it may be composite).');
     END IF;
 
     IF versioned THEN
@@ -175,15 +192,12 @@ BEGIN
         IF ver.atttypid IS NULL THEN
             EXECUTE format('ALTER TABLE %s ADD COLUMN version bigint NOT NULL DEFAULT 1', tbl);
         ELSIF ver.atttypid <> 'bigint'::regtype OR NOT ver.attnotnull THEN
-            RAISE EXCEPTION 'column "version" of table % is % %, not bigint not null',
-                            tbl, format_type(ver.atttypid, NULL),
-                            CASE WHEN ver.attnotnull THEN 'not null' ELSE 'nullable' END
-                USING ERRCODE = 'ST400',
-                      HINT = 'Make it "bigint not null default 1", or govern the table with versioned => false.';
+            PERFORM steward._raise('ST400', format('column "version" of table %s is %s %s, not bigint not null', tbl, format_type(ver.atttypid, NULL), CASE WHEN ver.attnotnull THEN 'not null' ELSE 'nullable' END),
+                                  'Make it "bigint not null default 1", or govern the table with versioned => false.');
         END IF;
     ELSIF version_required THEN
-        RAISE EXCEPTION 'table % cannot require a version without being versioned', tbl
-            USING ERRCODE = 'ST400', HINT = 'Pass versioned => true with version_required => true.';
+        PERFORM steward._raise('ST400', format('table %s cannot require a version without being versioned', tbl),
+                              'Pass versioned => true with version_required => true.');
     END IF;
 
     IF soft_delete THEN
@@ -193,10 +207,8 @@ BEGIN
         IF ver.atttypid IS NULL THEN
             EXECUTE format('ALTER TABLE %s ADD COLUMN deleted_at timestamptz', tbl);
         ELSIF ver.atttypid <> 'timestamptz'::regtype THEN
-            RAISE EXCEPTION 'column "deleted_at" of table % is %, not timestamptz',
-                            tbl, format_type(ver.atttypid, NULL)
-                USING ERRCODE = 'ST400',
-                      HINT = 'Soft delete marks rows in a "deleted_at timestamptz" column.';
+            PERFORM steward._raise('ST400', format('column "deleted_at" of table %s is %s, not timestamptz', tbl, format_type(ver.atttypid, NULL)),
+                                  'Soft delete marks rows in a "deleted_at timestamptz" column.');
         END IF;
     END IF;
 
@@ -311,8 +323,8 @@ BEGIN
     -- What govern cannot make safe (foreign keys across tenants, partitions and inheritance)
     -- is refused, and everything above rolls back with it.
     FOR c IN SELECT * FROM steward._governance_faults(rel) LOOP
-        RAISE EXCEPTION 'cannot govern %: %', tbl, c.fault
-            USING ERRCODE = 'ST400', HINT = c.hint;
+        PERFORM steward._raise('ST400', format('cannot govern %s: %s', tbl, c.fault),
+                              c.hint);
     END LOOP;
 END
 $$;
@@ -372,8 +384,8 @@ DECLARE
 BEGIN
     SELECT * INTO g FROM steward.governed WHERE governed.rel = _ungovern.rel;
     IF g.rel IS NULL THEN
-        RAISE EXCEPTION 'table % is not governed', rel
-            USING ERRCODE = 'ST400', HINT = 'steward.governed_tables lists the governed tables.';
+        PERFORM steward._raise('ST400', format('table %s is not governed', coalesce(rel::text, 'NULL')),
+                              'steward.governed_tables lists the governed tables.');
     END IF;
     SELECT format('%I.%I', n.nspname, cl.relname) INTO tbl
       FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = rel;
@@ -686,9 +698,8 @@ BEGIN
     -- On record although it is refused: written and committed by a worker of its own, since
     -- this transaction's own records roll back with the refusal.
     PERFORM steward._internal_record_refusal(TG_TAG, array_to_string(faults, '; '));
-    RAISE EXCEPTION USING ERRCODE = 'ST403',
-        MESSAGE = format('%s refused: %s', TG_TAG, array_to_string(faults, '; ')),
-        HINT = coalesce(rtrim(hint, '.') || '. ', '') || 'To do it anyway, a member of steward_breakglass runs SELECT steward.break_glass(''<reason>'') in the same transaction first; it is recorded.';
+    PERFORM steward._raise('ST403', format('%s refused: %s', TG_TAG, array_to_string(faults, '; ')),
+                          coalesce(rtrim(hint, '.') || '. ', '') || 'To do it anyway, a member of steward_breakglass runs SELECT steward.break_glass(''<reason>'') in the same transaction first; it is recorded.');
 END
 $$;
 
@@ -1188,11 +1199,10 @@ BEGIN
          WHERE x.name = _consumer.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('consumer %s does not exist %s', coalesce('"' || left(name, 130) || '"', 'NULL'),
+        PERFORM steward._raise('ST400', format('consumer %s does not exist %s', coalesce('"' || left(name, 130) || '"', 'NULL'),
                              CASE WHEN scope IS NULL THEN 'among the all-tenant consumers'
                                   ELSE 'in tenant ' || scope END),
-            HINT = 'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.';
+                              'Create it with steward.create_consumer(name, start => ''latest'' or ''earliest''); a tenant''s consumer is used from inside that tenant, an all-tenant one by a trusted role outside any tenant.');
     END IF;
     IF k.done IS NOT NULL THEN
         RETURN k;
@@ -1220,23 +1230,20 @@ DECLARE
     scope uuid := steward._internal_consumer_scope();
 BEGIN
     IF start IS NULL OR start NOT IN ('latest', 'earliest') THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.create_consumer: start must be ''latest'' or ''earliest'', not %L', start),
-            HINT = 'To start at a moment, create the consumer and call steward.seek(name, time).';
+        PERFORM steward._raise('ST400', format('steward.create_consumer: start must be ''latest'' or ''earliest'', not %L', start),
+                              'To start at a moment, create the consumer and call steward.seek(name, time).');
     END IF;
     IF name IS NULL OR name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.create_consumer: %L is not a valid consumer name', left(name, 130)),
-            HINT = 'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.';
+        PERFORM steward._raise('ST400', format('steward.create_consumer: %L is not a valid consumer name', left(name, 130)),
+                              'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.');
     END IF;
     INSERT INTO steward.consumers (name, tenant_id, done, created_by)
     VALUES (create_consumer.name, scope,
             CASE start WHEN 'earliest' THEN '1:1:'::pg_snapshot ELSE steward._snapshot() END,
             session_user);
 EXCEPTION WHEN unique_violation THEN
-    RAISE EXCEPTION USING ERRCODE = 'ST400',
-        MESSAGE = format('consumer "%s" already exists', name),
-        HINT = 'Use it, move it with steward.seek(), or pick another name.';
+    PERFORM steward._raise('ST400', format('consumer "%s" already exists', name),
+                          'Use it, move it with steward.seek(), or pick another name.');
 END
 $$;
 
@@ -1291,9 +1298,8 @@ DECLARE
     base   pg_snapshot;
 BEGIN
     IF max_events IS NULL OR max_events < 1 OR max_events > 10000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.poll: max_events must be between 1 and 10000, not %s', max_events),
-            HINT = 'Poll in batches of 100 to 1000.';
+        PERFORM steward._raise('ST400', format('steward.poll: max_events must be between 1 and 10000, not %s', max_events),
+                              'Poll in batches of 100 to 1000.');
     END IF;
     FOR attempt IN 1..3 LOOP
         IF k.batch IS NOT NULL THEN
@@ -1401,9 +1407,8 @@ BEGIN
                          AND (c.txid <> k.pos_txid OR c.id <= k.pos_id)) THEN
             RETURN;
         END IF;
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
-            HINT = 'Ack the id of the last event poll() returned.';
+        PERFORM steward._raise('ST400', format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
+                              'Ack the id of the last event poll() returned.');
     END IF;
     -- The batch's last event closes it: everything visible in its snapshot is delivered.
     IF NOT EXISTS (SELECT 1 FROM steward.change_log c
@@ -1443,9 +1448,8 @@ DECLARE
     goal pg_snapshot;
 BEGIN
     IF to_time IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'ST400',
-            MESSAGE = format('steward.seek: consumer "%s" needs a time to seek to', consumer),
-            HINT = 'Pass a timestamptz, e.g. now() - interval ''1 hour''.';
+        PERFORM steward._raise('ST400', format('steward.seek: consumer "%s" needs a time to seek to', consumer),
+                              'Pass a timestamptz, e.g. now() - interval ''1 hour''.');
     END IF;
     -- Every transaction below the first that wrote an event at or after the time counts as
     -- delivered; so does nothing still running.
@@ -1544,17 +1548,14 @@ DECLARE
     n      bigint;
 BEGIN
     IF rel IS NULL OR row_key IS NULL OR version IS NULL THEN
-        RAISE EXCEPTION 'steward.delete_version needs a table, a key and a version, not %, %, %',
-                        coalesce(rel::text, 'NULL'), coalesce(row_key::text, 'NULL'),
-                        coalesce(version::text, 'NULL')
-            USING ERRCODE = 'ST400',
-                  HINT = 'e.g. steward.delete_version(''app.orders'', ''{"id": 7}'', 3): the version is the one you read.';
+        PERFORM steward._raise('ST400', format('steward.delete_version needs a table, a key and a version, not %s, %s, %s', coalesce(rel::text, 'NULL'), coalesce(row_key::text, 'NULL'), coalesce(version::text, 'NULL')),
+                              'e.g. steward.delete_version(''app.orders'', ''{"id": 7}'', 3): the version is the one you read.');
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a
                     WHERE a.attrelid = rel AND a.attname = 'version' AND a.attnum > 0
                       AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype) THEN
-        RAISE EXCEPTION 'table % has no version', rel
-            USING ERRCODE = 'ST400', HINT = 'Only tables governed with versioned => true have versions; delete by key instead.';
+        PERFORM steward._raise('ST400', format('table %s has no version', rel),
+                              'Only tables governed with versioned => true have versions; delete by key instead.');
     END IF;
     -- The key's columns, compared with the key's values cast to their types.
     SELECT string_agg(format('%I = ($1 OPERATOR(pg_catalog.->>) %L)::%s', a.attname, a.attname,
@@ -1566,17 +1567,16 @@ BEGIN
      WHERE i.indrelid = rel AND i.indisprimary;
     IF cond IS NULL OR (SELECT count(*) FROM jsonb_object_keys(row_key)) <>
                        (SELECT cardinality(i.indkey) FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
-        RAISE EXCEPTION 'key % does not name a row of %', row_key, rel
-            USING ERRCODE = 'ST400', HINT = 'Give every column of the primary key, e.g. {"id": 7}.';
+        PERFORM steward._raise('ST400', format('key %s does not name a row of %s', row_key, rel),
+                              'Give every column of the primary key, e.g. {"id": 7}.');
     END IF;
     EXECUTE format('SELECT version FROM %s WHERE %s', rel, cond) INTO actual USING row_key;
     IF actual IS NULL THEN
         RETURN false;
     END IF;
     IF actual <> version THEN
-        RAISE EXCEPTION 'version conflict on % row %: expected version %, actual %', rel, row_key, version, actual
-            USING ERRCODE = 'ST409',
-                  HINT = 'Someone else changed the row since you read it: read it again, and delete with the version you read.';
+        PERFORM steward._raise('ST409', format('version conflict on %s row %s: expected version %s, actual %s', rel, row_key, version, actual),
+                              'Someone else changed the row since you read it: read it again, and delete with the version you read.');
     END IF;
     EXECUTE format('DELETE FROM %s WHERE %s AND version = $2', rel, cond) USING row_key, version;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -1584,9 +1584,8 @@ BEGIN
         -- Soft-deleted (the row is out of sight now), or changed meanwhile.
         EXECUTE format('SELECT version FROM %s WHERE %s', rel, cond) INTO actual USING row_key;
         IF actual IS NOT NULL THEN
-            RAISE EXCEPTION 'version conflict on % row %: expected version %, actual %', rel, row_key, version, actual
-                USING ERRCODE = 'ST409',
-                      HINT = 'Someone else changed the row since you read it: read it again, and delete with the version you read.';
+            PERFORM steward._raise('ST409', format('version conflict on %s row %s: expected version %s, actual %s', rel, row_key, version, actual),
+                                  'Someone else changed the row since you read it: read it again, and delete with the version you read.');
         END IF;
     END IF;
     RETURN true;

@@ -239,7 +239,7 @@ fn seal() -> crate::errors::Result<i64> {
                         .first()
                         .get_one::<i64>()
                 })
-                .unwrap_or_else(|e| pgrx::error!("steward: sealing failed: {e}"))
+                .unwrap_or_else(|e| crate::errors::bug(format!("steward: sealing failed: {e}")))
                 .unwrap_or(0)
             })
         }))

@@ -150,6 +150,24 @@ impl StewardError {
     }
 }
 
+/// For what only a bug in steward (or its own catalogs changed by hand) can cause, never for
+/// anything a caller passed: XX000 with the message and [`StewardError::Internal`]'s hint. Raised
+/// as a panic that pgrx turns into the ERROR at the function's boundary, so that every Rust frame
+/// in between unwinds (unlike [`raise`], which may be called only as a function's last step).
+#[track_caller]
+#[cold]
+pub fn bug(message: impl Into<String>) -> ! {
+    let err = StewardError::internal(message);
+    pgrx::pg_sys::panic::ErrorReport::new(
+        pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        err.message(),
+        "steward",
+    )
+    .set_hint(err.hint())
+    .report(pgrx::PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
 /// An argument a steward function needs: NULL gets a clear ST400 naming the function and the
 /// argument, never a panic (pgrx's "argument must not be null") with XX000.
 pub fn required<T>(value: Option<T>, function: &str, argument: &str) -> Result<T> {

@@ -605,7 +605,7 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
                     // leaves the cleanup to the transaction's abort, as SPI expects).
                     unsafe {
                         if pg_sys::SPI_connect() < 0 {
-                            pgrx::error!("steward: SPI_connect failed");
+                            crate::errors::bug("steward: SPI_connect failed");
                         }
                         // Kept per table and text; Postgres re-plans it when the table changes.
                         let rc = plans::execute_kept(relid, &sql, &[param]);
@@ -618,10 +618,10 @@ fn soft_delete(trigger: &PgTrigger<'_>, deleted_at: usize) -> crate::errors::Res
         }))
     })?;
     if rc != pg_sys::SPI_OK_UPDATE as i32 {
-        pgrx::error!(
+        crate::errors::bug(format!(
             "steward: the soft delete of a row of {} failed (SPI code {rc})",
             qualified_name(trigger)
-        );
+        ));
     }
     if processed != 1 {
         // A BEFORE UPDATE trigger of the table returned NULL, or one of its own policies hides
@@ -831,7 +831,7 @@ fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::err
             )))
         })
     })
-    .unwrap_or_else(|e| pgrx::error!("steward: reading the governed tables failed: {e}"));
+    .unwrap_or_else(|e| crate::errors::bug(format!("steward: reading the governed tables failed: {e}")));
     let Some((true, tenant_column, table, Some(keycond))) = found else {
         return Err(StewardError::bad_argument(
             format!("table {} does not soft-delete", regclass_text(rel)),
@@ -863,7 +863,9 @@ fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::err
             })
         }))
     })?
-    .unwrap_or_else(|e| pgrx::error!("steward: restoring a row of {table} failed: {e}"));
+    .unwrap_or_else(|e| {
+        crate::errors::bug(format!("steward: restoring a row of {table} failed: {e}"))
+    });
     if n == 0 {
         return Err(StewardError::bad_argument(
             format!(

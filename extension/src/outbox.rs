@@ -139,7 +139,7 @@ fn registered(event_type: &str) -> Result<Registered> {
             Some((version, Rc::new(compile(event_type, &schema.0)?)))
         }
         Ok(_) => None,
-        Err(e) => pgrx::error!("steward: reading steward.event_types failed: {e}"),
+        Err(e) => crate::errors::bug(format!("steward: reading steward.event_types failed: {e}")),
     };
     SCHEMAS.with_borrow_mut(|m| m.insert(event_type.to_string(), found.clone()));
     Ok(found)
@@ -173,7 +173,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
         // SAFETY: called by pgrx with an argument of this function, whose SQL type is jsonb
         // (RawJsonb's SqlTranslatable).
         unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+            .unwrap_or_else(|| crate::errors::bug(format!("argument {index} must not be null")))
     }
 }
 
@@ -340,10 +340,12 @@ fn register(event_type: &str, schema_version: i32, json_schema: JsonB) -> Result
                  VALUES ($1, $2, $3)",
                 &[event_type.into(), schema_version.into(), json_schema.into()],
             )
-            .unwrap_or_else(|e| pgrx::error!("steward: registering the event type failed: {e}"));
+            .unwrap_or_else(|e| {
+                crate::errors::bug(format!("steward: registering the event type failed: {e}"))
+            });
             Ok(())
         }
-        Err(e) => pgrx::error!("steward: reading steward.event_types failed: {e}"),
+        Err(e) => crate::errors::bug(format!("steward: reading steward.event_types failed: {e}")),
     }
 }
 

@@ -39,10 +39,10 @@ pub unsafe fn execute_kept(key: pg_sys::Oid, sql: &CStr, params: &[Param]) -> i3
                 let plan =
                     pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
                 if plan.is_null() {
-                    pgrx::error!(
+                    crate::errors::bug(format!(
                         "steward: preparing a trigger statement failed: {}",
                         sql.to_string_lossy()
-                    );
+                    ));
                 }
                 pg_sys::SPI_keepplan(plan);
                 PLANS.with_borrow_mut(|p| p.insert((key, text), plan));

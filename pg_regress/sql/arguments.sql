@@ -95,4 +95,12 @@ SELECT steward.govern('app.docs_by_json');
 INSERT INTO app.docs_by_json (k) VALUES ((repeat('[', 300) || '1' || repeat(']', 300))::jsonb);
 SELECT length(aggregate_id) AS deep_aggregate_id FROM steward.outbox WHERE aggregate_type = 'app.docs_by_json';
 \c - postgres
--- public.outcome stays for ddl_guard.sql.
+-- Every error steward's SQL raises goes through steward._raise with one of steward's codes, a
+-- message and a hint; one without is steward's own bug (XX000), never a silent success.
+SELECT q AS call, public.outcome(q) AS outcome FROM unnest(ARRAY[
+    $q$SELECT steward._raise('ST400', 'a message', 'a hint')$q$,
+    $q$SELECT steward._raise('ST400', 'a message', NULL)$q$,
+    $q$SELECT steward._raise('ST400', '', 'a hint')$q$,
+    $q$SELECT steward._raise('22012', 'a message', 'a hint')$q$,
+    $q$SELECT steward._raise(NULL, 'a message', 'a hint')$q$
+]) AS q;

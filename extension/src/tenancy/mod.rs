@@ -335,7 +335,9 @@ fn learn_catalogs() {
             row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
         ])
     })
-    .unwrap_or_else(|e| pgrx::error!("steward: looking up its catalogs failed: {e}"));
+    .unwrap_or_else(|e| {
+        crate::errors::bug(format!("steward: looking up its catalogs failed: {e}"))
+    });
     remember(generation, |c| c.catalogs = oids);
 }
 
@@ -519,7 +521,9 @@ fn role_trusted(caller: pg_sys::Oid) -> bool {
                             JOIN pg_catalog.pg_roles r ON r.oid = x.role::pg_catalog.oid
                            WHERE pg_catalog.pg_has_role($1, r.oid, 'USAGE'))";
     let trusted = as_extension_owner(|| crate::reads::one::<bool>(Q, &[caller.into()]))
-        .unwrap_or_else(|e| pgrx::error!("steward: reading trusted roles failed: {e}"))
+        .unwrap_or_else(|e| {
+            crate::errors::bug(format!("steward: reading trusted roles failed: {e}"))
+        })
         .unwrap_or(false);
     remember(generation, |c| {
         c.trusted.insert(caller, trusted);
@@ -577,7 +581,9 @@ fn read_tenant_facts(tenant: Uuid, caller: pg_sys::Oid) -> Option<TenantFacts> {
             }))
         })
     })
-    .unwrap_or_else(|e| pgrx::error!("steward: reading the tenant catalog failed: {e}"))
+    .unwrap_or_else(|e| {
+        crate::errors::bug(format!("steward: reading the tenant catalog failed: {e}"))
+    })
 }
 
 fn check_active(tenant: Uuid, facts: &TenantFacts) -> Result<()> {
@@ -663,7 +669,7 @@ pub fn enter_token(jwt: &str) -> Result<()> {
             Ok::<_, pgrx::spi::Error>(keys)
         })
     })
-    .unwrap_or_else(|e| pgrx::error!("steward: reading signing keys failed: {e}"));
+    .unwrap_or_else(|e| crate::errors::bug(format!("steward: reading signing keys failed: {e}")));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -738,7 +744,7 @@ fn implicit_context() -> Result<Context> {
             Ok::<_, pgrx::spi::Error>(out)
         })
     })
-    .unwrap_or_else(|e| pgrx::error!("steward: reading tenant grants failed: {e}"));
+    .unwrap_or_else(|e| crate::errors::bug(format!("steward: reading tenant grants failed: {e}")));
     match granted.as_slice() {
         [] => Err(StewardError::NoTenantContext {
             what: format!(
