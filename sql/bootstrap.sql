@@ -20,7 +20,7 @@ CREATE TABLE steward.tenants (
 -- OID, each grant lands on the role of that name, never on whichever role got the old OID).
 -- No foreign key to steward.tenants: pg_restore -j loads the two tables' rows in parallel, and a
 -- key would refuse grants whose tenant is not loaded yet. grant_tenant() checks the tenant, and
--- a deleted tenant's grants go with it (steward_tenant_gone, sql/api.sql).
+-- a deleted tenant's grants go with it (steward_tenant_gone, sql/tenancy.sql).
 CREATE TABLE steward.tenant_grants (
     role       regrole NOT NULL,
     tenant_id  uuid NOT NULL,

@@ -1,6 +1,6 @@
 //! Governed tables: the row triggers that keep rows inside their tenant.
 //!
-//! `steward.govern()` (hand-written SQL in `sql/api.sql`) enables and forces row-level security,
+//! `steward.govern()` (hand-written SQL in `sql/govern.sql`) enables and forces row-level security,
 //! writes the policies, sets the tenant column's default to `steward.current_tenant()` and attaches
 //! the triggers below. The triggers are the per-row hot path: no SQL runs in them, the tenant comes
 //! from backend memory, and the columns they rely on are found once per backend (see [`Shape`]).
@@ -111,7 +111,7 @@ thread_local! {
     static OWN_ROW: Cell<Option<(u32, u16)>> = const { Cell::new(None) };
 }
 
-/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// A relation's cache entry was invalidated (steward's one relcache callback, catalog.rs, calls
 /// this): that table's shapes go. No borrow of SHAPES is ever held across a call into
 /// Postgres, so this cannot collide.
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
@@ -137,6 +137,10 @@ fn changed(table: &str, what: String) -> StewardError {
 }
 
 /// The non-dropped column `name` of `tupdesc`: its (1-based) attribute number and its attribute.
+///
+/// # Safety
+///
+/// `tupdesc` is a valid descriptor that outlives `'a` (of a relation the caller holds open).
 pub(crate) unsafe fn column<'a>(
     tupdesc: pg_sys::TupleDesc,
     name: &str,
@@ -165,6 +169,10 @@ pub(crate) fn type_name(oid: pg_sys::Oid) -> String {
 
 /// Checks one column steward reads or writes: present, of type `want`, not generated, and (for
 /// the tenant column) not null.
+///
+/// # Safety
+///
+/// `tupdesc` is a valid descriptor of a relation the caller holds open.
 unsafe fn checked_column(
     table: &str,
     tupdesc: pg_sys::TupleDesc,
@@ -232,6 +240,9 @@ pub(crate) fn shape<'a>(
     Ok(shape)
 }
 
+/// # Safety
+///
+/// `rel` is an open relation (the firing trigger's) for the duration of the call.
 unsafe fn read_shape(
     rel: pg_sys::Relation,
     table: &str,
@@ -302,7 +313,7 @@ unsafe fn read_shape(
 }
 
 /// The arguments a governed table's row triggers are given: one list, the same for the row
-/// guard, the update guard and the log trigger, written by `steward._govern` (sql/api.sql) and
+/// guard, the update guard and the log trigger, written by `steward._govern` (sql/govern.sql) and
 /// read here only. What the triggers know of the table as `govern` saw it; [`shape`] checks the
 /// table as it is now against it.
 pub(crate) struct Args<'a> {
@@ -472,7 +483,7 @@ pub(crate) fn unchanged(
         if (*old).t_data.is_null() || (*new).t_data.is_null() || natts(old) == natts(new) {
             return false;
         }
-        crate::audit::compare_columns(old, new, tupdesc)
+        crate::changelog::compare_columns(old, new, tupdesc)
             .0
             .is_empty()
     }
@@ -870,7 +881,7 @@ fn restore(rel: Option<pg_sys::Oid>, row_key: Option<pgrx::JsonB>) -> crate::err
         return Err(StewardError::bad_argument(
             format!(
                 "no deleted row of {table} with key {} in tenant {tenant}",
-                crate::audit::jsonb_display(row_key.0)
+                crate::changelog::jsonb_display(row_key.0)
             ),
             "steward.history(rel, row_key) shows what happened to the row.",
         ));
@@ -1011,16 +1022,25 @@ fn own_record_by(
     reason: &str,
     details: serde_json::Value,
 ) -> crate::errors::Result<()> {
-    let mut record = crate::audit::Record::bare(steward_tenant(), who);
-    record.set(crate::audit::Col::Reason, crate::audit::text(Some(reason)));
-    record.set(crate::audit::Col::Action, crate::audit::text(Some("EVENT")));
+    let mut record = crate::changelog::Record::bare(steward_tenant(), who);
     record.set(
-        crate::audit::Col::EventType,
-        crate::audit::text(Some(event_type)),
+        crate::changelog::Col::Reason,
+        crate::changelog::text(Some(reason)),
     );
-    record.set(crate::audit::Col::NewRow, pgrx::JsonB(details).into_datum());
-    record.set(crate::audit::Col::Audited, true.into_datum());
-    record.set(crate::audit::Col::Evented, false.into_datum());
+    record.set(
+        crate::changelog::Col::Action,
+        crate::changelog::text(Some("EVENT")),
+    );
+    record.set(
+        crate::changelog::Col::EventType,
+        crate::changelog::text(Some(event_type)),
+    );
+    record.set(
+        crate::changelog::Col::NewRow,
+        pgrx::JsonB(details).into_datum(),
+    );
+    record.set(crate::changelog::Col::Audited, true.into_datum());
+    record.set(crate::changelog::Col::Evented, false.into_datum());
     record.insert()?;
     Ok(())
 }
@@ -1325,6 +1345,11 @@ unsafe fn drops_steward(tree: *mut pg_sys::Node) -> bool {
 /// `ddl_command_start` for DROP EXTENSION and DROP SCHEMA: dropping steward would drop the change
 /// log, its seals and every governed table's policies with it; refused (ST403) unless
 /// `steward.break_glass` is in force in the transaction.
+///
+/// # Safety
+///
+/// Called by Postgres only, as an event trigger function (through fmgr, with its
+/// FunctionCallInfo).
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn steward_extension_guard(

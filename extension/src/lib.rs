@@ -5,11 +5,14 @@
 use pgrx::prelude::*;
 
 pub mod audit;
+pub mod catalog;
+pub mod changelog;
 pub mod errors;
 pub mod govern;
 pub mod outbox;
 pub mod plans;
 pub mod reads;
+pub mod sealing;
 pub mod tenancy;
 pub mod versioning;
 pub mod wakeups;
@@ -17,10 +20,83 @@ pub mod xids;
 
 pg_module_magic!(name, version);
 
-// The catalogs (tables) come first; the hand-written SQL API last, once every Rust function
-// it names exists.
+// The tables come first (bootstrap.sql); then the hand-written SQL, one file per concept (errors,
+// tenancy, govern, versioning, changelog, sealing, outbox), each after the one before it and
+// after the Rust functions its statements need when they run; the privileges last (finalize),
+// once everything they name exists.
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+extension_sql_file!("../../sql/errors.sql", name = "errors_sql");
+extension_sql_file!(
+    "../../sql/tenancy.sql",
+    name = "tenancy_sql",
+    requires = ["errors_sql", govern::_internal_catalog_changed]
+);
+extension_sql_file!(
+    "../../sql/govern.sql",
+    name = "govern_sql",
+    requires = [
+        "tenancy_sql",
+        tenancy::current_tenant,
+        tenancy::scans::_internal_plan_guard,
+        govern::_internal_row_guard,
+        govern::_internal_update_guard,
+        govern::_internal_truncate_guard,
+        govern::_internal_governed_guard,
+        govern::_internal_governing,
+        govern::_internal_governing_begin,
+        govern::_internal_governing_end,
+        govern::_internal_own_write,
+        govern::_internal_restore,
+        govern::_internal_ddl_begin,
+        govern::_internal_ddl_end,
+        govern::_internal_ddl_known,
+        govern::_internal_break_glass_active,
+        govern::_internal_record_ddl,
+        govern::_internal_record_refusal,
+        govern::break_glass,
+        changelog::_internal_log_row
+    ]
+);
+extension_sql_file!(
+    "../../sql/versioning.sql",
+    name = "versioning_sql",
+    requires = ["govern_sql"]
+);
+extension_sql_file!(
+    "../../sql/changelog.sql",
+    name = "changelog_sql",
+    requires = [
+        "versioning_sql",
+        changelog::_internal_row_hash,
+        audit::_internal_log_guard,
+        audit::_internal_erase
+    ]
+);
+extension_sql_file!(
+    "../../sql/sealing.sql",
+    name = "sealing_sql",
+    requires = [
+        "changelog_sql",
+        sealing::seal_audit,
+        sealing::_internal_witness,
+        xids::_internal_xid_offset
+    ]
+);
+extension_sql_file!(
+    "../../sql/outbox.sql",
+    name = "outbox_sql",
+    requires = [
+        "sealing_sql",
+        outbox::_internal_aggregate_id,
+        outbox::_internal_batch_next,
+        outbox::_internal_batch_find,
+        outbox::_internal_batch_behind,
+        outbox::_internal_consumer_scope,
+        outbox::_internal_consumer_visible,
+        outbox::_internal_prune_outbox
+    ]
+);
+extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -31,36 +107,14 @@ pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     tenancy::install_executor_hooks();
     tenancy::scans::install();
-    // One relcache callback for every cache steward keeps: Postgres allows ten per backend, for
-    // all extensions together, and running out is FATAL.
-    // SAFETY: registered once per backend, from _PG_init.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-    }
+    catalog::init();
     wakeups::init();
-    audit::init();
+    changelog::init();
     // No setting under steward.* can exist but steward's own (steward.notify, superuser-only):
     // a client's `SET steward.tenant = ...` is an error once the library is loaded, and a
     // placeholder set before that is removed with a warning.
     // SAFETY: called from _PG_init with a static NUL-terminated prefix.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"steward".as_ptr()) };
-}
-
-/// A relation's cache entry was invalidated (`relid` is InvalidOid when all were): each cache
-/// drops what it holds of it.
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(
-    _arg: pgrx::pg_sys::Datum,
-    relid: pgrx::pg_sys::Oid,
-) {
-    tenancy::relcache_invalidated(relid);
-    tenancy::scans::relcache_invalidated(relid);
-    govern::relcache_invalidated(relid);
-    audit::relcache_invalidated(relid);
-    outbox::relcache_invalidated(relid);
 }
 
 #[cfg(any(test, feature = "pg_test"))]

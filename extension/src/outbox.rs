@@ -3,17 +3,18 @@
 //! Row events need nothing here: the audit trigger's record is the event (`steward.outbox` is
 //! a view over the same change log). This module adds `steward.emit` (an explicit domain event,
 //! validated against the JSON Schema registered for its type), `register_event_type`, and the
-//! checks behind the consumer functions (written in SQL, sql/api.sql). Waking consumers at
+//! checks behind the consumer functions (written in SQL, sql/outbox.sql). Waking consumers at
 //! commit is `wakeups`' work.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum, JsonB, Uuid};
 
-use crate::audit::{text, Col, Record};
+use crate::audit::{with_cell, PRUNING};
+use crate::changelog::{text, Col, Record};
 use crate::errors::{or_raise, Result, StewardError};
 use crate::tenancy;
 
@@ -23,16 +24,13 @@ type Registered = Option<(i32, Rc<jsonschema::Validator>)>;
 thread_local! {
     /// Compiled schemas by event type; emptied when steward.event_types changes.
     static SCHEMAS: RefCell<HashMap<String, Registered>> = RefCell::new(HashMap::new());
-    static EVENT_TYPES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
-/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// A relation's cache entry was invalidated (steward's one relcache callback, catalog.rs, calls
 /// this): the schema cache goes when steward.event_types changes.
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
-    if relid == pg_sys::InvalidOid || relid == EVENT_TYPES_OID.get() {
+    if relid == pg_sys::InvalidOid || crate::catalog::known(c"event_types") == Some(relid) {
         SCHEMAS.with_borrow_mut(HashMap::clear);
-        // Looked up again at next use: a dropped and re-created extension has a new table.
-        EVENT_TYPES_OID.set(pg_sys::InvalidOid);
     }
 }
 
@@ -97,18 +95,7 @@ fn check_not_row_event(event_type: &str) -> Result<()> {
 }
 
 fn event_types_oid() -> pg_sys::Oid {
-    let known = EVENT_TYPES_OID.get();
-    if known != pg_sys::InvalidOid {
-        return known;
-    }
-    // SAFETY: catalog lookups by NUL-terminated names inside a transaction; missing_ok is false
-    // for the schema, which the extension owns.
-    let oid = unsafe {
-        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), false);
-        pg_sys::get_relname_relid(c"event_types".as_ptr(), ns)
-    };
-    EVENT_TYPES_OID.set(oid);
-    oid
+    crate::catalog::relation(c"event_types")
 }
 
 fn compile(event_type: &str, schema: &serde_json::Value) -> Result<jsonschema::Validator> {
@@ -151,6 +138,9 @@ fn registered(event_type: &str) -> Result<Registered> {
 pub struct RawJsonb(pg_sys::Datum);
 
 impl pgrx::FromDatum for RawJsonb {
+    /// # Safety
+    ///
+    /// As [`pgrx::FromDatum::from_polymorphic_datum`]: `datum` is a jsonb datum unless `is_null`.
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
         is_null: bool,
@@ -168,6 +158,9 @@ impl pgrx::FromDatum for RawJsonb {
 
 // SAFETY: the argument is unboxed through FromDatum, as pgrx does for its own types.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
+    /// # Safety
+    ///
+    /// As [`pgrx::callconv::ArgAbi::unbox_arg_unchecked`]: `arg` is an argument of SQL type jsonb.
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: called by pgrx with an argument of this function, whose SQL type is jsonb
@@ -205,7 +198,7 @@ impl RawJsonb {
     /// turns into its own clear one.
     fn json(&self) -> std::result::Result<serde_json::Value, serde_json::Error> {
         // SAFETY: a detoasted jsonb datum.
-        serde_json::from_str(&unsafe { crate::audit::jsonb_text(self.0) })
+        serde_json::from_str(&unsafe { crate::changelog::jsonb_text(self.0) })
     }
 }
 
@@ -397,7 +390,7 @@ fn _internal_aggregate_id(row_key: RawJsonb) -> String {
     // a row must never make poll() fail for the consumers that reach it.
     let Ok(key) = row_key.json() else {
         // SAFETY: a detoasted jsonb datum.
-        return unsafe { crate::audit::jsonb_text(row_key.datum()) };
+        return unsafe { crate::changelog::jsonb_text(row_key.datum()) };
     };
     match &key {
         serde_json::Value::Object(map) if map.len() == 1 => match map.values().next() {
@@ -421,6 +414,11 @@ pub extern "C" fn pg_finfo_steward_event_headers() -> &'static pg_sys::Pg_finfo_
 /// event a consumer reads. It forms the object of the non-NULL context values in one pass
 /// (`jsonb_build_object`, `jsonb_strip_nulls` and `||` made three), and merges emit()'s own
 /// headers when there are any (they never hold these four keys: emit refuses them).
+///
+/// # Safety
+///
+/// Called by Postgres only, through fmgr, with its FunctionCallInfo (the function's SQL
+/// declaration in sql/outbox.sql fixes the argument types).
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn steward_event_headers(
@@ -595,7 +593,7 @@ fn next_in(batch: &Batch, after: Option<i64>, budget: i64) -> impl Iterator<Item
         })
 }
 
-/// `steward._internal_batch_next(scope, done, batch, after, budget)`: see sql/api.sql.
+/// `steward._internal_batch_next(scope, done, batch, after, budget)`: see sql/outbox.sql.
 #[pg_extern(stable, parallel_unsafe)]
 fn _internal_batch_next(
     scope: Option<Uuid>,
@@ -656,4 +654,63 @@ fn _internal_batch_find(
         .filter(|m| m.spans(event_id))
         .map(|m| m.txid)
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pruning: what no face needs any more.
+// ---------------------------------------------------------------------------------------------
+
+/// Removes records only the outbox face needed: events not shown by the audit face, sealed,
+/// older than `retention`, and acked by every consumer that can read them. Each leaves a
+/// tombstone with its record digest, so the chain still verifies.
+fn prune(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
+    crate::errors::keeping_codes(|| prune_now(retention))
+}
+
+fn prune_now(retention: pgrx::datum::Interval) -> crate::errors::Result<i64> {
+    tenancy::as_extension_owner(|| {
+        with_cell(&PRUNING, true, || {
+            Spi::connect_mut(|client| {
+                let pruned = client.update(
+                    "WITH doomed AS (
+                         SELECT c.id, c.tenant_id, c.txid, steward._record_digest(c, s.payload_digest) AS digest
+                           FROM steward.change_log c
+                           JOIN steward.audit_seals s ON s.record_id = c.id
+                          WHERE c.evented AND NOT c.audited AND s.prunable
+                            AND c.occurred_at < pg_catalog.now() - $1
+                            AND NOT EXISTS (
+                                SELECT 1 FROM steward.consumers k
+                                 WHERE (k.tenant_id IS NULL OR k.tenant_id = c.tenant_id)
+                                   AND NOT pg_catalog.pg_visible_in_snapshot(
+                                           c.txid, (steward._consumer_position(k)).done))
+                     ), tombstoned AS (
+                         INSERT INTO steward.outbox_tombstones (record_id, tenant_id, record_digest)
+                         SELECT id, tenant_id, digest FROM doomed
+                         RETURNING record_id
+                     )
+                     DELETE FROM steward.change_log c USING doomed d
+                      WHERE c.tenant_id = d.tenant_id AND c.txid = d.txid AND c.id = d.id
+                        AND d.id IN (SELECT t.record_id FROM tombstoned t)
+                     RETURNING c.id",
+                    None,
+                    &[retention.into()],
+                )?;
+                Ok::<_, pgrx::spi::Error>(pruned.len() as i64)
+            })
+        })
+    })
+    .map_err(|e| {
+        StewardError::bad_argument(
+            format!("steward.prune_outbox failed: {e}"),
+            "Check the retention interval.",
+        )
+    })
+}
+
+/// `steward.prune_outbox(retention)`: see [`prune`]. Returns how many records it removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _internal_prune_outbox(retention: Option<pgrx::datum::Interval>) -> i64 {
+    or_raise(
+        crate::errors::required(retention, "steward.prune_outbox", "retention").and_then(prune),
+    )
 }

@@ -10,7 +10,7 @@
 //! - an UPDATE that changes the row raises the version by exactly one; one that changes nothing
 //!   leaves it.
 //!
-//! `steward.delete_version(rel, key, version)` (sql/api.sql) is the same check for a DELETE.
+//! `steward.delete_version(rel, key, version)` (sql/versioning.sql) is the same check for a DELETE.
 
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::pg_sys;

@@ -161,6 +161,9 @@ fn _internal_wake_at_commit() {
     at_commit();
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as a transaction callback.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
@@ -169,7 +172,7 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
         // to count on, the transaction notifies itself.
         XACT_EVENT_PRE_COMMIT
             if (ENQUEUED.replace(false)
-                | (COMMITTED_PREPARED.replace(false) && installed_here()))
+                | (COMMITTED_PREPARED.replace(false) && crate::catalog::installed()))
                 && NOTIFY.get()
                 && !reserve_waker() =>
         {
@@ -219,6 +222,10 @@ thread_local! {
 /// Not `#[pg_guard]`, and nothing here owns anything that needs dropping: an error raised by the
 /// statement passes through this frame as it does through Postgres' own (a longjmp to the
 /// nearest handler), keeping its SQLSTATE, detail and hint.
+///
+/// # Safety
+///
+/// Called by Postgres only, as ProcessUtility_hook, with the arguments ProcessUtility was given.
 #[allow(clippy::too_many_arguments)] // the hook's signature is Postgres'
 unsafe extern "C-unwind" fn on_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -256,12 +263,6 @@ unsafe extern "C-unwind" fn on_utility(
     if commit_prepared {
         COMMITTED_PREPARED.set(true);
     }
-}
-
-/// Whether the steward extension is installed in this database (a syscache lookup).
-fn installed_here() -> bool {
-    // SAFETY: a catalog lookup by name inside a transaction; missing_ok, so it does not raise.
-    unsafe { pg_sys::get_extension_oid(c"steward".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 /// Queues the NOTIFY in this transaction: Postgres sends it at commit.
@@ -456,6 +457,10 @@ thread_local! {
 /// A waker's last act, however it exits: frees its slot if it still holds it. A commit marked
 /// after the waker's last NOTIFY and before this is woken by the next commit (the waker is
 /// started again) or by the consumer's scheduled poll.
+///
+/// # Safety
+///
+/// Called by Postgres only, as an on_shmem_exit callback of the waker's process.
 #[pg_guard]
 unsafe extern "C-unwind" fn waker_exited(_code: i32, _arg: pg_sys::Datum) {
     if let Some((index, generation)) = MINE.take() {

@@ -112,6 +112,7 @@ fn test(args: &[String]) -> Result<()> {
         ]))?;
         upgrade::check_released_scripts()?;
         check_pg_regress_files()?;
+        check_unsafe_fns_documented()?;
     }
     if wants("unit") {
         suites.push(cargo_suite(
@@ -245,6 +246,57 @@ fn check_pg_regress_files() -> Result<()> {
                  it with\n{preamble}and name steward_regress nowhere else"
             );
         }
+    }
+    println!("  ok");
+    Ok(())
+}
+
+/// Every `unsafe fn` of the extension says what its caller must uphold, in a `# Safety` section
+/// of its docs (clippy's `missing_safety_doc` sees public functions only; every `unsafe` block
+/// is clippy's `undocumented_unsafe_blocks`).
+fn check_unsafe_fns_documented() -> Result<()> {
+    step("every unsafe fn of the extension has a # Safety section");
+    let mut missing = Vec::new();
+    let mut dirs = vec![repo_root().join("extension/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let t = line.trim_start();
+                let t = t
+                    .strip_prefix("pub(crate) ")
+                    .or_else(|| t.strip_prefix("pub "))
+                    .unwrap_or(t);
+                if !(t.starts_with("unsafe fn ") || t.starts_with("unsafe extern \"C-unwind\" fn "))
+                {
+                    continue;
+                }
+                let documented = lines[..i]
+                    .iter()
+                    .rev()
+                    .map(|l| l.trim_start())
+                    .take_while(|l| l.starts_with("///") || l.starts_with("#["))
+                    .any(|l| l.starts_with("/// # Safety"));
+                if !documented {
+                    missing.push(format!("{}:{}", path.display(), i + 1));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "unsafe fns without a # Safety section:\n  {}",
+            missing.join("\n  ")
+        );
     }
     println!("  ok");
     Ok(())

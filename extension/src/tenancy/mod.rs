@@ -185,6 +185,9 @@ fn active_portal() -> usize {
     unsafe { pg_sys::ActivePortal as usize }
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as ExecutorStart_hook, with the query it is starting.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
     let subxid = current_subxid();
@@ -210,6 +213,9 @@ unsafe extern "C-unwind" fn on_executor_start(query: *mut pg_sys::QueryDesc, efl
     }
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as ExecutorEnd_hook, with the query it is ending.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_executor_end(query: *mut pg_sys::QueryDesc) {
     STATE.with_borrow_mut(|s| {
@@ -277,8 +283,7 @@ fn check_no_switch(to: Uuid) -> Result<()> {
     }
 }
 
-/// A relation's cache entry was invalidated (`relid` is InvalidOid when all were).
-/// A relation's cache entry was invalidated (steward's one relcache callback, lib.rs, calls
+/// A relation's cache entry was invalidated (steward's one relcache callback, catalog.rs, calls
 /// this; `relid` is InvalidOid when all were).
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     CACHE.with_borrow_mut(|c| {
@@ -289,6 +294,10 @@ pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
 }
 
 /// A role, or a role membership, changed somewhere.
+///
+/// # Safety
+///
+/// Called by Postgres only, as a syscache callback.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_role_invalidation(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     CACHE.with_borrow_mut(CatalogCache::forget);
@@ -319,28 +328,16 @@ fn learn_catalogs() {
         return;
     }
     let generation = generation();
-    let oids = Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT 'steward.tenants'::pg_catalog.regclass::pg_catalog.oid,
-                        'steward.tenant_grants'::pg_catalog.regclass::pg_catalog.oid,
-                        'steward.trusted_roles'::pg_catalog.regclass::pg_catalog.oid",
-                Some(1),
-                &[],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::Error>(vec![
-            row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-            row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-            row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
-        ])
-    })
-    .unwrap_or_else(|e| {
-        crate::errors::bug(format!("steward: looking up its catalogs failed: {e}"))
-    });
+    let oids: Vec<pg_sys::Oid> = [c"tenants", c"tenant_grants", c"trusted_roles"]
+        .into_iter()
+        .map(crate::catalog::relation)
+        .collect();
     remember(generation, |c| c.catalogs = oids);
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as a transaction callback.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
@@ -354,6 +351,9 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
     }
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as a subtransaction callback.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_subxact_event(
     event: pg_sys::SubXactEvent::Type,

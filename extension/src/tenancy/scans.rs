@@ -64,6 +64,9 @@ fn _internal_plan_guard() -> bool {
     true
 }
 
+/// # Safety
+///
+/// Called by Postgres only, as get_relation_info_hook, with the planner's own arguments.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_relation_info(
     root: *mut pg_sys::PlannerInfo,
@@ -134,9 +137,9 @@ fn read_tenant_column(relid: pg_sys::Oid) -> Option<i16> {
         let form = &*(*rel).rd_rel;
         let mut name: Option<String> = None;
         if form.relrowsecurity {
-            let steward = pg_sys::get_namespace_oid(c"steward".as_ptr(), true);
-            let relname = CStr::from_ptr(form.relname.data.as_ptr()).to_bytes();
-            if form.relnamespace == steward && matches!(relname, b"change_log" | b"audit_seals") {
+            if relid == crate::catalog::relation(c"change_log")
+                || relid == crate::catalog::relation(c"audit_seals")
+            {
                 name = Some("tenant_id".into());
             } else if !(*rel).trigdesc.is_null() {
                 let desc = &*(*rel).trigdesc;

@@ -1,0 +1,837 @@
+//! The change log's writer: one append-only record per change to a governed table, and per
+//! domain event.
+//!
+//! `steward.govern()` attaches one AFTER ROW trigger to each audited or evented table. For every
+//! changed row it forms the record (the rows as jsonb, the key, the changed columns, the actor
+//! and annotations of the transaction) and inserts it with its index entries, in the same
+//! transaction, without SQL or the executor. [`Record`] is the same path for domain events
+//! (`emit`) and steward's own (seal witnesses, DDL records). The log's two faces are
+//! [`crate::audit`] and [`crate::outbox`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, Uuid};
+
+use crate::errors::{or_raise, StewardError};
+use crate::tenancy;
+
+/// A new UUIDv7: a millisecond timestamp, then random bits; sorts by creation time.
+#[pg_extern(volatile, parallel_safe)]
+fn _internal_uuid_v7() -> pgrx::Uuid {
+    pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing records: one AFTER ROW trigger per governed table forms the change-log tuple and
+// inserts it with its index entries. No SQL, no executor: the profile in docs/benchmarks.md
+// showed that running a statement per statement cost more than the records themselves.
+// ---------------------------------------------------------------------------------------------
+
+/// What the log trigger of one table needs, built on its first row in this backend.
+struct TableLog {
+    /// `to_jsonb` for the table's row type: an FmgrInfo whose `fn_expr` names the argument type
+    /// (to_jsonb is polymorphic and asks for it), kept in TopMemoryContext.
+    to_jsonb: *mut pg_sys::FmgrInfo,
+}
+
+thread_local! {
+    static TABLE_LOGS: RefCell<HashMap<pg_sys::Oid, TableLog>> = RefCell::new(HashMap::new());
+    /// Each governed table's qualified name as it is now, by OID (dropped when the table's
+    /// relcache entry is invalidated, which a rename does).
+    static TABLE_NAMES: RefCell<HashMap<pg_sys::Oid, String>> = RefCell::new(HashMap::new());
+}
+
+/// Registers what keeps the names right when a schema is renamed (that invalidates no table's
+/// relcache entry). Called from `_PG_init`.
+pub fn init() {
+    // SAFETY: registered once per backend, from _PG_init.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(on_namespace_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+/// # Safety
+///
+/// Called by Postgres only, as a syscache callback.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_namespace_invalidation(
+    _arg: pg_sys::Datum,
+    _cache: i32,
+    _hash: u32,
+) {
+    TABLE_NAMES.with_borrow_mut(HashMap::clear);
+}
+
+/// The table's qualified name now.
+fn name_now(trigger: &PgTrigger<'_>, relid: pg_sys::Oid) -> String {
+    if let Some(name) = TABLE_NAMES.with_borrow(|m| m.get(&relid).cloned()) {
+        return name;
+    }
+    let name = pgrx::spi::quote_qualified_identifier(
+        trigger.table_schema().unwrap_or_default(),
+        trigger.table_name().unwrap_or_default(),
+    );
+    TABLE_NAMES.with_borrow_mut(|m| m.insert(relid, name.clone()));
+    name
+}
+
+/// # Safety
+///
+/// `rowtype` is a composite type's OID; call inside a transaction (it allocates in
+/// TopMemoryContext and looks up to_jsonb).
+unsafe fn to_jsonb_for(rowtype: pg_sys::Oid) -> *mut pg_sys::FmgrInfo {
+    // SAFETY: the FmgrInfo and its call expression are allocated with TopMemoryContext current
+    // (restored before returning), so they live as long as the backend's cache that keeps them;
+    // fmgr_info fills it for a built-in function (to_jsonb).
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let finfo =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+        let func = pg_sys::Oid::from(pg_sys::F_TO_JSONB);
+        pg_sys::fmgr_info(func, finfo);
+        let arg = pg_sys::makeNullConst(rowtype, -1, pg_sys::InvalidOid);
+        let args = pg_sys::lappend(std::ptr::null_mut(), arg.cast());
+        let call = pg_sys::makeFuncExpr(
+            func,
+            pg_sys::JSONBOID,
+            args,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        (*finfo).fn_expr = call.cast();
+        pg_sys::MemoryContextSwitchTo(old);
+        finfo
+    }
+}
+
+/// The row as jsonb, exactly as `to_jsonb(row)` in SQL.
+///
+/// # Safety
+///
+/// `finfo` comes from [`to_jsonb_for`] for `tupdesc`'s row type, and `tuple` is a valid tuple of
+/// `tupdesc`.
+unsafe fn row_jsonb(
+    finfo: *mut pg_sys::FmgrInfo,
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> pg_sys::Datum {
+    // SAFETY: the caller passes a valid tuple with its descriptor and the FmgrInfo from
+    // to_jsonb_for.
+    unsafe {
+        let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
+        pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, row)
+    }
+}
+
+/// `row` (a row as jsonb) without the keys `drop`: `row - drop`.
+///
+/// # Safety
+///
+/// `row` is a jsonb datum valid in the current memory context.
+unsafe fn without_keys(row: pg_sys::Datum, drop: Vec<String>) -> pg_sys::Datum {
+    if drop.is_empty() {
+        return row;
+    }
+    let drop = drop.into_datum().expect("a text[]");
+    // SAFETY: row is a jsonb datum and drop a text[] datum: what jsonb - text[] takes.
+    unsafe {
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
+            pg_sys::InvalidOid,
+            row,
+            drop,
+        )
+    }
+}
+
+/// # Safety
+///
+/// Call inside a transaction: the jsonb is palloc'd in the current memory context (and invalid
+/// JSON raises).
+unsafe fn jsonb_from_text(text: &str) -> pg_sys::Datum {
+    // SAFETY: jsonb_in takes a NUL-terminated C string, which the CString is.
+    unsafe {
+        let c = std::ffi::CString::new(text).unwrap_or_default();
+        pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(c.as_ptr()),
+        )
+    }
+}
+
+/// FNV-1a over the table's OID and the key's canonical text (`jsonb_out`): the same value for
+/// the same key, however it was written. Used only to find a row's records; the key itself is
+/// compared after.
+pub fn row_hash(rel: pg_sys::Oid, canonical_key: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rel.to_u32().to_le_bytes().iter().chain(canonical_key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// # Safety
+///
+/// `value` is a jsonb datum (not NULL) valid in the current memory context.
+pub(crate) unsafe fn jsonb_text(value: pg_sys::Datum) -> String {
+    // SAFETY: the caller passes a jsonb datum; jsonb_out returns a palloc'd C string, copied out
+    // here.
+    unsafe {
+        let text = pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_OUT),
+            pg_sys::InvalidOid,
+            value,
+        );
+        CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A JSON value as Postgres prints jsonb (`{"id": 1}`), for messages.
+pub fn jsonb_display(value: serde_json::Value) -> String {
+    match pgrx::JsonB(value).into_datum() {
+        // SAFETY: a jsonb datum just formed.
+        Some(datum) => unsafe { jsonb_text(datum) },
+        None => "NULL".into(),
+    }
+}
+
+/// The row hash of a key given as jsonb, for SQL (history, row_as_of, erase).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64 {
+    // SAFETY: a detoasted jsonb datum; jsonb_out is Postgres' own, for any nesting.
+    row_hash(rel, unsafe { jsonb_text(row_key.datum()) }.as_bytes())
+}
+
+/// `{"id": 42}`: the key's columns taken from the row's jsonb; with its row hash.
+///
+/// # Safety
+///
+/// `row` is the row's jsonb datum (from [`row_jsonb`]), valid in the current memory context.
+unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sys::Datum, i64) {
+    // SAFETY: row is the row's jsonb datum; every datum built here is a jsonb or text datum of
+    // this memory context.
+    unsafe {
+        let mut parts = Vec::with_capacity(pk.len());
+        for column in pk {
+            let name = column.into_datum().expect("text");
+            let value = pg_sys::OidFunctionCall2Coll(
+                pg_sys::Oid::from(pg_sys::F_JSONB_OBJECT_FIELD),
+                pg_sys::InvalidOid,
+                row,
+                name,
+            );
+            parts.push(format!(
+                "{}: {}",
+                serde_json::Value::from(*column),
+                jsonb_text(value)
+            ));
+        }
+        let key = jsonb_from_text(&format!("{{{}}}", parts.join(", ")));
+        (key, row_hash(rel, jsonb_text(key).as_bytes()))
+    }
+}
+
+/// The names of the columns whose bytes differ between two versions of a row, and of those
+/// that are the same.
+///
+/// # Safety
+///
+/// `old` and `new` are valid tuples of `tupdesc`, a descriptor of a relation the caller holds
+/// open.
+pub(crate) unsafe fn compare_columns(
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> (Vec<String>, Vec<String>) {
+    // SAFETY: old and new are valid tuples of the relation described by tupdesc (the trigger's),
+    // and attribute numbers stay below natts.
+    unsafe {
+        let (mut changed, mut same_cols) = (Vec::new(), Vec::new());
+        let natts = (*tupdesc).natts as usize;
+        for i in 0..natts {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            if attr.attisdropped {
+                continue;
+            }
+            let (mut onull, mut nnull) = (false, false);
+            let ov = pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
+            let nv = pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
+            let same = match (onull, nnull) {
+                (true, true) => true,
+                (false, false) if attr.attbyval => ov == nv,
+                (false, false) if attr.attlen > 0 => {
+                    let n = attr.attlen as usize;
+                    std::slice::from_raw_parts(ov.cast_mut_ptr::<u8>(), n)
+                        == std::slice::from_raw_parts(nv.cast_mut_ptr::<u8>(), n)
+                }
+                (false, false) if attr.attlen == -1 => {
+                    let (op, np) = (
+                        ov.cast_mut_ptr::<pg_sys::varlena>(),
+                        nv.cast_mut_ptr::<pg_sys::varlena>(),
+                    );
+                    let (ol, nl) = (
+                        pgrx::varlena::varsize_any(op),
+                        pgrx::varlena::varsize_any(np),
+                    );
+                    ol == nl
+                        && std::slice::from_raw_parts(op.cast::<u8>(), ol)
+                            == std::slice::from_raw_parts(np.cast::<u8>(), nl)
+                }
+                (false, false) => {
+                    CStr::from_ptr(ov.cast_mut_ptr()) == CStr::from_ptr(nv.cast_mut_ptr())
+                }
+                _ => false,
+            };
+            let name = CStr::from_ptr(attr.attname.data.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            if same { &mut same_cols } else { &mut changed }.push(name);
+        }
+        (changed, same_cols)
+    }
+}
+
+/// The change log's columns that a record sets.
+#[derive(Clone, Copy)]
+pub enum Col {
+    Id,
+    TenantId,
+    Txid,
+    OccurredAt,
+    Actor,
+    Reason,
+    RequestId,
+    Traceparent,
+    Rel,
+    TableName,
+    RowKey,
+    RowHash,
+    Action,
+    OldValues,
+    NewRow,
+    Changed,
+    EventId,
+    EventType,
+    Audited,
+    Evented,
+    AggregateType,
+    AggregateId,
+    SchemaVersion,
+    Headers,
+}
+
+impl Col {
+    const COUNT: usize = Col::Headers as usize + 1;
+}
+
+/// The change log's columns, in the order of `Col`, with the type steward writes into each.
+const COLUMNS: [(&str, pg_sys::Oid); Col::COUNT] = [
+    ("id", pg_sys::INT8OID),
+    ("tenant_id", pg_sys::UUIDOID),
+    ("txid", pg_sys::XID8OID),
+    ("occurred_at", pg_sys::TIMESTAMPTZOID),
+    ("actor", pg_sys::TEXTOID),
+    ("reason", pg_sys::TEXTOID),
+    ("request_id", pg_sys::TEXTOID),
+    ("traceparent", pg_sys::TEXTOID),
+    ("rel", pg_sys::OIDOID),
+    ("table_name", pg_sys::TEXTOID),
+    ("row_key", pg_sys::JSONBOID),
+    ("row_hash", pg_sys::INT8OID),
+    ("action", pg_sys::TEXTOID),
+    ("old_values", pg_sys::JSONBOID),
+    ("new_row", pg_sys::JSONBOID),
+    ("changed", pg_sys::JSONBOID),
+    ("event_id", pg_sys::UUIDOID),
+    ("event_type", pg_sys::TEXTOID),
+    ("audited", pg_sys::BOOLOID),
+    ("evented", pg_sys::BOOLOID),
+    ("aggregate_type", pg_sys::TEXTOID),
+    ("aggregate_id", pg_sys::TEXTOID),
+    ("schema_version", pg_sys::INT4OID),
+    ("headers", pg_sys::JSONBOID),
+];
+
+/// Where each column sits in `steward.change_log`, and the sequence behind its id: looked up
+/// per backend, checked, and looked up again whenever the log's relcache entry is invalidated
+/// (any ALTER TABLE, index, trigger or constraint change on it).
+#[derive(Clone, Copy)]
+struct LogLayout {
+    attnums: [usize; Col::COUNT],
+    id_sequence: pg_sys::Oid,
+    /// The log has CHECK constraints beyond steward's own (on `action`, which the writer
+    /// always satisfies): they are checked for every record.
+    foreign_checks: bool,
+    /// Every index of the log is a plain one (no expression, no predicate, no exclusion, not
+    /// deferred) and there are no foreign CHECKs: the record goes in as a catalog tuple does
+    /// (heap insert, then each index's entry), without an executor state per record.
+    plain: bool,
+}
+
+#[derive(Default)]
+struct LayoutCache {
+    generation: u64,
+    layout: Option<(pg_sys::Oid, LogLayout)>,
+}
+
+thread_local! {
+    static LOG_LAYOUT: RefCell<LayoutCache> = RefCell::new(LayoutCache::default());
+}
+
+/// A relation's cache entry was invalidated (steward's one relcache callback, catalog.rs, calls
+/// this): the log's layout goes when the log changes.
+pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
+    // A rename invalidates the table's entry: its name is looked up again.
+    TABLE_NAMES.with_borrow_mut(|m| {
+        if relid == pg_sys::InvalidOid {
+            m.clear();
+        } else {
+            m.remove(&relid);
+        }
+    });
+    LOG_LAYOUT.with_borrow_mut(|c| {
+        if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
+            c.generation += 1;
+            c.layout = None;
+        }
+    });
+}
+
+fn log_altered(what: String) -> StewardError {
+    StewardError::bad_argument(
+        format!("steward.change_log has been altered: {what}"),
+        "steward writes every record itself; restore the table as CREATE EXTENSION made it \
+         (a DBA drops what was added), then write again. Indexes of any kind are fine.",
+    )
+}
+
+/// The log's layout, checked: every column steward writes is there with its type, no column
+/// steward does not write needs a value (a default, NOT NULL, a generated expression), and no
+/// trigger steward did not put there expects to see inserts (steward's writer fires none: a
+/// foreign key's or a DBA's trigger would be silently skipped).
+///
+/// # Safety
+///
+/// `log` is `steward.change_log`, open, with a lock the caller holds until it is closed.
+unsafe fn log_layout(log: pg_sys::Relation) -> crate::errors::Result<LogLayout> {
+    // SAFETY: log is an open relation the caller holds a lock on.
+    let log_oid = unsafe { (*log).rd_id };
+    let (known, generation) = LOG_LAYOUT.with_borrow(|c| (c.layout, c.generation));
+    if let Some((oid, layout)) = known {
+        if oid == log_oid {
+            return Ok(layout);
+        }
+    }
+    // SAFETY: log is an open, locked relation: its rd_rel, rd_att, rd_rules and trigdesc are
+    // valid for as long as the caller keeps it open, and indexes stay below the counts they come
+    // with.
+    unsafe {
+        let form = &*(*log).rd_rel;
+        if form.relkind as u8 != pg_sys::RELKIND_RELATION || form.relispartition {
+            return Err(log_altered(
+                "it is no longer a plain table (partitioned, a partition, or a foreign or \
+                 other kind of table)"
+                    .into(),
+            ));
+        }
+        // The rules themselves, not relhasrules: Postgres clears that flag only at the next
+        // VACUUM after the last rule is dropped.
+        let rules = (*log).rd_rules;
+        if form.relhasrules && !rules.is_null() && (*rules).numLocks > 0 {
+            return Err(log_altered(
+                "it has rules, which steward's writer does not apply".into(),
+            ));
+        }
+        let log_desc = (*log).rd_att;
+        let mut attnums = [0usize; Col::COUNT];
+        for (i, (name, want)) in COLUMNS.iter().enumerate() {
+            let Some((attnum, attr)) = crate::govern::column(log_desc, name) else {
+                return Err(log_altered(format!("its column \"{name}\" is gone")));
+            };
+            if attr.atttypid != *want || attr.attgenerated != 0 {
+                return Err(log_altered(format!(
+                    "its column \"{name}\" is not the {} column steward writes",
+                    crate::govern::type_name(*want)
+                )));
+            }
+            attnums[i] = attnum - 1;
+        }
+        for i in 0..(*log_desc).natts as usize {
+            let attr = &*(*log_desc).attrs.as_ptr().add(i);
+            if attr.attisdropped || attnums.contains(&i) {
+                continue;
+            }
+            // A domain may be NOT NULL or have a default of its own.
+            let domain =
+                pg_sys::get_typtype(attr.atttypid) == pg_sys::TYPTYPE_DOMAIN as std::ffi::c_char;
+            if attr.attnotnull || attr.atthasdef || attr.attgenerated != 0 || domain {
+                return Err(log_altered(format!(
+                    "column \"{}\" was added with a default, NOT NULL, a domain or an \
+                     expression, which steward's writer does not fill",
+                    CStr::from_ptr(attr.attname.data.as_ptr()).to_string_lossy()
+                )));
+            }
+        }
+        let triggers = (*log).trigdesc;
+        if !triggers.is_null() {
+            for t in 0..(*triggers).numtriggers as usize {
+                let trig = &*(*triggers).triggers.add(t);
+                let name = CStr::from_ptr(trig.tgname).to_bytes();
+                // steward's writer fires no trigger, and erase/prune/seal run as the extension's
+                // owner: a trigger of anyone else's on the log is refused, whatever it fires on.
+                if name != b"steward_append_only" && name != b"steward_append_only_truncate" {
+                    return Err(log_altered(format!(
+                        "trigger \"{}\" is not steward's, and steward's writer fires no triggers",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
+            }
+        }
+        let constr = (*log_desc).constr;
+        let foreign_checks = !constr.is_null()
+            && (0..(*constr).num_check as usize).any(|i| {
+                let check = &*(*constr).check.add(i);
+                CStr::from_ptr(check.ccname).to_bytes() != b"change_log_action_check"
+            });
+        let mut plain = !foreign_checks;
+        let indexes = pg_sys::RelationGetIndexList(log);
+        if !indexes.is_null() {
+            for i in 0..(*indexes).length as usize {
+                let oid = (*(*indexes).elements.add(i)).oid_value;
+                let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
+                let form = &*(*index).rd_index;
+                let simple = pg_sys::RelationGetIndexExpressions(index).is_null()
+                    && pg_sys::RelationGetIndexPredicate(index).is_null()
+                    && !form.indisexclusion
+                    && form.indimmediate;
+                pg_sys::index_close(index, pg_sys::AccessShareLock as i32);
+                plain &= simple;
+            }
+        }
+        let id_attnum = attnums[Col::Id as usize] + 1;
+        let id_sequence = pg_sys::getIdentitySequence(log_oid, id_attnum as i16, true);
+        if id_sequence == pg_sys::InvalidOid {
+            return Err(log_altered(
+                "its column \"id\" is no longer an identity column".into(),
+            ));
+        }
+        let layout = LogLayout {
+            attnums,
+            id_sequence,
+            foreign_checks,
+            plain,
+        };
+        LOG_LAYOUT.with_borrow_mut(|c| {
+            if c.generation == generation {
+                c.layout = Some((log_oid, layout));
+            }
+        });
+        Ok(layout)
+    }
+}
+
+/// Inserts `tuple` into `log` with its index entries, as the executor would for an INSERT: a
+/// DBA's CHECK constraints are checked, and every index gets its entry, including
+/// expression and partial indexes (their expressions are evaluated, their predicates decide),
+/// unique and exclusion constraints. Only triggers are not fired: `log_layout` refuses a log with
+/// an INSERT trigger steward did not put there.
+///
+/// # Safety
+///
+/// `log` is the change log, open with RowExclusiveLock; `tuple` was formed in its descriptor with
+/// the layout `layout` describes, from [`log_layout`] of the same relation.
+unsafe fn insert_with_indexes(
+    log: pg_sys::Relation,
+    tuple: *mut pg_sys::HeapTupleData,
+    layout: &LogLayout,
+) {
+    // SAFETY: log is the change log, opened and locked RowExclusiveLock by the caller, tuple a
+    // tuple of its descriptor; the executor state, result relation and slot are created and freed
+    // here.
+    unsafe {
+        let estate = pg_sys::CreateExecutorState();
+        let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+            .cast::<pg_sys::ResultRelInfo>();
+        (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+        pg_sys::InitResultRelInfo(rri, log, 0, std::ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(rri, false);
+        let slot = pg_sys::ExecInitExtraTupleSlot(estate, (*log).rd_att, &pg_sys::TTSOpsHeapTuple);
+        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+        // steward's own CHECK and NOT NULL constraints hold by construction (each record sets
+        // every NOT NULL column, and `action` is one of steward's); a DBA's are checked.
+        if layout.foreign_checks {
+            pg_sys::ExecConstraints(rri, slot, estate);
+        }
+        pg_sys::simple_table_tuple_insert(log, slot);
+        if (*rri).ri_NumIndices > 0 {
+            pg_sys::ExecInsertIndexTuples(
+                rri,
+                slot,
+                estate,
+                false,
+                false,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+        pg_sys::ExecCloseIndices(rri);
+        pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
+        pg_sys::FreeExecutorState(estate);
+    }
+}
+
+pub fn text(v: Option<&str>) -> Option<pg_sys::Datum> {
+    v.and_then(|s| s.into_datum())
+}
+
+/// A change-log record being formed: the value of each column it sets (unset ones are NULL).
+pub struct Record {
+    values: [Option<pg_sys::Datum>; Col::COUNT],
+}
+
+impl Record {
+    /// A record of the current transaction by `actor` in `tenant`, with nothing else set.
+    pub fn bare(tenant: Uuid, actor: &str) -> Record {
+        let mut r = Record {
+            values: [None; Col::COUNT],
+        };
+        r.set(Col::TenantId, tenant.into_datum());
+        r.set(Col::Actor, text(Some(actor)));
+        r
+    }
+
+    /// A record of the current transaction by `context`'s actor in its tenant, with the
+    /// transaction's annotations.
+    pub fn new(context: &tenancy::Context) -> Record {
+        let notes = tenancy::annotations();
+        let mut r = Record::bare(context.tenant, &context.actor);
+        r.set(Col::Reason, text(notes.reason.as_deref()));
+        r.set(Col::RequestId, text(notes.request_id.as_deref()));
+        r.set(Col::Traceparent, text(notes.traceparent.as_deref()));
+        r
+    }
+
+    pub fn set(&mut self, column: Col, value: Option<pg_sys::Datum>) {
+        self.values[column as usize] = value;
+    }
+
+    /// Inserts the record with its index entries, in the current transaction: the id from the
+    /// log's sequence, the transaction's id and start time, a fresh UUIDv7 event id. An evented
+    /// record makes sure `NOTIFY steward_outbox` goes out at commit. Returns the event id.
+    pub fn insert(mut self) -> crate::errors::Result<pgrx::Uuid> {
+        let event_id = pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
+        let evented = self.values[Col::Evented as usize] == true.into_datum();
+        // SAFETY: the log is opened and locked for the insert and closed after it; the tuple is
+        // formed from datums of the types log_layout checked, in its descriptor.
+        unsafe {
+            let log_oid = crate::catalog::relation(c"change_log");
+            if log_oid == pg_sys::InvalidOid {
+                return Err(StewardError::internal(
+                    "steward.change_log is missing: is the extension being dropped?",
+                ));
+            }
+            let log = pg_sys::table_open(log_oid, pg_sys::RowExclusiveLock as i32);
+            let layout = match log_layout(log) {
+                Ok(layout) => layout,
+                Err(e) => {
+                    pg_sys::table_close(log, pg_sys::NoLock as i32);
+                    return Err(e);
+                }
+            };
+            let log_desc = (*log).rd_att;
+            // The record is steward's write, not the caller's: nextval checks privileges.
+            let id = tenancy::as_extension_owner(|| {
+                pg_sys::OidFunctionCall1Coll(
+                    pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(layout.id_sequence),
+                )
+            });
+            self.set(Col::Id, Some(id));
+            // steward's transaction id: the cluster's plus the offset (xids.rs).
+            let txid = match crate::xids::shifted(pg_sys::GetTopFullTransactionId().value) {
+                Ok(txid) => txid,
+                Err(e) => {
+                    pg_sys::table_close(log, pg_sys::RowExclusiveLock as i32);
+                    return Err(e);
+                }
+            };
+            self.set(Col::Txid, Some(pg_sys::Datum::from(txid)));
+            self.set(
+                Col::OccurredAt,
+                Some(pg_sys::Datum::from(
+                    pg_sys::GetCurrentTransactionStartTimestamp(),
+                )),
+            );
+            self.set(Col::EventId, event_id.into_datum());
+            let natts = (*log_desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            for (column, value) in self.values.iter().enumerate() {
+                if let Some(v) = value {
+                    values[layout.attnums[column]] = *v;
+                    nulls[layout.attnums[column]] = false;
+                }
+            }
+            let tuple = pg_sys::heap_form_tuple(log_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            if layout.plain {
+                // Plain btree (or other) indexes with plain columns: what CatalogTupleInsert
+                // maintains correctly, at a fraction of an executor state's cost per record.
+                pg_sys::CatalogTupleInsert(log, tuple);
+            } else {
+                insert_with_indexes(log, tuple, &layout);
+            }
+            pg_sys::table_close(log, pg_sys::NoLock as i32);
+        }
+        if evented {
+            crate::wakeups::at_commit();
+        }
+        Ok(event_id)
+    }
+}
+
+fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
+    let data = trigger.trigger_data();
+    let (old, new) = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) => (std::ptr::null_mut(), data.tg_trigtuple),
+        Ok(PgTriggerOperation::Update) => (data.tg_trigtuple, data.tg_newtuple),
+        Ok(PgTriggerOperation::Delete) => (data.tg_trigtuple, std::ptr::null_mut()),
+        _ => return Ok(()),
+    };
+    if !old.is_null()
+        && !new.is_null()
+        // SAFETY: the trigger's relation is open for the duration of the trigger call.
+        && crate::govern::unchanged(old, new, unsafe { (*data.tg_relation).rd_att })
+    {
+        return Ok(()); // an update that changed nothing writes nothing
+    }
+    let context = tenancy::context()?;
+    let args = crate::govern::Args::of(trigger)?;
+    let shape = crate::govern::shape(trigger, || crate::govern::Expect {
+        version: None,
+        ..args.expect(if args.soft_delete {
+            crate::govern::Need::Required
+        } else {
+            crate::govern::Need::No
+        })
+    })?;
+    let tgoid = trigger.trigger().tgoid;
+    // SAFETY: the trigger's relation and tuples are valid for the duration of the trigger call;
+    // the FmgrInfo kept per trigger lives in TopMemoryContext.
+    unsafe {
+        let table = data.tg_relation;
+        let tupdesc = (*table).rd_att;
+        let finfo = TABLE_LOGS.with_borrow_mut(|m| {
+            m.entry(tgoid)
+                .or_insert_with(|| TableLog {
+                    to_jsonb: to_jsonb_for((*tupdesc).tdtypeid),
+                })
+                .to_jsonb
+        });
+        let mut old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
+        let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
+        let any_row = new_json.or(old_json).expect("a row");
+        let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.key);
+
+        let (mut action, mut suffix) = match (old.is_null(), new.is_null()) {
+            (true, false) => ("INSERT", "created"),
+            (false, false) => ("UPDATE", "updated"),
+            _ => ("DELETE", "deleted"),
+        };
+        let mut changed = None;
+        if action == "UPDATE" {
+            let (names, unchanged) = compare_columns(old, new, tupdesc);
+            if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
+                if let Some(attnum) = shape.deleted_at {
+                    let (mut onull, mut nnull) = (false, false);
+                    pg_sys::heap_getattr(old, attnum as i32, tupdesc, &mut onull);
+                    pg_sys::heap_getattr(new, attnum as i32, tupdesc, &mut nnull);
+                    match (onull, nnull) {
+                        (true, false) => (action, suffix) = ("DELETE", "deleted"),
+                        (false, true) => (action, suffix) = ("INSERT", "created"),
+                        _ => {}
+                    }
+                }
+            }
+            changed = Some(jsonb_from_text(
+                &serde_json::to_string(&names).expect("names as JSON"),
+            ));
+            // The new row is stored whole; of the old one, only what the update replaced.
+            old_json = old_json.map(|o| without_keys(o, unchanged));
+        }
+        let event_type = format!("{}.{suffix}", args.event_name);
+
+        // The record is filed under the tenant the row belongs to, whatever the context says
+        // by the time this AFTER trigger runs (the guards checked the row against the context
+        // the statement started with).
+        let row_tenant = crate::govern::row_tenant(
+            if new.is_null() { old } else { new },
+            tupdesc,
+            shape
+                .tenant
+                .expect("the log trigger names the tenant column"),
+        )
+        .ok_or_else(|| {
+            StewardError::forbidden(
+                format!("a row of {} has no tenant", args.table_name),
+                "Every row of a governed table belongs to a tenant; steward fills the column from \
+                 the tenant context.",
+            )
+        })?;
+        // The guards checked the row against the context before the table's own BEFORE
+        // triggers that sort after them ran; one of those may have moved the row (RLS stops
+        // that for tenant roles, not for roles that bypass it). The context cannot change
+        // while a statement runs, so a row of another tenant here was moved behind the guard.
+        if row_tenant != context.tenant {
+            return Err(StewardError::forbidden(
+                format!(
+                    "a row of {} ended in another tenant than {}: a trigger of the table changed \
+                     its tenant column after steward's guard",
+                    args.table_name, context.tenant
+                ),
+                "Rows never change tenant; drop or fix the table's trigger that sets the tenant \
+                 column.",
+            ));
+        }
+        let mut record = Record::new(&context);
+        record.set(Col::TenantId, row_tenant.into_datum());
+        record.set(Col::Rel, Some(pg_sys::Datum::from((*table).rd_id)));
+        // The table's name now (it may have been renamed since govern): a restore elsewhere
+        // finds the table of a record by it.
+        let name_now = name_now(trigger, (*table).rd_id);
+        record.set(Col::TableName, text(Some(&name_now)));
+        record.set(Col::RowKey, Some(row_key));
+        record.set(Col::RowHash, Some(pg_sys::Datum::from(key_hash)));
+        record.set(Col::Action, text(Some(action)));
+        record.set(Col::OldValues, old_json);
+        record.set(Col::NewRow, new_json);
+        record.set(Col::Changed, changed);
+        record.set(Col::EventType, text(Some(&event_type)));
+        record.set(Col::Audited, args.audited.into_datum());
+        record.set(Col::Evented, args.events.into_datum());
+        record.insert()?;
+    }
+    Ok(())
+}
+
+/// AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW on every audited or evented table: one
+/// change-log record per changed row, in the same transaction.
+#[pg_trigger]
+fn _internal_log_row<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    or_raise(log_row(trigger));
+    Ok(None)
+}
