@@ -63,8 +63,12 @@ REVOKE ALL ON steward.tenants, steward.tenant_grants, steward.trusted_roles,
 
 -- The catalogs' rows are the DBA's configuration: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('steward.tenants', '');
-SELECT pg_catalog.pg_extension_config_dump('steward.tenant_grants', '');
-SELECT pg_catalog.pg_extension_config_dump('steward.trusted_roles', '');
+-- A dump keeps the grants and trust of roles that exist: a row naming a dropped role (a bare OID)
+-- would land on whichever role has that OID where the dump is restored.
+SELECT pg_catalog.pg_extension_config_dump('steward.tenant_grants',
+    'WHERE role::oid IN (SELECT oid FROM pg_catalog.pg_roles)');
+SELECT pg_catalog.pg_extension_config_dump('steward.trusted_roles',
+    'WHERE role::oid IN (SELECT oid FROM pg_catalog.pg_roles)');
 SELECT pg_catalog.pg_extension_config_dump('steward.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.governed', '');
 
@@ -194,6 +198,8 @@ GRANT SELECT ON steward.rel_aliases TO PUBLIC;
 -- empty append-only table through, which is what pg_restore does).
 SELECT pg_catalog.pg_extension_config_dump('steward.change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.change_log_id_seq', '');
+-- Only steward's writer draws ids (setval by anyone else would break the order).
+REVOKE ALL ON SEQUENCE steward.change_log_id_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('steward.audit_seals', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.seal_state', '');
 

@@ -3,6 +3,34 @@
 -- catalog guard, and restore() of a soft-deleted row. The row triggers are Rust
 -- (extension/src/govern.rs).
 
+-- The one argument list of a governed table's row triggers, from steward.governed and the table's
+-- primary key: written by _govern, read by extension/src/govern.rs (Args), and checked by
+-- _governance_faults (a trigger with other arguments is not steward's). The layout, the tenant
+-- column, the version column ('' when not versioned), whether the version is required, soft
+-- delete, audited, events ('t' or 'f'), the table's name in its row events, then the primary
+-- key's columns.
+CREATE FUNCTION steward._trigger_args(rel oid)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['steward:2', g.tenant_column::text,
+                 CASE WHEN g.versioned THEN 'version' ELSE '' END,
+                 CASE WHEN g.version_required THEN 't' ELSE 'f' END,
+                 CASE WHEN g.soft_delete THEN 't' ELSE 'f' END,
+                 CASE WHEN g.audited THEN 't' ELSE 'f' END,
+                 CASE WHEN g.events THEN 't' ELSE 'f' END,
+                 g.event_name]
+           || ARRAY(SELECT a.attname::text
+                      FROM pg_index i
+                     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     WHERE i.indrelid = g.rel AND i.indisprimary
+                     ORDER BY k.ord)
+      FROM steward.governed g
+     WHERE g.rel = _trigger_args.rel
+$$;
+
 -- steward.govern() is a wrapper (below) that runs this with the DDL guard open for its own DDL.
 CREATE FUNCTION steward._govern(
     rel regclass,
@@ -128,13 +156,22 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT steward.current_tenant()',
                    tbl, tenant_column);
 
-    -- The one argument list of the table's row triggers, written here and read by
-    -- extension/src/govern.rs (Args): the protocol, the tenant column, the version column (''
-    -- when not versioned), whether the version is required, soft delete, audited, events, the
-    -- table's qualified name and its name for event types, then the primary key's columns.
-    args := format('%L, %L, %L, %L, %L, %L, %L, %L, %L, %s', 'steward:2', tenant_column,
-                   CASE WHEN versioned THEN 'version' ELSE '' END, version_required, soft_delete,
-                   audited, events, tbl, c.relname, pk);
+    INSERT INTO steward.governed AS g
+           (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
+            source_oid, event_name)
+    VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
+            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid, c.relname)
+    ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
+       SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
+           version_required = excluded.version_required, audited = excluded.audited,
+           events = excluded.events, soft_delete = excluded.soft_delete,
+           -- A table's row events keep the name it was first governed under (a rename
+           -- does not change what consumers receive).
+           event_name = coalesce(g.event_name, excluded.event_name);
+
+    -- The one argument list of the table's row triggers (steward._trigger_args).
+    args := (SELECT string_agg(quote_literal(a), ', ' ORDER BY o)
+               FROM unnest(steward._trigger_args(rel)) WITH ORDINALITY AS t(a, o));
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%s)', tbl, args);
@@ -156,16 +193,6 @@ BEGIN
                        'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%s)', tbl, args);
     END IF;
 
-    INSERT INTO steward.governed AS g
-           (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
-            source_oid, event_name)
-    VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
-            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid, c.relname)
-    ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
-       SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
-           version_required = excluded.version_required, audited = excluded.audited,
-           events = excluded.events, soft_delete = excluded.soft_delete,
-           event_name = excluded.event_name;
 
     -- The primary key's columns other than the tenant column, sorted.
     SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keycols
@@ -243,6 +270,7 @@ AS $$
 DECLARE
     g record;
 BEGIN
+    PERFORM steward._forget_dropped_roles();
     FOR g IN SELECT * FROM steward.governed ORDER BY rel::oid LOOP
         PERFORM steward.govern(g.rel, g.tenant_column, g.versioned, g.version_required,
                                g.audited, g.events, g.soft_delete);
@@ -295,6 +323,109 @@ BEGIN
 END
 $$;
 
+-- What makes a table impossible to govern safely, whatever steward put on it: rules, its tenant,
+-- version and deleted_at columns, its primary key, foreign keys that join two tenants' rows,
+-- partitions and inheritance. govern() refuses a table with any (through _governance_faults), the
+-- DDL guard a command that adds one, and an upgrade checks every governed table with it before it
+-- changes anything.
+CREATE FUNCTION steward._table_faults(rel oid, tenant_column name, versioned boolean,
+                                      soft_delete boolean)
+RETURNS TABLE (fault text, hint text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cl  record;
+    tbl text;
+    r   record;
+BEGIN
+    SELECT c.relkind, c.relispartition, format('%I.%I', n.nspname, c.relname) AS name
+      INTO cl
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = _table_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    tbl := cl.name;
+    -- Rules run with their owner's privileges and outside row-level security: one can copy
+    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
+    FOR r IN SELECT w.rulename FROM pg_rewrite w
+              WHERE w.ev_class = _table_faults.rel AND w.rulename <> '_RETURN' LOOP
+        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
+        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
+        RETURN NEXT;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = tenant_column
+                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('tenant column %I of %s is no longer a uuid not null column', tenant_column, tbl);
+        hint := format('Put back %I as "uuid not null" (not generated)', tenant_column);
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _table_faults.rel AND i.indisprimary
+                                              AND i.indimmediate) THEN
+        fault := format('%s has no primary key, or a deferrable one', tbl);
+        hint := 'steward names rows by their primary key: put back one that is not deferrable';
+        RETURN NEXT;
+    END IF;
+    IF versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'version'
+                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
+        hint := 'Put back "version bigint not null default 1" (not generated)';
+        RETURN NEXT;
+    END IF;
+    IF soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'deleted_at'
+                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
+                      AND a.attgenerated = '') THEN
+        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
+        hint := 'Put back "deleted_at timestamptz"';
+        RETURN NEXT;
+    END IF;
+    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
+    -- without row-level security, so a key without the tenant column lets one tenant's row
+    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
+    -- their tenant columns.
+    FOR r IN
+        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
+               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
+          FROM pg_constraint k
+          LEFT JOIN steward.governed src ON src.rel = k.conrelid
+          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
+         WHERE k.contype = 'f'
+           AND (k.confrelid = _table_faults.rel
+                OR (k.conrelid = _table_faults.rel AND dst.rel IS NOT NULL))
+    LOOP
+        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
+               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
+                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
+                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
+                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
+            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
+                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
+            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
+                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
+    -- and a child's rows are reached without them (ADR 008).
+    IF cl.relkind = 'p' OR cl.relispartition
+       OR EXISTS (SELECT 1 FROM pg_inherits i
+                   WHERE i.inhparent = _table_faults.rel OR i.inhrelid = _table_faults.rel) THEN
+        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
+        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
 -- Every way a governed table is weaker than govern() left it: RLS off or not forced, a steward
 -- policy or trigger gone or disabled, steward's columns changed, a foreign key that joins two
 -- tenants' rows, partitions or inheritance. Each with the SQL or step that fixes it. The DDL
@@ -334,14 +465,6 @@ BEGIN
         hint := format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
         RETURN NEXT;
     END IF;
-    -- Rules run with their owner's privileges and outside row-level security: one can copy
-    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
-    FOR r IN SELECT w.rulename FROM pg_rewrite w
-              WHERE w.ev_class = _governance_faults.rel AND w.rulename <> '_RETURN' LOOP
-        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
-        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
-        RETURN NEXT;
-    END LOOP;
     FOR r IN
         SELECT p.name
           FROM unnest(ARRAY['steward_tenant', 'steward_select', 'steward_insert', 'steward_update',
@@ -368,73 +491,34 @@ BEGIN
         hint := format('ALTER TABLE %s ENABLE TRIGGER %I (or govern the table again)', tbl, r.name);
         RETURN NEXT;
     END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = g.tenant_column
-                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
-                      AND a.attgenerated = '') THEN
-        fault := format('tenant column %I of %s is no longer a uuid not null column', g.tenant_column, tbl);
-        hint := format('Put back %I as "uuid not null" (not generated)', g.tenant_column);
-        RETURN NEXT;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary
-                                              AND i.indimmediate) THEN
-        fault := format('%s has no primary key, or a deferrable one', tbl);
-        hint := 'steward names rows by their primary key: put back one that is not deferrable';
-        RETURN NEXT;
-    END IF;
-    IF g.versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'version'
-                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
-                      AND a.attgenerated = '') THEN
-        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
-        hint := 'Put back "version bigint not null default 1" (not generated)';
-        RETURN NEXT;
-    END IF;
-    IF g.soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'deleted_at'
-                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
-                      AND a.attgenerated = '') THEN
-        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
-        hint := 'Put back "deleted_at timestamptz"';
-        RETURN NEXT;
-    END IF;
-    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
-    -- without row-level security, so a key without the tenant column lets one tenant's row
-    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
-    -- their tenant columns.
+    -- A trigger of that name is steward's only if it runs steward's function, when and how govern
+    -- attached it, for every row, with govern's arguments (CREATE OR REPLACE TRIGGER can swap any
+    -- of these in one command).
     FOR r IN
-        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
-               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
-          FROM pg_constraint k
-          LEFT JOIN steward.governed src ON src.rel = k.conrelid
-          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
-         WHERE k.contype = 'f'
-           AND (k.confrelid = _governance_faults.rel
-                OR (k.conrelid = _governance_faults.rel AND dst.rel IS NOT NULL))
+        SELECT x.tgname
+          FROM (VALUES ('steward_row_guard', 'steward._internal_row_guard()'::regprocedure, 15, true),
+                       ('steward_update_guard', 'steward._internal_update_guard()'::regprocedure, 19, true),
+                       ('steward_truncate_guard', 'steward._internal_truncate_guard()'::regprocedure, 34, false),
+                       ('steward_log', 'steward._internal_log_row()'::regprocedure, 29, true))
+               AS e(name, fn, type, with_args)
+          JOIN pg_trigger x ON x.tgrelid = _governance_faults.rel AND x.tgname = e.name
+         WHERE x.tgfoid <> e.fn OR x.tgtype <> e.type OR x.tgqual IS NOT NULL
+            OR x.tgattr::text <> '' OR x.tgconstraint <> 0 OR x.tgoldtable IS NOT NULL
+            OR x.tgnewtable IS NOT NULL
+            -- (without a primary key, the key's columns cannot be compared: that fault is its own)
+            OR (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary)
+                AND x.tgargs IS DISTINCT FROM CASE WHEN e.with_args THEN
+                   (SELECT string_agg(convert_to(a, current_setting('server_encoding')) || '\x00'::bytea,
+                                      ''::bytea ORDER BY o)
+                      FROM unnest(steward._trigger_args(_governance_faults.rel)) WITH ORDINALITY AS t(a, o))
+                   ELSE ''::bytea END)
     LOOP
-        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
-               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
-                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
-                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
-                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
-            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
-                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
-            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
-                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
-                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
-                           coalesce(r.dst_tenant, 'tenant_id'));
-            RETURN NEXT;
-        END IF;
-    END LOOP;
-    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
-    -- and a child's rows are reached without them (ADR 008).
-    IF cl.relkind = 'p' OR cl.relispartition
-       OR EXISTS (SELECT 1 FROM pg_inherits i
-                   WHERE i.inhparent = _governance_faults.rel OR i.inhrelid = _governance_faults.rel) THEN
-        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
-        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        fault := format('trigger %s on %s is not the one govern() attached: its function, events, condition or arguments were changed',
+                        r.tgname, tbl);
+        hint := format('SELECT steward.govern(%L, ...) with the options in steward.governed_tables attaches it again', tbl);
         RETURN NEXT;
-    END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM steward._table_faults(_governance_faults.rel, g.tenant_column, g.versioned, g.soft_delete);
 END
 $$;
 

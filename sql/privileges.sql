@@ -2,9 +2,59 @@
 -- trigger functions), and what it may: the schema, the context functions, restore() and
 -- delete_version().
 
+-- Default privileges (ALTER DEFAULT PRIVILEGES) apply to what an extension script creates too:
+-- where the installing role's defaults grant EXECUTE on new functions to some role, that role
+-- would get steward's internals; where they revoke EXECUTE from PUBLIC, no tenant role could
+-- call the tenant function its policies evaluate. So steward's objects are first set back to
+-- what Postgres gives by default: a function executable by PUBLIC, a relation by its owner and
+-- whoever bootstrap.sql granted it to (PUBLIC and steward's own roles), nothing else; then the
+-- statements below revoke and grant from there. An upgrade does this for the objects it creates
+-- (`keep`: the ones that existed before it, whose privileges are the DBA's).
+CREATE FUNCTION steward._reset_privileges(keep oid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o record;
+    a record;
+BEGIN
+    FOR o IN
+        SELECT d.classid, d.objid,
+               CASE WHEN d.classid = 'pg_proc'::regclass THEN 'FUNCTION ' || d.objid::regprocedure::text
+                    WHEN c.relkind = 'S' THEN 'SEQUENCE ' || d.objid::regclass::text
+                    ELSE 'TABLE ' || d.objid::regclass::text END AS what,
+               coalesce(p.proacl, c.relacl) AS acl,
+               coalesce(p.proowner, c.relowner) AS owner
+          FROM pg_depend d
+          LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+          LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+           AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'steward')
+           AND (p.oid IS NOT NULL OR c.relkind IN ('r', 'v', 'S'))
+           AND NOT d.objid = ANY (coalesce(keep, '{}'))
+    LOOP
+        FOR a IN SELECT DISTINCT x.grantee FROM aclexplode(o.acl) x
+                  WHERE x.grantee <> o.owner
+                    AND (x.grantee <> 0 OR o.what LIKE 'SEQUENCE %')
+                    AND NOT (x.grantee <> 0 AND pg_get_userbyid(x.grantee) LIKE 'steward\_%')
+        LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM %s', o.what,
+                           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END);
+        END LOOP;
+        IF o.classid = 'pg_proc'::regclass THEN
+            EXECUTE format('GRANT EXECUTE ON %s TO PUBLIC', o.what);
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT steward._reset_privileges('{}');
+REVOKE ALL ON FUNCTION steward._reset_privileges(oid[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION
     steward.create_tenant(text, text),
     steward._tenant_slug(uuid),
+    steward._forget_dropped_roles(),
     steward.grant_tenant(regrole, uuid),
     steward.revoke_tenant(regrole, uuid),
     steward.trust_role(regrole),
@@ -15,6 +65,8 @@ REVOKE ALL ON FUNCTION
     steward.ungovern(regclass),
     steward._ungovern(regclass),
     steward._governance_faults(oid),
+    steward._table_faults(oid, name, boolean, boolean),
+    steward._trigger_args(oid),
     steward._ddl_guard(),
     steward._ddl_guard_start(),
     steward._faults_of(oid[]),

@@ -2,42 +2,171 @@
 -- Released: never edited once 0.2.0 is cut (sql/releases.txt; `cargo xtask test` refuses it).
 -- One transaction: any failure leaves the database at 0.1.0, as it was.
 --
--- 1. Refuses what 0.2.0 cannot govern safely (partitions and inheritance).
+-- 1. Refuses, before it changes anything, what it cannot carry over: an update run by another
+--    role than the extension's owner, and tables 0.2.0 cannot govern safely (all of them named).
 -- 2. Changes steward's tables, migrating what 0.1.0 stored (grants kept by role OID, seals
 --    without their record's txid, consumers' positions in (txid, id) order).
--- 3. Replaces steward's functions, views, policies and triggers with 0.2.0's, adds its guards.
+-- 3. Replaces steward's functions, views, policies and triggers with 0.2.0's.
 -- 4. Governs every governed table again (steward.regovern()), so that their policies and
---    triggers are 0.2.0's.
+--    triggers are 0.2.0's; then adds the DDL guard, and sets the privileges of what it created.
 \echo Use "ALTER EXTENSION steward UPDATE" to load this file. \quit
 
 -- pg_dump's choice too: the SQL functions below refer to one another, in no particular order.
 SET LOCAL check_function_bodies = false;
 
 ------------------------------------------------------------------------------------------------
--- 1. What 0.2.0 refuses to govern
+-- 1. What this update refuses
 ------------------------------------------------------------------------------------------------
--- 0.1.0 governed partitioned tables, but a partition read directly gets none of the parent's
--- policies: a role with privileges on a partition saw every tenant's rows in it. 0.2.0 governs
--- plain tables only (ADR 008), and will not carry such a table over as if it were safe.
+-- What existed before this update keeps its privileges (they are the DBA's); what it creates
+-- gets steward's, whatever the database's default privileges say (section 4).
+SELECT pg_catalog.set_config('steward_upgrade.kept',
+           (SELECT pg_catalog.string_agg(d.objid::text, ',')
+              FROM pg_catalog.pg_depend d
+             WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+               AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e
+                                  WHERE e.extname = 'steward')),
+           true);
+
+-- What an update creates belongs to the role that runs it: steward's objects must all be its
+-- owner's (the DDL guard runs as it).
 DO $$
-DECLARE
-    tables text;
 BEGIN
-    SELECT string_agg(g.rel::text, ', ' ORDER BY g.rel::text) INTO tables
-      FROM steward.governed g JOIN pg_catalog.pg_class c ON c.oid = g.rel
-     WHERE c.relkind = 'p' OR c.relispartition
-        OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
-                    WHERE i.inhparent = c.oid OR i.inhrelid = c.oid);
-    IF tables IS NOT NULL THEN
-        RAISE EXCEPTION 'steward 0.2.0 does not govern partitioned tables, partitions or inheritance trees: % %',
-                        tables, CASE WHEN tables LIKE '%,%' THEN 'are governed' ELSE 'is governed' END
+    IF (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'steward')
+       <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'steward''s update must be run by the extension''s owner, %, not %',
+                        (SELECT e.extowner::regrole FROM pg_catalog.pg_extension e WHERE e.extname = 'steward'),
+                        current_user
             USING ERRCODE = 'ST400',
-                  HINT = 'Nothing was changed. Under 0.1.0, SELECT steward.ungovern(''<table>'') for each (its records stay in the log), then upgrade; govern plain tables again afterwards (docs/dba-guide.md, Upgrading).';
+                  HINT = 'Nothing was changed. Connect (or SET ROLE) as the owner and run ALTER EXTENSION steward UPDATE again.';
     END IF;
 END
 $$;
 
-------------------------------------------------------------------------------------------------
+-- Every governed table must be one 0.2.0 can govern: 0.1.0 checked less (foreign keys that join
+-- two tenants' rows, rules, partitions: ADR 007 and 008). All of them are named at once.
+-- (0.2.0's check, created here so that it runs before anything changes; section 3 creates it
+-- again with the others.)
+CREATE OR REPLACE FUNCTION steward._table_faults(rel oid, tenant_column name, versioned boolean, soft_delete boolean)
+ RETURNS TABLE(fault text, hint text)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    cl  record;
+    tbl text;
+    r   record;
+BEGIN
+    SELECT c.relkind, c.relispartition, format('%I.%I', n.nspname, c.relname) AS name
+      INTO cl
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = _table_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    tbl := cl.name;
+    -- Rules run with their owner's privileges and outside row-level security: one can copy
+    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
+    FOR r IN SELECT w.rulename FROM pg_rewrite w
+              WHERE w.ev_class = _table_faults.rel AND w.rulename <> '_RETURN' LOOP
+        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
+        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
+        RETURN NEXT;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = tenant_column
+                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('tenant column %I of %s is no longer a uuid not null column', tenant_column, tbl);
+        hint := format('Put back %I as "uuid not null" (not generated)', tenant_column);
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _table_faults.rel AND i.indisprimary
+                                              AND i.indimmediate) THEN
+        fault := format('%s has no primary key, or a deferrable one', tbl);
+        hint := 'steward names rows by their primary key: put back one that is not deferrable';
+        RETURN NEXT;
+    END IF;
+    IF versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'version'
+                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
+        hint := 'Put back "version bigint not null default 1" (not generated)';
+        RETURN NEXT;
+    END IF;
+    IF soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'deleted_at'
+                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
+                      AND a.attgenerated = '') THEN
+        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
+        hint := 'Put back "deleted_at timestamptz"';
+        RETURN NEXT;
+    END IF;
+    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
+    -- without row-level security, so a key without the tenant column lets one tenant's row
+    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
+    -- their tenant columns.
+    FOR r IN
+        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
+               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
+          FROM pg_constraint k
+          LEFT JOIN steward.governed src ON src.rel = k.conrelid
+          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
+         WHERE k.contype = 'f'
+           AND (k.confrelid = _table_faults.rel
+                OR (k.conrelid = _table_faults.rel AND dst.rel IS NOT NULL))
+    LOOP
+        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
+               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
+                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
+                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
+                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
+            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
+                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
+            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
+                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
+    -- and a child's rows are reached without them (ADR 008).
+    IF cl.relkind = 'p' OR cl.relispartition
+       OR EXISTS (SELECT 1 FROM pg_inherits i
+                   WHERE i.inhparent = _table_faults.rel OR i.inhrelid = _table_faults.rel) THEN
+        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
+        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        RETURN NEXT;
+    END IF;
+END
+$function$;
+
+DO $$
+DECLARE
+    faults text;
+BEGIN
+    SELECT string_agg(x.line, E'\n' ORDER BY x.line) INTO faults
+      FROM (SELECT format('  %s: %s (%s)', g.rel::text, f.fault, f.hint) AS line
+              FROM steward.governed g
+              JOIN pg_catalog.pg_class c ON c.oid = g.rel
+             CROSS JOIN LATERAL steward._table_faults(g.rel::oid, g.tenant_column, g.versioned,
+                                                      g.soft_delete) AS f
+            UNION ALL
+            SELECT format('  %s: governed, but no such table exists any more (DELETE FROM steward.governed WHERE rel = %s)',
+                          g.rel::oid, g.rel::oid)
+              FROM steward.governed g
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = g.rel)) AS x;
+    IF faults IS NOT NULL THEN
+        RAISE EXCEPTION E'steward 0.2.0 cannot govern every table 0.1.0 governed:\n%', faults
+            USING ERRCODE = 'ST400',
+                  HINT = 'Nothing was changed. Under 0.1.0, fix each table as its hint says, or ungovern it: SELECT steward.ungovern(''<table>'') keeps its records but turns its row-level security off, so revoke tenant roles'' privileges on it first. Then run ALTER EXTENSION steward UPDATE again (docs/dba-guide.md, Upgrading).';
+    END IF;
+END
+$$;
+
+
 -- 2. steward's tables
 ------------------------------------------------------------------------------------------------
 
@@ -61,6 +190,11 @@ BEGIN
     END IF;
 END
 $$;
+-- A dump keeps the grants and trust of roles that exist (bootstrap.sql).
+SELECT pg_catalog.pg_extension_config_dump('steward.tenant_grants',
+    'WHERE role::oid IN (SELECT oid FROM pg_catalog.pg_roles)');
+SELECT pg_catalog.pg_extension_config_dump('steward.trusted_roles',
+    'WHERE role::oid IN (SELECT oid FROM pg_catalog.pg_roles)');
 ALTER TABLE steward.tenant_grants DROP CONSTRAINT tenant_grants_tenant_id_fkey;
 ALTER TABLE steward.tenant_grants RENAME COLUMN role_oid TO role;
 ALTER TABLE steward.tenant_grants ALTER COLUMN role TYPE regrole USING role::regrole;
@@ -70,24 +204,36 @@ ALTER TABLE steward.trusted_roles ALTER COLUMN role TYPE regrole USING role::reg
 -- The OID each governed table had when it was governed: here, the one it has.
 ALTER TABLE steward.governed ADD COLUMN source_oid oid;
 UPDATE steward.governed SET source_oid = rel::oid;
--- Each table's name in its row events' types; set by govern() (steward.regovern(), below).
+-- Each table's name in its row events' types: the one its 0.1.0 log trigger was given (the fifth
+-- argument: the name when it was governed), so that a table renamed since keeps sending what
+-- its consumers know; govern() keeps it from here on.
 ALTER TABLE steward.governed ADD COLUMN event_name text;
+UPDATE steward.governed g
+   SET event_name = coalesce(
+           (SELECT nullif(pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 5), '')
+              FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = g.rel AND t.tgname = 'steward_log' AND t.tgnargs >= 6),
+           (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = g.rel));
+
+-- Each seal names its record's txid: copied by a join on the log's 0.1.0 key (id), before that
+-- key is replaced below. 0.1.0's append-only guard (replaced in section 3) would refuse the
+-- update. A record prune_outbox() removed has no txid left to copy: its seal gets '0', which
+-- finds nothing, as the record is gone (its tombstone keeps its digest).
+DROP TRIGGER steward_append_only ON steward.audit_seals;
+ALTER TABLE steward.audit_seals ADD COLUMN txid xid8;
+UPDATE steward.audit_seals s SET txid = c.txid FROM steward.change_log c WHERE c.id = s.record_id;
+UPDATE steward.audit_seals s SET txid = '0' WHERE s.txid IS NULL;
+ALTER TABLE steward.audit_seals ALTER COLUMN txid SET NOT NULL;
+DROP INDEX steward.audit_seals_row;
+CREATE INDEX audit_seals_row ON steward.audit_seals (tenant_id, row_hash);
 
 -- The log's key leads with the tenant (ADR 009). Rebuilds the index: on a large log, the
 -- upgrade takes as long as building an index over it.
 ALTER TABLE steward.change_log DROP CONSTRAINT change_log_pkey;
 ALTER TABLE steward.change_log ADD CONSTRAINT change_log_pkey PRIMARY KEY (tenant_id, txid, id);
 
--- Each seal names its record's txid. 0.1.0's append-only guard (replaced below) would refuse
--- the update. A record prune_outbox() removed has no txid left to copy: its seal gets '0', which
--- finds nothing, as the record is gone (its tombstone keeps its digest).
-DROP TRIGGER steward_append_only ON steward.audit_seals;
-ALTER TABLE steward.audit_seals ADD COLUMN txid xid8;
-UPDATE steward.audit_seals s
-   SET txid = coalesce((SELECT c.txid FROM steward.change_log c WHERE c.id = s.record_id), '0');
-ALTER TABLE steward.audit_seals ALTER COLUMN txid SET NOT NULL;
-DROP INDEX steward.audit_seals_row;
-CREATE INDEX audit_seals_row ON steward.audit_seals (tenant_id, row_hash);
+-- The log's id sequence is steward's writer's only (a default privilege may have given it out).
+REVOKE ALL ON SEQUENCE steward.change_log_id_seq FROM PUBLIC;
 
 -- No row until the first seal: a dump's row restores into an empty table.
 DELETE FROM steward.seal_state WHERE horizon = '0';
@@ -403,6 +549,18 @@ AS $function$
      WHERE q.seqrelid = to_regclass('steward.change_log_id_seq') AND q.seqcache <> 1
 $function$;
 
+CREATE OR REPLACE FUNCTION steward._forget_dropped_roles()
+ RETURNS void
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    DELETE FROM steward.tenant_grants g
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = g.role::oid);
+    DELETE FROM steward.trusted_roles t
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role::oid);
+$function$;
+
 CREATE OR REPLACE FUNCTION steward._govern(rel regclass, tenant_column name DEFAULT 'tenant_id'::name, versioned boolean DEFAULT true, version_required boolean DEFAULT false, audited boolean DEFAULT true, events boolean DEFAULT true, soft_delete boolean DEFAULT false)
  RETURNS void
  LANGUAGE plpgsql
@@ -519,13 +677,22 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT steward.current_tenant()',
                    tbl, tenant_column);
 
-    -- The one argument list of the table's row triggers, written here and read by
-    -- extension/src/govern.rs (Args): the protocol, the tenant column, the version column (''
-    -- when not versioned), whether the version is required, soft delete, audited, events, the
-    -- table's qualified name and its name for event types, then the primary key's columns.
-    args := format('%L, %L, %L, %L, %L, %L, %L, %L, %L, %s', 'steward:2', tenant_column,
-                   CASE WHEN versioned THEN 'version' ELSE '' END, version_required, soft_delete,
-                   audited, events, tbl, c.relname, pk);
+    INSERT INTO steward.governed AS g
+           (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
+            source_oid, event_name)
+    VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
+            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid, c.relname)
+    ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
+       SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
+           version_required = excluded.version_required, audited = excluded.audited,
+           events = excluded.events, soft_delete = excluded.soft_delete,
+           -- A table's row events keep the name it was first governed under (a rename
+           -- does not change what consumers receive).
+           event_name = coalesce(g.event_name, excluded.event_name);
+
+    -- The one argument list of the table's row triggers (steward._trigger_args).
+    args := (SELECT string_agg(quote_literal(a), ', ' ORDER BY o)
+               FROM unnest(steward._trigger_args(rel)) WITH ORDINALITY AS t(a, o));
     EXECUTE format('DROP TRIGGER IF EXISTS steward_row_guard ON %s', tbl);
     EXECUTE format('CREATE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%s)', tbl, args);
@@ -547,16 +714,6 @@ BEGIN
                        'FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%s)', tbl, args);
     END IF;
 
-    INSERT INTO steward.governed AS g
-           (rel, tenant_column, versioned, version_required, audited, events, soft_delete,
-            source_oid, event_name)
-    VALUES (_govern.rel, _govern.tenant_column, _govern.versioned, _govern.version_required,
-            _govern.audited, _govern.events, _govern.soft_delete, _govern.rel::oid, c.relname)
-    ON CONFLICT ON CONSTRAINT governed_pkey DO UPDATE
-       SET tenant_column = excluded.tenant_column, versioned = excluded.versioned,
-           version_required = excluded.version_required, audited = excluded.audited,
-           events = excluded.events, soft_delete = excluded.soft_delete,
-           event_name = excluded.event_name;
 
     -- The primary key's columns other than the tenant column, sorted.
     SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keycols
@@ -636,14 +793,6 @@ BEGIN
         hint := format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
         RETURN NEXT;
     END IF;
-    -- Rules run with their owner's privileges and outside row-level security: one can copy
-    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
-    FOR r IN SELECT w.rulename FROM pg_rewrite w
-              WHERE w.ev_class = _governance_faults.rel AND w.rulename <> '_RETURN' LOOP
-        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
-        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
-        RETURN NEXT;
-    END LOOP;
     FOR r IN
         SELECT p.name
           FROM unnest(ARRAY['steward_tenant', 'steward_select', 'steward_insert', 'steward_update',
@@ -670,73 +819,34 @@ BEGIN
         hint := format('ALTER TABLE %s ENABLE TRIGGER %I (or govern the table again)', tbl, r.name);
         RETURN NEXT;
     END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = g.tenant_column
-                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
-                      AND a.attgenerated = '') THEN
-        fault := format('tenant column %I of %s is no longer a uuid not null column', g.tenant_column, tbl);
-        hint := format('Put back %I as "uuid not null" (not generated)', g.tenant_column);
-        RETURN NEXT;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary
-                                              AND i.indimmediate) THEN
-        fault := format('%s has no primary key, or a deferrable one', tbl);
-        hint := 'steward names rows by their primary key: put back one that is not deferrable';
-        RETURN NEXT;
-    END IF;
-    IF g.versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'version'
-                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
-                      AND a.attgenerated = '') THEN
-        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
-        hint := 'Put back "version bigint not null default 1" (not generated)';
-        RETURN NEXT;
-    END IF;
-    IF g.soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = _governance_faults.rel AND a.attname = 'deleted_at'
-                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
-                      AND a.attgenerated = '') THEN
-        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
-        hint := 'Put back "deleted_at timestamptz"';
-        RETURN NEXT;
-    END IF;
-    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
-    -- without row-level security, so a key without the tenant column lets one tenant's row
-    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
-    -- their tenant columns.
+    -- A trigger of that name is steward's only if it runs steward's function, when and how govern
+    -- attached it, for every row, with govern's arguments (CREATE OR REPLACE TRIGGER can swap any
+    -- of these in one command).
     FOR r IN
-        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
-               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
-          FROM pg_constraint k
-          LEFT JOIN steward.governed src ON src.rel = k.conrelid
-          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
-         WHERE k.contype = 'f'
-           AND (k.confrelid = _governance_faults.rel
-                OR (k.conrelid = _governance_faults.rel AND dst.rel IS NOT NULL))
+        SELECT x.tgname
+          FROM (VALUES ('steward_row_guard', 'steward._internal_row_guard()'::regprocedure, 15, true),
+                       ('steward_update_guard', 'steward._internal_update_guard()'::regprocedure, 19, true),
+                       ('steward_truncate_guard', 'steward._internal_truncate_guard()'::regprocedure, 34, false),
+                       ('steward_log', 'steward._internal_log_row()'::regprocedure, 29, true))
+               AS e(name, fn, type, with_args)
+          JOIN pg_trigger x ON x.tgrelid = _governance_faults.rel AND x.tgname = e.name
+         WHERE x.tgfoid <> e.fn OR x.tgtype <> e.type OR x.tgqual IS NOT NULL
+            OR x.tgattr::text <> '' OR x.tgconstraint <> 0 OR x.tgoldtable IS NOT NULL
+            OR x.tgnewtable IS NOT NULL
+            -- (without a primary key, the key's columns cannot be compared: that fault is its own)
+            OR (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary)
+                AND x.tgargs IS DISTINCT FROM CASE WHEN e.with_args THEN
+                   (SELECT string_agg(convert_to(a, current_setting('server_encoding')) || '\x00'::bytea,
+                                      ''::bytea ORDER BY o)
+                      FROM unnest(steward._trigger_args(_governance_faults.rel)) WITH ORDINALITY AS t(a, o))
+                   ELSE ''::bytea END)
     LOOP
-        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
-               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
-                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
-                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
-                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
-            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
-                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
-            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
-                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
-                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
-                           coalesce(r.dst_tenant, 'tenant_id'));
-            RETURN NEXT;
-        END IF;
-    END LOOP;
-    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
-    -- and a child's rows are reached without them (ADR 008).
-    IF cl.relkind = 'p' OR cl.relispartition
-       OR EXISTS (SELECT 1 FROM pg_inherits i
-                   WHERE i.inhparent = _governance_faults.rel OR i.inhrelid = _governance_faults.rel) THEN
-        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
-        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        fault := format('trigger %s on %s is not the one govern() attached: its function, events, condition or arguments were changed',
+                        r.tgname, tbl);
+        hint := format('SELECT steward.govern(%L, ...) with the options in steward.governed_tables attaches it again', tbl);
         RETURN NEXT;
-    END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM steward._table_faults(_governance_faults.rel, g.tenant_column, g.versioned, g.soft_delete);
 END
 $function$;
 
@@ -892,6 +1002,45 @@ AS $function$
                     _record_table.rel)
 $function$;
 
+CREATE OR REPLACE FUNCTION steward._reset_privileges(keep oid[])
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    o record;
+    a record;
+BEGIN
+    FOR o IN
+        SELECT d.classid, d.objid,
+               CASE WHEN d.classid = 'pg_proc'::regclass THEN 'FUNCTION ' || d.objid::regprocedure::text
+                    WHEN c.relkind = 'S' THEN 'SEQUENCE ' || d.objid::regclass::text
+                    ELSE 'TABLE ' || d.objid::regclass::text END AS what,
+               coalesce(p.proacl, c.relacl) AS acl,
+               coalesce(p.proowner, c.relowner) AS owner
+          FROM pg_depend d
+          LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+          LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+           AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'steward')
+           AND (p.oid IS NOT NULL OR c.relkind IN ('r', 'v', 'S'))
+           AND NOT d.objid = ANY (coalesce(keep, '{}'))
+    LOOP
+        FOR a IN SELECT DISTINCT x.grantee FROM aclexplode(o.acl) x
+                  WHERE x.grantee <> o.owner
+                    AND (x.grantee <> 0 OR o.what LIKE 'SEQUENCE %')
+                    AND NOT (x.grantee <> 0 AND pg_get_userbyid(x.grantee) LIKE 'steward\_%')
+        LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM %s', o.what,
+                           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END);
+        END LOOP;
+        IF o.classid = 'pg_proc'::regclass THEN
+            EXECUTE format('GRANT EXECUTE ON %s TO PUBLIC', o.what);
+        END IF;
+    END LOOP;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION steward._row_records(rel oid, row_key jsonb, tenant uuid)
  RETURNS SETOF steward.change_log
  LANGUAGE plpgsql
@@ -1009,6 +1158,103 @@ AS $function$
       FROM s
 $function$;
 
+CREATE OR REPLACE FUNCTION steward._table_faults(rel oid, tenant_column name, versioned boolean, soft_delete boolean)
+ RETURNS TABLE(fault text, hint text)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    cl  record;
+    tbl text;
+    r   record;
+BEGIN
+    SELECT c.relkind, c.relispartition, format('%I.%I', n.nspname, c.relname) AS name
+      INTO cl
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = _table_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    tbl := cl.name;
+    -- Rules run with their owner's privileges and outside row-level security: one can copy
+    -- every tenant's rows elsewhere, or divert writes past steward's triggers (DO INSTEAD).
+    FOR r IN SELECT w.rulename FROM pg_rewrite w
+              WHERE w.ev_class = _table_faults.rel AND w.rulename <> '_RETURN' LOOP
+        fault := format('rule %I on %s can copy or divert any tenant''s rows', r.rulename, tbl);
+        hint := format('DROP RULE %I ON %s', r.rulename, tbl);
+        RETURN NEXT;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = tenant_column
+                      AND NOT a.attisdropped AND a.atttypid = 'uuid'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('tenant column %I of %s is no longer a uuid not null column', tenant_column, tbl);
+        hint := format('Put back %I as "uuid not null" (not generated)', tenant_column);
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _table_faults.rel AND i.indisprimary
+                                              AND i.indimmediate) THEN
+        fault := format('%s has no primary key, or a deferrable one', tbl);
+        hint := 'steward names rows by their primary key: put back one that is not deferrable';
+        RETURN NEXT;
+    END IF;
+    IF versioned AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'version'
+                      AND NOT a.attisdropped AND a.atttypid = 'bigint'::regtype AND a.attnotnull
+                      AND a.attgenerated = '') THEN
+        fault := format('column "version" of %s is no longer a bigint not null column', tbl);
+        hint := 'Put back "version bigint not null default 1" (not generated)';
+        RETURN NEXT;
+    END IF;
+    IF soft_delete AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = _table_faults.rel AND a.attname = 'deleted_at'
+                      AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype
+                      AND a.attgenerated = '') THEN
+        fault := format('column "deleted_at" of %s is no longer a timestamptz column', tbl);
+        hint := 'Put back "deleted_at timestamptz"';
+        RETURN NEXT;
+    END IF;
+    -- Foreign keys into this table, and from it into other governed tables: Postgres checks them
+    -- without row-level security, so a key without the tenant column lets one tenant's row
+    -- reference (and pin) another tenant's. Both sides must be governed and the key must pair
+    -- their tenant columns.
+    FOR r IN
+        SELECT k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey,
+               src.tenant_column AS src_tenant, dst.tenant_column AS dst_tenant
+          FROM pg_constraint k
+          LEFT JOIN steward.governed src ON src.rel = k.conrelid
+          LEFT JOIN steward.governed dst ON dst.rel = k.confrelid
+         WHERE k.contype = 'f'
+           AND (k.confrelid = _table_faults.rel
+                OR (k.conrelid = _table_faults.rel AND dst.rel IS NOT NULL))
+    LOOP
+        IF r.src_tenant IS NULL OR r.dst_tenant IS NULL OR NOT EXISTS (
+               SELECT 1 FROM unnest(r.conkey, r.confkey) AS u(s, d)
+                 JOIN pg_attribute sa ON sa.attrelid = r.conrelid AND sa.attnum = u.s
+                 JOIN pg_attribute da ON da.attrelid = r.confrelid AND da.attnum = u.d
+                WHERE sa.attname = r.src_tenant AND da.attname = r.dst_tenant) THEN
+            fault := format('foreign key %I of %s references %s without pairing the tenant columns: it can join rows of two tenants',
+                            r.conname, r.conrelid::regclass, r.confrelid::regclass);
+            hint := format('Govern both tables and make the key composite, e.g. FOREIGN KEY (%I, project_id) REFERENCES %s (%I, id), with a unique key on %s (%I, id)',
+                           coalesce(r.src_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'), r.confrelid::regclass,
+                           coalesce(r.dst_tenant, 'tenant_id'));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- Partitions and inheritance: a query through a parent applies the parent's policies only,
+    -- and a child's rows are reached without them (ADR 008).
+    IF cl.relkind = 'p' OR cl.relispartition
+       OR EXISTS (SELECT 1 FROM pg_inherits i
+                   WHERE i.inhparent = _table_faults.rel OR i.inhrelid = _table_faults.rel) THEN
+        fault := format('%s is partitioned, a partition, or in an inheritance tree, which steward does not govern', tbl);
+        hint := 'Govern plain tables: detach the partition (or NO INHERIT) first, or keep the table out of the tree.';
+        RETURN NEXT;
+    END IF;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION steward._tenant_gone()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -1036,6 +1282,29 @@ BEGIN
     END IF;
     RETURN found;
 END
+$function$;
+
+CREATE OR REPLACE FUNCTION steward._trigger_args(rel oid)
+ RETURNS text[]
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ARRAY['steward:2', g.tenant_column::text,
+                 CASE WHEN g.versioned THEN 'version' ELSE '' END,
+                 CASE WHEN g.version_required THEN 't' ELSE 'f' END,
+                 CASE WHEN g.soft_delete THEN 't' ELSE 'f' END,
+                 CASE WHEN g.audited THEN 't' ELSE 'f' END,
+                 CASE WHEN g.events THEN 't' ELSE 'f' END,
+                 g.event_name]
+           || ARRAY(SELECT a.attname::text
+                      FROM pg_index i
+                     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     WHERE i.indrelid = g.rel AND i.indisprimary
+                     ORDER BY k.ord)
+      FROM steward.governed g
+     WHERE g.rel = _trigger_args.rel
 $function$;
 
 CREATE OR REPLACE FUNCTION steward._ungovern(rel regclass)
@@ -1270,6 +1539,7 @@ CREATE OR REPLACE FUNCTION steward.grant_tenant(role regrole, tenant uuid)
 AS $function$
 BEGIN
     PERFORM steward._tenant_slug(tenant);
+    PERFORM steward._forget_dropped_roles();
     INSERT INTO steward.tenant_grants (role, tenant_id)
     VALUES (grant_tenant.role, tenant)
     ON CONFLICT DO NOTHING;
@@ -1383,6 +1653,7 @@ AS $function$
 DECLARE
     g record;
 BEGIN
+    PERFORM steward._forget_dropped_roles();
     FOR g IN SELECT * FROM steward.governed ORDER BY rel::oid LOOP
         PERFORM steward.govern(g.rel, g.tenant_column, g.versioned, g.version_required,
                                g.audited, g.events, g.soft_delete);
@@ -1478,6 +1749,7 @@ CREATE OR REPLACE FUNCTION steward.trust_role(role regrole)
  LANGUAGE sql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+    SELECT steward._forget_dropped_roles();
     INSERT INTO steward.trusted_roles (role) VALUES (trust_role.role) ON CONFLICT DO NOTHING;
 $function$;
 
@@ -1587,31 +1859,6 @@ BEGIN
 END
 $function$;
 
--- Their privileges.
-REVOKE ALL ON FUNCTION steward._ddl_guard() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._ddl_guard_start() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._extension_guard() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._faults_of(oid[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._govern(regclass,name,boolean,boolean,boolean,boolean,boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._governance_faults(oid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_batch_behind(uuid,text,text,text,bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_batch_find(uuid,text,text,text,bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_batch_next(uuid,text,text,text,bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_ddl_begin(text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_ddl_end() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_governed_guard() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_governing_begin(oid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_governing_end(oid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_record_ddl(text,text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_record_refusal(text,text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._internal_witness(uuid,bigint,bytea) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._seal_audit() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._tenant_gone() FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward._ungovern(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION steward.delete_version(regclass,jsonb,bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION steward.delete_version(regclass,jsonb,bigint) TO PUBLIC;
-REVOKE ALL ON FUNCTION steward.regovern() FROM PUBLIC;
-
 CREATE VIEW steward.consumer_lag AS SELECT * FROM steward._consumer_lag();
 GRANT SELECT ON steward.consumer_lag TO PUBLIC;
 
@@ -1649,6 +1896,13 @@ CREATE TRIGGER steward_governed_guard_truncate BEFORE TRUNCATE ON steward.govern
 ALTER TABLE steward.governed ENABLE ALWAYS TRIGGER steward_governed_guard,
                              ENABLE ALWAYS TRIGGER steward_governed_guard_truncate;
 
+------------------------------------------------------------------------------------------------
+-- 4. The governed tables, governed as 0.2.0 governs
+------------------------------------------------------------------------------------------------
+SELECT count(*) AS regoverned FROM steward.regovern();
+
+-- The DDL guard, once the tables are governed (its checks would run for every command of every
+-- govern() above).
 CREATE EVENT TRIGGER steward_ddl_guard_start ON ddl_command_start
     EXECUTE FUNCTION steward._ddl_guard_start();
 CREATE EVENT TRIGGER steward_ddl_guard ON ddl_command_end
@@ -1663,11 +1917,122 @@ ALTER EVENT TRIGGER steward_ddl_guard_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard ENABLE ALWAYS;
 ALTER EVENT TRIGGER steward_ddl_guard_drops ENABLE ALWAYS;
 
-------------------------------------------------------------------------------------------------
--- 4. The governed tables, governed as 0.2.0 governs
-------------------------------------------------------------------------------------------------
-SELECT count(*) AS regoverned FROM steward.regovern();
-
+-- The privileges of what this update created (steward._reset_privileges, sql/privileges.sql),
+-- then steward's.
+SELECT steward._reset_privileges(
+           pg_catalog.string_to_array(pg_catalog.current_setting('steward_upgrade.kept'), ',')::oid[]);
+REVOKE ALL ON FUNCTION steward._append_only_tables() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._append_only_tables() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._chain_step(bytea,bytea,boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._chain_step(bytea,bytea,boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._consumer(text,boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._consumer(text,boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._consumer_lag() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._consumer_lag() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._consumer_position(steward.consumers) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._consumer_position(steward.consumers) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._ddl_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._ddl_guard_start() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._events_between(uuid,pg_snapshot,pg_snapshot) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._events_between(uuid,pg_snapshot,pg_snapshot) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._extension_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._faults_of(oid[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._forget_dropped_roles() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._govern(regclass,name,boolean,boolean,boolean,boolean,boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._governance_faults(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._horizon() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._horizon() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_aggregate_id(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_aggregate_id(jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_annotations() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_annotations() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_batch_behind(uuid,text,text,text,bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_batch_find(uuid,text,text,text,bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_batch_next(uuid,text,text,text,bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_break_glass_active() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_break_glass_active() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_consumer_scope() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_consumer_scope() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_consumer_visible(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_consumer_visible(uuid) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_ddl_begin(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_ddl_end() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_ddl_known() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_ddl_known() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_governed_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_governing(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_governing(oid) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_governing_begin(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_governing_end(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_headers(jsonb,text,text,text,text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_headers(jsonb,text,text,text,text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_own_write(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_own_write(oid) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_plan_guard() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_plan_guard() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_record_ddl(text,text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_record_refusal(text,text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_restore(oid,jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_restore(oid,jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_row_hash(oid,jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_row_hash(oid,jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_uuid_v7() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_uuid_v7() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_wake_at_commit() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_wake_at_commit() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_witness(uuid,bigint,bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._internal_xid_offset(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_xid_offset(boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._old_row(jsonb,jsonb,jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._old_row(jsonb,jsonb,jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._payload_digest(steward.change_log,bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._payload_digest(steward.change_log,bytea) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._raise(text,text,text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._raise(text,text,text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._record_digest(steward.change_log,bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._record_digest(steward.change_log,bytea) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._record_table(oid,xid8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._record_table(oid,xid8) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._reset_privileges(oid[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._row_records(oid,jsonb,uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._row_records(oid,jsonb,uuid) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._seal_audit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._snapshot(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._snapshot(boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward._table_faults(oid,name,boolean,boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._tenant_gone() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._trigger_args(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward._ungovern(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steward.ack(text,bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.ack(text,bigint) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.annotate(text,text,text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.annotate(text,text,text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.break_glass(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.break_glass(text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.create_consumer(text,text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.create_consumer(text,text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.current_actor() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.current_actor() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.current_tenant() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.current_tenant() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.delete_version(regclass,jsonb,bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.delete_version(regclass,jsonb,bigint) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.emit(text,text,text,jsonb,jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.emit(text,text,text,jsonb,jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.enter_tenant(uuid,text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.enter_tenant(uuid,text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.enter_tenant_token(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.enter_tenant_token(text) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.history(regclass,jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.history(regclass,jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.poll(text,integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.poll(text,integer) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.regovern() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.regovern() TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.row_as_of(regclass,jsonb,timestamp with time zone) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.row_as_of(regclass,jsonb,timestamp with time zone) TO PUBLIC;
+REVOKE ALL ON FUNCTION steward.seek(text,timestamp with time zone) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward.seek(text,timestamp with time zone) TO PUBLIC;
 -- steward's transaction-id base (ADR 010): this cluster's ids, recorded now, so that the
 -- append-only tables are steward's own from here on.
 SELECT steward._internal_xid_offset();

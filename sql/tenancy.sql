@@ -42,6 +42,21 @@ BEGIN
 END
 $$;
 
+-- Grants and trust of roles that no longer exist: a role is kept by OID, and a new role could
+-- one day be given a dropped one's (a dump leaves them out: their extcondition in bootstrap.sql).
+-- Removed whenever a grant or trust is given, and by regovern().
+CREATE FUNCTION steward._forget_dropped_roles()
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM steward.tenant_grants g
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = g.role::oid);
+    DELETE FROM steward.trusted_roles t
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role::oid);
+$$;
+
 CREATE FUNCTION steward.grant_tenant(role regrole, tenant uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -49,6 +64,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM steward._tenant_slug(tenant);
+    PERFORM steward._forget_dropped_roles();
     INSERT INTO steward.tenant_grants (role, tenant_id)
     VALUES (grant_tenant.role, tenant)
     ON CONFLICT DO NOTHING;
@@ -86,6 +102,7 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT steward._forget_dropped_roles();
     INSERT INTO steward.trusted_roles (role) VALUES (trust_role.role) ON CONFLICT DO NOTHING;
 $$;
 

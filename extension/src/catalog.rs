@@ -12,6 +12,7 @@
 //!   (`relid` is InvalidOid when every entry was invalidated).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::pg_guard;
@@ -49,10 +50,34 @@ pub(crate) fn relation(name: &'static CStr) -> pg_sys::Oid {
     oid
 }
 
+/// Whether `func` is `steward.<name>` (syscache lookups; no SQL).
+pub(crate) fn is_function(func: pg_sys::Oid, name: &CStr) -> bool {
+    // SAFETY: syscache lookups by OID inside a transaction; get_func_name returns NULL for an OID
+    // that names no function, else a palloc'd NUL-terminated name.
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), true);
+        if ns == pg_sys::InvalidOid || pg_sys::get_func_namespace(func) != ns {
+            return false;
+        }
+        let found = pg_sys::get_func_name(func);
+        !found.is_null() && CStr::from_ptr(found) == name
+    }
+}
+
 /// Whether the steward extension is installed in this database.
 pub(crate) fn installed() -> bool {
     // SAFETY: a syscache lookup by name inside a transaction; missing_ok, so it does not raise.
     unsafe { pg_sys::get_extension_oid(c"steward".as_ptr(), true) != pg_sys::InvalidOid }
+}
+
+/// Drops what a cache keyed by relation OID holds of `relid`, or everything when `relid` is
+/// InvalidOid (every relation's entry was invalidated).
+pub(crate) fn forget<V>(cache: &mut HashMap<pg_sys::Oid, V>, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid {
+        cache.clear();
+    } else {
+        cache.remove(&relid);
+    }
 }
 
 /// Registers steward's one relcache callback. Called once, from `_PG_init`.

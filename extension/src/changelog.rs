@@ -394,13 +394,7 @@ thread_local! {
 /// this): the log's layout goes when the log changes.
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     // A rename invalidates the table's entry: its name is looked up again.
-    TABLE_NAMES.with_borrow_mut(|m| {
-        if relid == pg_sys::InvalidOid {
-            m.clear();
-        } else {
-            m.remove(&relid);
-        }
-    });
+    TABLE_NAMES.with_borrow_mut(|m| crate::catalog::forget(m, relid));
     LOG_LAYOUT.with_borrow_mut(|c| {
         if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
             c.generation += 1;
@@ -776,20 +770,21 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         // The record is filed under the tenant the row belongs to, whatever the context says
         // by the time this AFTER trigger runs (the guards checked the row against the context
         // the statement started with).
-        let row_tenant = crate::govern::row_tenant(
-            if new.is_null() { old } else { new },
-            tupdesc,
-            shape
-                .tenant
-                .expect("the log trigger names the tenant column"),
-        )
-        .ok_or_else(|| {
-            StewardError::forbidden(
-                format!("a row of {} has no tenant", args.table_name),
+        let row_tenant =
+            crate::govern::row_tenant(
+                if new.is_null() { old } else { new },
+                tupdesc,
+                shape
+                    .tenant
+                    .expect("the log trigger names the tenant column"),
+            )
+            .ok_or_else(|| {
+                StewardError::forbidden(
+                format!("a row of {} has no tenant", name_now(trigger, (*table).rd_id)),
                 "Every row of a governed table belongs to a tenant; steward fills the column from \
                  the tenant context.",
             )
-        })?;
+            })?;
         // The guards checked the row against the context before the table's own BEFORE
         // triggers that sort after them ran; one of those may have moved the row (RLS stops
         // that for tenant roles, not for roles that bypass it). The context cannot change
@@ -799,7 +794,8 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
                 format!(
                     "a row of {} ended in another tenant than {}: a trigger of the table changed \
                      its tenant column after steward's guard",
-                    args.table_name, context.tenant
+                    name_now(trigger, (*table).rd_id),
+                    context.tenant
                 ),
                 "Rows never change tenant; drop or fix the table's trigger that sets the tenant \
                  column.",

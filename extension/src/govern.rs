@@ -313,8 +313,8 @@ unsafe fn read_shape(
 }
 
 /// The arguments a governed table's row triggers are given: one list, the same for the row
-/// guard, the update guard and the log trigger, written by `steward._govern` (sql/govern.sql) and
-/// read here only. What the triggers know of the table as `govern` saw it; [`shape`] checks the
+/// guard, the update guard and the log trigger, made by `steward._trigger_args` (sql/govern.sql)
+/// and read here only. What the triggers know of the table as `govern` saw it; [`shape`] checks the
 /// table as it is now against it.
 pub(crate) struct Args<'a> {
     pub tenant_column: &'a str,
@@ -324,8 +324,6 @@ pub(crate) struct Args<'a> {
     pub soft_delete: bool,
     pub audited: bool,
     pub events: bool,
-    /// The table's qualified name when it was governed.
-    pub table_name: &'a str,
     /// Its name in its row events' types (`<event_name>.created`).
     pub event_name: &'a str,
     /// The primary key's columns.
@@ -336,7 +334,7 @@ pub(crate) struct Args<'a> {
 /// layout has triggers this release cannot read; they refuse to run until it is governed again.
 const ARGS_LAYOUT: &str = "steward:2";
 /// Arguments before the key's columns.
-const ARGS_FIXED: usize = 9;
+const ARGS_FIXED: usize = 8;
 
 impl<'a> Args<'a> {
     /// `t`'s arguments, or None when they are not in this release's layout.
@@ -367,8 +365,7 @@ impl<'a> Args<'a> {
             soft_delete: flag(4)?,
             audited: flag(5)?,
             events: flag(6)?,
-            table_name: arg(7)?,
-            event_name: arg(8)?,
+            event_name: arg(7)?,
             key: (ARGS_FIXED..n).map(arg).collect::<Option<Vec<_>>>()?,
         })
     }

@@ -197,3 +197,28 @@ SELECT count(*) AS steward_kept FROM pg_extension WHERE extname = 'steward';
 SELECT new_row ->> 'command' AS command, count(*) AS refused FROM steward.change_log
  WHERE event_type = 'steward.ddl.refused' AND new_row ->> 'weakens' LIKE 'drops steward%'
  GROUP BY 1 ORDER BY 1;
+
+-- A trigger of steward's name is steward's only as govern() attached it. The owner cannot swap in
+-- a function of its own with CREATE OR REPLACE TRIGGER (nothing would be audited, TRUNCATE would
+-- pass), nor a superuser steward's own function with other events, a condition or other
+-- arguments (audited => 'f'): each is refused with ST403.
+\c - app_owner
+CREATE FUNCTION app.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+SELECT q AS ddl, public.outcome(q) AS outcome FROM unnest(ARRAY[
+  'CREATE OR REPLACE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON app.vault FOR EACH ROW EXECUTE FUNCTION app.noop()',
+  'CREATE OR REPLACE TRIGGER steward_truncate_guard BEFORE TRUNCATE ON app.vault FOR EACH STATEMENT EXECUTE FUNCTION app.noop()',
+  'CREATE OR REPLACE TRIGGER steward_row_guard BEFORE INSERT OR DELETE ON app.vault FOR EACH ROW EXECUTE FUNCTION app.noop()',
+  'CREATE OR REPLACE TRIGGER steward_update_guard BEFORE UPDATE ON app.vault FOR EACH ROW EXECUTE FUNCTION app.noop()'
+]) q;
+\c - postgres
+SELECT string_agg(quote_literal(a), ', ' ORDER BY o) AS args
+  FROM unnest(steward._trigger_args('app.vault'::regclass)) WITH ORDINALITY AS t(a, o) \gset
+SELECT q AS ddl, public.outcome(q) AS outcome FROM unnest(ARRAY[
+  format('CREATE OR REPLACE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON app.vault FOR EACH ROW EXECUTE FUNCTION steward._internal_log_row(%s)',
+         replace(:'args', '''t'', ''t'', ''vault''', '''f'', ''f'', ''vault''')),
+  format('CREATE OR REPLACE TRIGGER steward_log AFTER INSERT OR UPDATE OR DELETE ON app.vault FOR EACH ROW WHEN (false) EXECUTE FUNCTION steward._internal_log_row(%s)', :'args'),
+  format('CREATE OR REPLACE TRIGGER steward_row_guard BEFORE INSERT ON app.vault FOR EACH ROW EXECUTE FUNCTION steward._internal_row_guard(%s)', :'args')
+]) q;
+-- The triggers are govern()'s still.
+SELECT tgname, tgfoid::regproc AS function, tgtype, tgqual IS NULL AS unconditional
+  FROM pg_trigger WHERE tgrelid = 'app.vault'::regclass AND tgname LIKE 'steward%' ORDER BY 1;

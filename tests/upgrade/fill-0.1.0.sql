@@ -1,6 +1,7 @@
--- Fills a database with steward 0.1.0 the way its users did (0.1.0's own API): tenants, grants,
--- governed tables (one partitioned), records sealed and unsealed, an erasure, events, a pruned
--- event and consumers part way through the outbox.
+-- Fills a database with steward 0.1.0 the way its users did (0.1.0's own API): tenants, grants
+-- and trust (of roles since dropped too), governed tables (one partitioned, one with a foreign
+-- key 0.2.0 refuses: tests/upgrade/remedy-0.1.0.sql), records sealed and unsealed, an erasure,
+-- events, pruned events and consumers part way through the outbox.
 \set ON_ERROR_STOP 1
 INSERT INTO steward.tenants (tenant_id, slug, display_name) VALUES
     ('00000000-0000-4000-8000-0000000000a1', 'acme', 'Acme'),
@@ -9,6 +10,7 @@ SELECT steward.grant_tenant('up_acme', '00000000-0000-4000-8000-0000000000a1');
 SELECT steward.grant_tenant('up_globex', '00000000-0000-4000-8000-0000000000b2');
 SELECT steward.grant_tenant('up_gone', '00000000-0000-4000-8000-0000000000a1');
 SELECT steward.trust_role('up_service');
+SELECT steward.trust_role('up_gone_service');
 
 -- A partitioned table: 0.1.0 governed it; 0.2.0 refuses to (the suite shows the refusal, then
 -- ungoverns it under 0.1.0, as docs/dba-guide.md tells a DBA to).
@@ -21,17 +23,28 @@ CREATE TABLE shop.ledger (
 ) PARTITION BY RANGE (day);
 CREATE TABLE shop.ledger_2026 PARTITION OF shop.ledger FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 GRANT SELECT, INSERT ON shop.ledger TO PUBLIC;
+-- A foreign key that does not pair the tenant columns: 0.1.0 let one tenant's line reference
+-- another tenant's order.
+CREATE TABLE shop.order_lines (
+    id        bigint PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    order_id  bigint NOT NULL REFERENCES shop.orders (id)
+);
+GRANT SELECT, INSERT ON shop.order_lines TO PUBLIC;
 RESET ROLE;
 SELECT steward.govern('shop.ledger', versioned => false);
+SELECT steward.govern('shop.order_lines', versioned => false);
 
 -- Rows through the front door: the trusted service, one tenant per transaction.
 SET SESSION AUTHORIZATION up_service;
 BEGIN;
 SELECT steward.enter_tenant('00000000-0000-4000-8000-0000000000a1', 'seed');
 SELECT steward.annotate(reason => 'first orders');
+-- First: an event only the outbox needs (notes are not audited), which both consumers ack below
+-- and prune_outbox() then removes.
+INSERT INTO shop.notes (id, body) VALUES (1, 'acme note');
 INSERT INTO shop.orders (id, item, amount) VALUES (1, 'rocket skates', 10), (2, 'giant magnet', 20);
 INSERT INTO shop.customers (email, name) VALUES ('wile@acme.test', 'Wile E.'), ('road@acme.test', 'Runner');
-INSERT INTO shop.notes (id, body) VALUES (1, 'acme note');
 INSERT INTO shop.ledger (day, entry) VALUES ('2026-03-01', 'acme opened');
 SELECT steward.emit('order.placed', 'order', '1', '{"id": 1}');
 COMMIT;
@@ -68,4 +81,9 @@ INSERT INTO shop.notes (id, body) VALUES (3, 'unsealed note');
 COMMIT;
 RESET SESSION AUTHORIZATION;
 
+-- Events only the outbox needed, acked by both consumers: pruned (tombstones keep their digests).
+SELECT count(*) >= 0 AS sealed FROM steward.seal_audit();
+SELECT steward.prune_outbox('0 seconds') AS pruned;
+
 DROP ROLE up_gone;
+DROP ROLE up_gone_service;

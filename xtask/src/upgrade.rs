@@ -42,11 +42,19 @@ fn parse_releases(text: &str) -> Result<Vec<Release>> {
         }
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
-            (Some(v), Some(c), None) => out.push(Release {
-                version: v.to_string(),
-                commit: c.to_string(),
-            }),
-            _ => bail!("sql/releases.txt: {line:?} is not \"VERSION COMMIT\""),
+            // The whole hash: a short one could be shadowed by a tag or branch of that name.
+            (Some(v), Some(c), None)
+                if c.len() == 40 && c.chars().all(|x| x.is_ascii_hexdigit()) =>
+            {
+                out.push(Release {
+                    version: v.to_string(),
+                    commit: c.to_ascii_lowercase(),
+                })
+            }
+            _ => bail!(
+                "sql/releases.txt: {line:?} is not \"VERSION COMMIT\" with the commit's whole \
+                 40-digit hash"
+            ),
         }
     }
     Ok(out)
@@ -112,10 +120,37 @@ fn git(args: &[&str]) -> Result<String> {
 pub fn check_released_scripts() -> Result<()> {
     step("released upgrade scripts are unchanged, and every release upgrades to this one");
     let scripts = scripts_here()?;
+    // pgrx installs the scripts it finds in extension/sql: that must be sql/ itself.
+    let link = std::fs::read_link(repo_root().join("extension/sql"))
+        .context("extension/sql must be a link to ../sql")?;
+    if link != Path::new("../sql") {
+        bail!("extension/sql links to {}, not ../sql", link.display());
+    }
     for r in releases()? {
-        git(&["cat-file", "-e", &format!("{}^{{commit}}", r.commit)]).with_context(|| {
+        let resolved = git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &format!("{}^{{commit}}", r.commit),
+        ])
+        .with_context(|| {
             format!(
                 "release {} names commit {}, which this clone does not have (a shallow clone?)",
+                r.version, r.commit
+            )
+        })?;
+        if resolved.trim() != r.commit {
+            bail!(
+                "release {}: {} resolves to {}",
+                r.version,
+                r.commit,
+                resolved.trim()
+            );
+        }
+        git(&["merge-base", "--is-ancestor", &r.commit, "HEAD"]).with_context(|| {
+            format!(
+                "release {}'s commit {} is not in this branch's history",
                 r.version, r.commit
             )
         })?;
@@ -125,7 +160,7 @@ pub fn check_released_scripts() -> Result<()> {
             if script_versions(name).is_none() {
                 continue;
             }
-            let released = git(&["show", &format!("{}:{path}", r.commit)])?;
+            let released = git(&["cat-file", "blob", &format!("{}:{path}", r.commit)])?;
             let here = std::fs::read_to_string(repo_root().join(path)).with_context(|| {
                 format!(
                     "{path} was released in {} and must stay in the repository",
@@ -431,15 +466,28 @@ fn names_a_dropped_role(row: &str) -> bool {
 /// The suite's consumers: (name, the role that reads it).
 const CONSUMERS: &[(&str, &str)] = &[("relay", "postgres"), ("acme-feed", "up_acme")];
 
-/// Every event `consumer` has yet to be given, read without moving it (poll does not, until ack).
+/// Every event `consumer` has yet to be given, without moving it: the consumer is drained in one
+/// transaction, which is rolled back (a release's poll may give only one batch at a time).
 fn pending(cluster: &Cluster, db: &str, consumer: &str, role: &str) -> Result<Vec<String>> {
     let mut c = connect(cluster, db, role)?;
-    let mut ids = rows(
-        &mut c,
-        &format!("SELECT id FROM steward.poll('{consumer}', 10000)"),
-    )?;
-    ids.sort();
-    Ok(ids)
+    let mut tx = c.transaction()?;
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let mut batch = Vec::new();
+        for m in tx.simple_query(&format!("SELECT id FROM steward.poll('{consumer}', 1000)"))? {
+            if let postgres::SimpleQueryMessage::Row(row) = m {
+                batch.push(row.get(0).unwrap_or_default().to_string());
+            }
+        }
+        let Some(last) = batch.last().cloned() else {
+            tx.rollback()?;
+            all.sort();
+            return Ok(all);
+        };
+        tx.batch_execute(&format!("SELECT steward.ack('{consumer}', {last})"))?;
+        all.extend(batch);
+    }
+    bail!("{consumer} was still being given events after 1000 polls")
 }
 
 /// Polls and acks until nothing is left; returns every event id it was given.
@@ -672,44 +720,61 @@ pub fn suite(conf: &str) -> Result<Counts> {
         let mut c = connect(&cluster, "upgraded", "postgres")?;
 
         // Between the restart and the update, a governed table's triggers still carry the old
-        // release's arguments: the new library refuses to guess what they mean.
-        checks.check(
-            "before the update, a write to a governed table is refused with ST400, not misread",
-            (|| {
-                // As a superuser (row-level security does not apply; the triggers do).
-                let r = c.batch_execute("DELETE FROM shop.notes WHERE id = 1");
-                match r {
-                    Ok(()) => bail!("the write went through"),
-                    Err(e) => {
-                        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-                        let msg = e.as_db_error().map(|d| d.message().to_string());
-                        let msg = msg.unwrap_or_default();
-                        if code != "ST400" || !msg.contains("earlier release") {
-                            bail!("{code}: {msg}");
+        // release's arguments: when their layout is not this release's, the new library refuses
+        // to guess what they mean.
+        let old_layout = rows(
+            &mut c,
+            "SELECT count(*) FROM pg_trigger
+              WHERE tgname = 'steward_row_guard'
+                AND position('steward:2\\000'::bytea IN tgargs) <> 1",
+        )?
+        .concat()
+            != "0";
+        if old_layout {
+            checks.check(
+                "before the update, a write through an earlier layout's trigger is refused with ST400",
+                (|| {
+                    // As a superuser (row-level security does not apply; the triggers do).
+                    let r = c.batch_execute("DELETE FROM shop.notes WHERE id = 1");
+                    match r {
+                        Ok(()) => bail!("the write went through"),
+                        Err(e) => {
+                            let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                            let msg = e.as_db_error().map(|d| d.message().to_string());
+                            let msg = msg.unwrap_or_default();
+                            if code != "ST400" || !msg.contains("earlier release") {
+                                bail!("{code}: {msg}");
+                            }
                         }
                     }
-                }
-                Ok(())
-            })(),
-        );
+                    Ok(())
+                })(),
+            );
+        }
 
-        // A governed partitioned table: refused, nothing changed; ungoverned, then upgraded.
-        let partitioned = rows(
-            &mut c,
-            "SELECT g.rel::text FROM steward.governed g JOIN pg_class k ON k.oid = g.rel
-              WHERE k.relkind = 'p' ORDER BY 1",
-        )?;
-        if !partitioned.is_empty() {
+        // What the new release cannot carry over (tests/upgrade/remedy-V.sql names it): refused,
+        // all named at once, nothing changed; then the DBA's remedy, and the update.
+        let remedy = format!("remedy-{}.sql", r.version);
+        let remedy_text =
+            std::fs::read_to_string(repo_root().join("tests/upgrade").join(&remedy)).ok();
+        let refused_tables: Vec<String> = remedy_text
+            .as_deref()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("-- refused:")))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        if !refused_tables.is_empty() {
             let refused = c.batch_execute("ALTER EXTENSION steward UPDATE");
             checks.check(
-                "a governed partitioned table: the upgrade is refused with ST400, naming it",
+                "tables the new release cannot govern: the update is refused with ST400, naming each",
                 match refused {
                     Ok(()) => Err(anyhow::anyhow!("the upgrade went through")),
                     Err(e) => {
                         let code = e.code().map(|s| s.code().to_string()).unwrap_or_default();
                         let msg = e.as_db_error().map(|d| d.message().to_string());
                         let msg = msg.unwrap_or_default();
-                        if code == "ST400" && partitioned.iter().all(|t| msg.contains(t.as_str())) {
+                        if code == "ST400"
+                            && refused_tables.iter().all(|t| msg.contains(t.as_str()))
+                        {
                             Ok(())
                         } else {
                             Err(anyhow::anyhow!("{code}: {msg}"))
@@ -724,12 +789,16 @@ pub fn suite(conf: &str) -> Result<Counts> {
                     same_data(&before, &snapshot(&mut c)?)
                 })(),
             );
-            for t in &partitioned {
-                c.batch_execute(&format!("SELECT steward.ungovern('{t}')"))?;
-            }
+            psql_file(&cluster, "upgraded", &remedy)?;
         }
+        // The update's objects get steward's privileges, whatever the database's defaults say:
+        // here they would give the service every new function and table, and take EXECUTE on
+        // new functions from PUBLIC (so from every tenant role).
+        psql_file(&cluster, "upgraded", "default_privileges.sql")?;
+        let still_governed = rows(&mut c, "SELECT rel::text FROM steward.governed")?;
         let dangling_before: Vec<String> = before["tenant grants"]
             .iter()
+            .chain(before["trusted roles"].iter())
             .filter(|r| names_a_dropped_role(r))
             .cloned()
             .collect();
@@ -743,7 +812,7 @@ pub fn suite(conf: &str) -> Result<Counts> {
                 }
                 if k == "governed tables" {
                     v.retain(|row| {
-                        !partitioned
+                        still_governed
                             .iter()
                             .any(|t| row.starts_with(&format!("{t}|")))
                     });
@@ -770,6 +839,15 @@ pub fn suite(conf: &str) -> Result<Counts> {
             );
         }
         checks.check(
+            "the fill left pruned events (seals whose record is gone) and sealed ones",
+            (|| {
+                if before["tombstones"].is_empty() || before["seals"].is_empty() {
+                    bail!("no tombstone or no seal: the fill shows less than it should");
+                }
+                Ok(())
+            })(),
+        );
+        checks.check(
             "the old data is intact",
             (|| same_data(&before, &snapshot(&mut c)?))(),
         );
@@ -788,25 +866,51 @@ pub fn suite(conf: &str) -> Result<Counts> {
                 Ok(())
             })(),
         );
+        if !dangling_before.is_empty() {
+            checks.check(
+                "grants and trust of roles dropped under the old release are gone",
+                (|| {
+                    let mut after = rows(&mut c, SNAPSHOT[1].1)?;
+                    after.extend(rows(&mut c, SNAPSHOT[2].1)?);
+                    let left: Vec<&String> =
+                        after.iter().filter(|r| names_a_dropped_role(r)).collect();
+                    if !left.is_empty() {
+                        bail!("{dangling_before:?} before; after: {left:?}");
+                    }
+                    Ok(())
+                })(),
+            );
+        }
+
         checks.check(
-            "the tenant grant of a role dropped under the old release is gone",
+            "the update's functions and tables follow steward's privileges, not the defaults",
             (|| {
-                let dangling = dangling_before.len();
-                let after = rows(&mut c, SNAPSHOT[1].1)?;
-                let left: Vec<&String> = after.iter().filter(|r| names_a_dropped_role(r)).collect();
-                if dangling == 0 || !left.is_empty() {
-                    bail!("{dangling} grant(s) of dropped roles before; after: {left:?}");
+                let mut s = connect(&cluster, "upgraded", "up_service")?;
+                for q in [
+                    "SELECT steward._internal_governing_begin(0)",
+                    "INSERT INTO steward.rel_aliases VALUES (1, 1, NULL)",
+                    "SELECT steward._trigger_args(0)",
+                ] {
+                    match s.batch_execute(q) {
+                        Err(e) if e.code().map(|c| c.code()) == Some("42501") => {}
+                        other => bail!("{q} as up_service: {other:?}, not 42501"),
+                    }
+                }
+                // A tenant role still reads its rows: the policies' functions are PUBLIC's.
+                let mut t = connect(&cluster, "upgraded", "up_acme")?;
+                let n = rows(&mut t, "SELECT count(*) FROM shop.orders")?.concat();
+                if n == "0" {
+                    bail!("up_acme sees no order");
                 }
                 Ok(())
             })(),
         );
 
-        // The schema, against a fresh install of this version with the same tables.
-        for t in &partitioned {
-            c.batch_execute(&format!("DROP TABLE {t}"))?;
-        }
+        // The schema, against a fresh install of this version with the same tables, in a
+        // database with the same default privileges.
         psql_command(&cluster, "postgres", "CREATE DATABASE fresh")?;
         psql_command(&cluster, "postgres", "CREATE DATABASE fresh_bare")?;
+        psql_file(&cluster, "fresh", "default_privileges.sql")?;
         for db in ["fresh", "fresh_bare"] {
             psql_command(&cluster, db, "CREATE EXTENSION steward")?;
         }
@@ -1052,21 +1156,25 @@ mod tests {
 
     #[test]
     fn reads_releases_and_refuses_a_malformed_line() {
-        let r = parse_releases("# comment\n\n0.1.0 6ad7a16\n0.2.0  abcdef0 \n").unwrap();
+        let a = "6ad7a161ba2086eeda7d7a11dfdf1f630198313c";
+        let b = "ABCDEF0123456789abcdef0123456789abcdef01";
+        let r = parse_releases(&format!("# comment\n\n0.1.0 {a}\n0.2.0  {b} \n")).unwrap();
         assert_eq!(
             r,
             vec![
                 Release {
                     version: "0.1.0".into(),
-                    commit: "6ad7a16".into()
+                    commit: a.into()
                 },
                 Release {
                     version: "0.2.0".into(),
-                    commit: "abcdef0".into()
+                    commit: b.to_ascii_lowercase()
                 }
             ]
         );
         assert!(parse_releases("0.1.0\n").is_err());
+        assert!(parse_releases("0.1.0 6ad7a16\n").is_err(), "a short hash");
+        assert!(parse_releases("0.1.0 main\n").is_err(), "a ref");
         assert!(parse_releases("0.1.0 a b\n").is_err());
     }
 

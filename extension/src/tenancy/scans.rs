@@ -47,13 +47,7 @@ pub fn install() {
 }
 
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
-    TENANT_COLUMN.with_borrow_mut(|m| {
-        if relid == pg_sys::InvalidOid {
-            m.clear();
-        } else {
-            m.remove(&relid);
-        }
-    });
+    TENANT_COLUMN.with_borrow_mut(|m| crate::catalog::forget(m, relid));
 }
 
 /// `steward._internal_plan_guard()`: always true. IMMUTABLE, so the planner evaluates it while
@@ -146,10 +140,14 @@ fn read_tenant_column(relid: pg_sys::Oid) -> Option<i16> {
                 for i in 0..desc.numtriggers as usize {
                     let trigger = &*desc.triggers.add(i);
                     if CStr::from_ptr(trigger.tgname).to_bytes() == b"steward_row_guard" {
-                        // Arguments in an earlier release's layout (a table not governed again
-                        // since an upgrade): no column, so no index.
+                        // A trigger of that name that is not steward's row guard (the DDL guard
+                        // refuses one), or arguments in an earlier release's layout (a table not
+                        // governed again since an upgrade): no column, so no index.
+                        let ours =
+                            crate::catalog::is_function(trigger.tgfoid, c"_internal_row_guard");
                         name = Some(
                             crate::govern::Args::read(trigger)
+                                .filter(|_| ours)
                                 .map(|a| a.tenant_column.to_owned())
                                 .unwrap_or_default(),
                         );
