@@ -571,6 +571,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF steward._internal_in_extension_script() THEN
+        RETURN;  -- the extension's own script (its _ddl_guard passes too)
+    END IF;
     PERFORM steward._internal_ddl_begin(ARRAY(
         SELECT f.fault FROM steward._faults_of(ARRAY(SELECT g.rel::oid FROM steward.governed g)) f));
 END
@@ -595,6 +598,9 @@ DECLARE
     faults   text[] := '{}';
     hint     text;
 BEGIN
+    IF steward._internal_in_extension_script() THEN
+        RETURN;  -- an extension's script: _ddl_guard_start did not begin this command either
+    END IF;
     IF TG_EVENT = 'ddl_command_end' THEN
         PERFORM steward._internal_ddl_end();
     END IF;

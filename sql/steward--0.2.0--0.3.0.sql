@@ -33,9 +33,125 @@ $$;
 
 -- (0.3.0's changes to steward's tables, functions, views, policies and triggers go here.)
 
+-- The DDL guard lets an extension's script through without checking every governed table at
+-- each of its commands. The function it asks first: the guard's new version calls it as soon as
+-- it is replaced.
+CREATE OR REPLACE FUNCTION steward._internal_in_extension_script()
+ RETURNS boolean
+ LANGUAGE c
+ STABLE PARALLEL RESTRICTED STRICT
+AS '$libdir/steward', $function$_internal_in_extension_script_wrapper$function$;
+
+CREATE OR REPLACE FUNCTION steward._ddl_guard()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    affected oid[];
+    known    text[] := steward._internal_ddl_known();
+    f        record;
+    faults   text[] := '{}';
+    hint     text;
+BEGIN
+    IF steward._internal_in_extension_script() THEN
+        RETURN;  -- an extension's script: _ddl_guard_start did not begin this command either
+    END IF;
+    IF TG_EVENT = 'ddl_command_end' THEN
+        PERFORM steward._internal_ddl_end();
+    END IF;
+    -- The extension's own scripts (CREATE / ALTER EXTENSION) and DROP EXTENSION pass.
+    IF TG_EVENT = 'sql_drop' THEN
+        IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
+                    WHERE d.object_type = 'extension' AND d.object_identity = 'steward') THEN
+            RETURN;
+        END IF;
+    ELSIF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c WHERE c.in_extension) THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        -- A policy, trigger or column dropped from a table that is still there.
+        affected := ARRAY(
+            SELECT to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid
+              FROM pg_event_trigger_dropped_objects() d
+             WHERE d.object_type IN ('policy', 'trigger', 'table column')
+               AND cardinality(d.address_names) >= 3);
+    ELSE
+        affected := ARRAY(
+            SELECT x FROM pg_event_trigger_ddl_commands() c
+             CROSS JOIN LATERAL (
+                   SELECT c.objid WHERE c.classid = 'pg_class'::regclass
+                   UNION ALL SELECT i.indrelid FROM pg_index i
+                              WHERE c.classid = 'pg_class'::regclass AND i.indexrelid = c.objid
+                   UNION ALL SELECT k.confrelid FROM pg_constraint k
+                              WHERE c.classid = 'pg_class'::regclass AND k.conrelid = c.objid AND k.contype = 'f'
+                   UNION ALL SELECT h.inhparent FROM pg_inherits h
+                              WHERE c.classid = 'pg_class'::regclass AND h.inhrelid = c.objid
+                   UNION ALL SELECT h.inhrelid FROM pg_inherits h
+                              WHERE c.classid = 'pg_class'::regclass AND h.inhparent = c.objid
+                   UNION ALL SELECT p.polrelid FROM pg_policy p
+                              WHERE c.classid = 'pg_policy'::regclass AND p.oid = c.objid
+                   UNION ALL SELECT tg.tgrelid FROM pg_trigger tg
+                              WHERE c.classid = 'pg_trigger'::regclass AND tg.oid = c.objid
+                   UNION ALL SELECT w.ev_class FROM pg_rewrite w
+                              WHERE c.classid = 'pg_rewrite'::regclass AND w.oid = c.objid) AS a(x));
+        -- ALTER POLICY of one of steward's policies changes what it lets through.
+        faults := ARRAY(
+            SELECT format('policy %s on %s was altered', p.polname, p.polrelid::regclass)
+              FROM pg_event_trigger_ddl_commands() c
+              JOIN pg_policy p ON c.classid = 'pg_policy'::regclass AND p.oid = c.objid
+              JOIN steward.governed g ON g.rel = p.polrelid
+             WHERE c.command_tag = 'ALTER POLICY' AND p.polname LIKE 'steward\_%'
+               AND NOT steward._internal_governing(p.polrelid));
+        IF cardinality(faults) > 0 THEN
+            hint := 'govern the table again to re-create its policies';
+        END IF;
+    END IF;
+    FOR f IN SELECT * FROM steward._faults_of(affected) LOOP
+        -- Only what this command made weaker; a foreign key between two governed tables is a
+        -- fault of both: said once.
+        IF NOT f.fault = ANY (known) AND NOT f.fault = ANY (faults) THEN
+            faults := faults || f.fault;
+            hint := coalesce(hint, f.hint);
+        END IF;
+    END LOOP;
+    IF cardinality(faults) = 0 THEN
+        RETURN;
+    END IF;
+    IF steward._internal_break_glass_active() THEN
+        PERFORM steward._internal_record_ddl(TG_TAG, array_to_string(faults, '; '));
+        RETURN;
+    END IF;
+    -- On record although it is refused: written and committed by a worker of its own, since
+    -- this transaction's own records roll back with the refusal.
+    PERFORM steward._internal_record_refusal(TG_TAG, array_to_string(faults, '; '));
+    PERFORM steward._raise('ST403', format('%s refused: %s', TG_TAG, array_to_string(faults, '; ')),
+                          coalesce(rtrim(hint, '.') || '. ', '') || 'To do it anyway, a member of steward_breakglass runs SELECT steward.break_glass(''<reason>'') in the same transaction first; it is recorded.');
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION steward._ddl_guard_start()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF steward._internal_in_extension_script() THEN
+        RETURN;  -- the extension's own script (its _ddl_guard passes too)
+    END IF;
+    PERFORM steward._internal_ddl_begin(ARRAY(
+        SELECT f.fault FROM steward._faults_of(ARRAY(SELECT g.rel::oid FROM steward.governed g)) f));
+END
+$function$;
+
+
 -- Every governed table governed again, as this release governs.
 SELECT count(*) AS regoverned FROM steward.regovern();
 
 -- The privileges of what this update created.
 SELECT steward._reset_privileges(
            pg_catalog.string_to_array(pg_catalog.current_setting('steward_upgrade.kept'), ',')::oid[]);
+REVOKE ALL ON FUNCTION steward._internal_in_extension_script() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION steward._internal_in_extension_script() TO PUBLIC;

@@ -978,6 +978,16 @@ fn _internal_governed_guard<'a>(
     Ok(or_raise(governed_guard(trigger)))
 }
 
+/// Whether an extension's script (CREATE or ALTER EXTENSION) is running. The DDL guard lets its
+/// commands through, as it does those `pg_event_trigger_ddl_commands()` marks `in_extension`,
+/// without first checking every governed table at each of them (an upgrade's `regovern()` runs a
+/// few dozen commands per table).
+#[pg_extern(stable, parallel_restricted)]
+fn _internal_in_extension_script() -> bool {
+    // SAFETY: reads a flag of the backend, set only while an extension's script runs.
+    unsafe { pg_sys::creating_extension }
+}
+
 /// The DDL guard at the start of a command: what is already weak (it refuses only what a
 /// command makes weaker, so that a table being built up, as pg_restore does, is not refused).
 #[pg_extern(volatile, parallel_unsafe)]

@@ -50,6 +50,7 @@ extension_sql_file!(
         govern::_internal_ddl_begin,
         govern::_internal_ddl_end,
         govern::_internal_ddl_known,
+        govern::_internal_in_extension_script,
         govern::_internal_break_glass_active,
         govern::_internal_record_ddl,
         govern::_internal_record_refusal,
