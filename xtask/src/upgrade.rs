@@ -309,6 +309,13 @@ impl Tree {
     }
 }
 
+impl Drop for Tree {
+    /// The private installation goes with the suite, whether it passed or not.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 fn steward_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -977,7 +984,7 @@ pub fn suite(conf: &str) -> Result<Counts> {
         cluster.stop();
         cluster.remove();
     }
-    let _ = std::fs::remove_dir_all(&tree.root);
+    drop(tree);
     Ok(checks.counts)
 }
 
@@ -1088,7 +1095,7 @@ pub fn draft(from: &str) -> Result<()> {
     );
     cluster.stop();
     cluster.remove();
-    let _ = std::fs::remove_dir_all(&tree.root);
+    drop(tree);
 
     let recreated: Vec<&String> = new
         .iter()
