@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use postgres::{Client, NoTls};
+use postgres::{Client, GenericClient, NoTls};
 
 use crate::cluster::Cluster;
 use crate::run::{output, run, step, Counts};
@@ -389,7 +389,7 @@ fn connect(cluster: &Cluster, db: &str, user: &str) -> Result<Client> {
 }
 
 /// Each row's columns as text, joined by `|` (NULL: empty).
-fn rows(client: &mut Client, sql: &str) -> Result<Vec<String>> {
+fn rows(client: &mut impl GenericClient, sql: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for m in client
         .simple_query(sql)
@@ -478,42 +478,49 @@ const CONSUMERS: &[(&str, &str)] = &[("relay", "postgres"), ("acme-feed", "up_ac
 fn pending(cluster: &Cluster, db: &str, consumer: &str, role: &str) -> Result<Vec<String>> {
     let mut c = connect(cluster, db, role)?;
     let mut tx = c.transaction()?;
-    let mut all = Vec::new();
-    for _ in 0..1000 {
-        let mut batch = Vec::new();
-        for m in tx.simple_query(&format!("SELECT id FROM steward.poll('{consumer}', 1000)"))? {
-            if let postgres::SimpleQueryMessage::Row(row) = m {
-                batch.push(row.get(0).unwrap_or_default().to_string());
-            }
-        }
-        let Some(last) = batch.last().cloned() else {
-            tx.rollback()?;
-            all.sort();
-            return Ok(all);
-        };
-        tx.batch_execute(&format!("SELECT steward.ack('{consumer}', {last})"))?;
-        all.extend(batch);
-    }
-    bail!("{consumer} was still being given events after 1000 polls")
+    let all = drain_on(&mut tx, consumer)?;
+    tx.rollback()?;
+    Ok(all)
 }
 
 /// Polls and acks until nothing is left; returns every event id it was given.
 fn drain(cluster: &Cluster, db: &str, consumer: &str, role: &str) -> Result<Vec<String>> {
-    let mut c = connect(cluster, db, role)?;
+    drain_on(&mut connect(cluster, db, role)?, consumer)
+}
+
+/// Polls `consumer` and acks the last event of each poll, on `c`, until nothing is left; the
+/// event ids it was given, sorted.
+fn drain_on(c: &mut impl GenericClient, consumer: &str) -> Result<Vec<String>> {
     let mut all = Vec::new();
     for _ in 0..1000 {
         let batch = rows(
-            &mut c,
+            c,
             &format!("SELECT id FROM steward.poll('{consumer}', 1000)"),
         )?;
         let Some(last) = batch.last().cloned() else {
             all.sort();
             return Ok(all);
         };
-        c.execute(&format!("SELECT steward.ack('{consumer}', {last})"), &[])?;
+        c.batch_execute(&format!("SELECT steward.ack('{consumer}', {last})"))?;
         all.extend(batch);
     }
     bail!("{consumer} was still being given events after 1000 polls")
+}
+
+/// That `result` is an error with SQLSTATE `code` whose message holds each of `words`.
+fn refused(result: Result<(), postgres::Error>, code: &str, words: &[&str]) -> Result<()> {
+    match result {
+        Ok(()) => bail!("it went through, where {code} was expected"),
+        Err(e) => {
+            let got = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+            let msg = e.as_db_error().map(|d| d.message().to_string());
+            let msg = msg.unwrap_or_else(|| e.to_string());
+            if got != code || !words.iter().all(|w| msg.contains(w)) {
+                bail!("{got}: {msg} (expected {code} naming {words:?})");
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `db`'s schema, from `pg_dump --binary-upgrade --schema-only` (which, unlike a plain dump,
@@ -740,22 +747,12 @@ pub fn suite(conf: &str) -> Result<Counts> {
         if old_layout {
             checks.check(
                 "before the update, a write through an earlier layout's trigger is refused with ST400",
-                (|| {
-                    // As a superuser (row-level security does not apply; the triggers do).
-                    let r = c.batch_execute("DELETE FROM shop.notes WHERE id = 1");
-                    match r {
-                        Ok(()) => bail!("the write went through"),
-                        Err(e) => {
-                            let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-                            let msg = e.as_db_error().map(|d| d.message().to_string());
-                            let msg = msg.unwrap_or_default();
-                            if code != "ST400" || !msg.contains("earlier release") {
-                                bail!("{code}: {msg}");
-                            }
-                        }
-                    }
-                    Ok(())
-                })(),
+                // As a superuser (row-level security does not apply; the triggers do).
+                refused(
+                    c.batch_execute("DELETE FROM shop.notes WHERE id = 1"),
+                    "ST400",
+                    &["earlier release"],
+                ),
             );
         }
 
@@ -770,24 +767,14 @@ pub fn suite(conf: &str) -> Result<Counts> {
             .map(|l| l.split_whitespace().map(String::from).collect())
             .unwrap_or_default();
         if !refused_tables.is_empty() {
-            let refused = c.batch_execute("ALTER EXTENSION steward UPDATE");
+            let words: Vec<&str> = refused_tables.iter().map(String::as_str).collect();
             checks.check(
                 "tables the new release cannot govern: the update is refused with ST400, naming each",
-                match refused {
-                    Ok(()) => Err(anyhow::anyhow!("the upgrade went through")),
-                    Err(e) => {
-                        let code = e.code().map(|s| s.code().to_string()).unwrap_or_default();
-                        let msg = e.as_db_error().map(|d| d.message().to_string());
-                        let msg = msg.unwrap_or_default();
-                        if code == "ST400"
-                            && refused_tables.iter().all(|t| msg.contains(t.as_str()))
-                        {
-                            Ok(())
-                        } else {
-                            Err(anyhow::anyhow!("{code}: {msg}"))
-                        }
-                    }
-                },
+                refused(
+                    c.batch_execute("ALTER EXTENSION steward UPDATE"),
+                    "ST400",
+                    &words,
+                ),
             );
             checks.check(
                 "after the refusal, the database is as it was",
@@ -898,10 +885,8 @@ pub fn suite(conf: &str) -> Result<Counts> {
                     "INSERT INTO steward.rel_aliases VALUES (1, 1, NULL)",
                     "SELECT steward._trigger_args(0)",
                 ] {
-                    match s.batch_execute(q) {
-                        Err(e) if e.code().map(|c| c.code()) == Some("42501") => {}
-                        other => bail!("{q} as up_service: {other:?}, not 42501"),
-                    }
+                    refused(s.batch_execute(q), "42501", &[])
+                        .with_context(|| format!("{q} as up_service"))?;
                 }
                 // A tenant role still reads its rows: the policies' functions are PUBLIC's.
                 let mut t = connect(&cluster, "upgraded", "up_acme")?;
