@@ -437,10 +437,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    g   steward.governed;
-    cl  record;
-    tbl text;
-    r   record;
+    g    steward.governed;
+    cl   record;
+    tbl  text;
+    r    record;
+    args bytea;
 BEGIN
     SELECT * INTO g FROM steward.governed x WHERE x.rel = _governance_faults.rel;
     IF NOT FOUND THEN
@@ -493,7 +494,11 @@ BEGIN
     END LOOP;
     -- A trigger of that name is steward's only if it runs steward's function, when and how govern
     -- attached it, for every row, with govern's arguments (CREATE OR REPLACE TRIGGER can swap any
-    -- of these in one command).
+    -- of these in one command). The arguments as pg_trigger.tgargs holds them: each NUL-ended.
+    SELECT string_agg(convert_to(a, current_setting('server_encoding')) || '\x00'::bytea,
+                      ''::bytea ORDER BY o)
+      INTO args
+      FROM unnest(steward._trigger_args(_governance_faults.rel)) WITH ORDINALITY AS t(a, o);
     FOR r IN
         SELECT x.tgname
           FROM (VALUES ('steward_row_guard', 'steward._internal_row_guard()'::regprocedure, 15, true),
@@ -507,11 +512,7 @@ BEGIN
             OR x.tgnewtable IS NOT NULL
             -- (without a primary key, the key's columns cannot be compared: that fault is its own)
             OR (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary)
-                AND x.tgargs IS DISTINCT FROM CASE WHEN e.with_args THEN
-                   (SELECT string_agg(convert_to(a, current_setting('server_encoding')) || '\x00'::bytea,
-                                      ''::bytea ORDER BY o)
-                      FROM unnest(steward._trigger_args(_governance_faults.rel)) WITH ORDINALITY AS t(a, o))
-                   ELSE ''::bytea END)
+                AND x.tgargs IS DISTINCT FROM CASE WHEN e.with_args THEN args ELSE ''::bytea END)
     LOOP
         fault := format('trigger %s on %s is not the one govern() attached: its function, events, condition or arguments were changed',
                         r.tgname, tbl);

@@ -34,8 +34,8 @@ $$;
 -- (0.3.0's changes to steward's tables, functions, views, policies and triggers go here.)
 
 -- The DDL guard lets an extension's script through without checking every governed table at
--- each of its commands. The function it asks first: the guard's new version calls it as soon as
--- it is replaced.
+-- each of its commands (the function it asks first: the guard's new version calls it as soon as
+-- it is replaced), and computes a table's expected trigger arguments once per check.
 CREATE OR REPLACE FUNCTION steward._internal_in_extension_script()
  RETURNS boolean
  LANGUAGE c
@@ -146,6 +146,98 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION steward._governance_faults(rel oid)
+ RETURNS TABLE(fault text, hint text)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    g    steward.governed;
+    cl   record;
+    tbl  text;
+    r    record;
+    args bytea;
+BEGIN
+    SELECT * INTO g FROM steward.governed x WHERE x.rel = _governance_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT c.relrowsecurity, c.relforcerowsecurity, c.relkind, c.relispartition,
+           format('%I.%I', n.nspname, c.relname) AS name
+      INTO cl
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = _governance_faults.rel;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    tbl := cl.name;
+    IF NOT cl.relrowsecurity THEN
+        fault := format('row-level security on %s is disabled', tbl);
+        hint := format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+        RETURN NEXT;
+    END IF;
+    IF NOT cl.relforcerowsecurity THEN
+        fault := format('row-level security on %s is no longer forced on its owner', tbl);
+        hint := format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+        RETURN NEXT;
+    END IF;
+    FOR r IN
+        SELECT p.name
+          FROM unnest(ARRAY['steward_tenant', 'steward_select', 'steward_insert', 'steward_update',
+                            'steward_delete']) AS p(name)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_policy y
+                            WHERE y.polrelid = _governance_faults.rel AND y.polname = p.name)
+    LOOP
+        fault := format('policy %s on %s is gone', r.name, tbl);
+        hint := format('SELECT steward.govern(%L, ...) with the options in steward.governed_tables re-creates it', tbl);
+        RETURN NEXT;
+    END LOOP;
+    FOR r IN
+        SELECT t.name
+          FROM unnest(ARRAY['steward_row_guard', 'steward_update_guard', 'steward_truncate_guard']
+                      || CASE WHEN g.audited OR g.events THEN ARRAY['steward_log'] ELSE '{}'::text[] END) AS t(name)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger x
+                            WHERE x.tgrelid = _governance_faults.rel AND x.tgname = t.name
+                              AND x.tgenabled IN ('O', 'A'))
+    LOOP
+        fault := format('trigger %s on %s is %s', r.name, tbl,
+                        CASE WHEN EXISTS (SELECT 1 FROM pg_trigger x
+                                           WHERE x.tgrelid = _governance_faults.rel AND x.tgname = r.name)
+                             THEN 'disabled' ELSE 'gone' END);
+        hint := format('ALTER TABLE %s ENABLE TRIGGER %I (or govern the table again)', tbl, r.name);
+        RETURN NEXT;
+    END LOOP;
+    -- A trigger of that name is steward's only if it runs steward's function, when and how govern
+    -- attached it, for every row, with govern's arguments (CREATE OR REPLACE TRIGGER can swap any
+    -- of these in one command). The arguments as pg_trigger.tgargs holds them: each NUL-ended.
+    SELECT string_agg(convert_to(a, current_setting('server_encoding')) || '\x00'::bytea,
+                      ''::bytea ORDER BY o)
+      INTO args
+      FROM unnest(steward._trigger_args(_governance_faults.rel)) WITH ORDINALITY AS t(a, o);
+    FOR r IN
+        SELECT x.tgname
+          FROM (VALUES ('steward_row_guard', 'steward._internal_row_guard()'::regprocedure, 15, true),
+                       ('steward_update_guard', 'steward._internal_update_guard()'::regprocedure, 19, true),
+                       ('steward_truncate_guard', 'steward._internal_truncate_guard()'::regprocedure, 34, false),
+                       ('steward_log', 'steward._internal_log_row()'::regprocedure, 29, true))
+               AS e(name, fn, type, with_args)
+          JOIN pg_trigger x ON x.tgrelid = _governance_faults.rel AND x.tgname = e.name
+         WHERE x.tgfoid <> e.fn OR x.tgtype <> e.type OR x.tgqual IS NOT NULL
+            OR x.tgattr::text <> '' OR x.tgconstraint <> 0 OR x.tgoldtable IS NOT NULL
+            OR x.tgnewtable IS NOT NULL
+            -- (without a primary key, the key's columns cannot be compared: that fault is its own)
+            OR (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = _governance_faults.rel AND i.indisprimary)
+                AND x.tgargs IS DISTINCT FROM CASE WHEN e.with_args THEN args ELSE ''::bytea END)
+    LOOP
+        fault := format('trigger %s on %s is not the one govern() attached: its function, events, condition or arguments were changed',
+                        r.tgname, tbl);
+        hint := format('SELECT steward.govern(%L, ...) with the options in steward.governed_tables attaches it again', tbl);
+        RETURN NEXT;
+    END LOOP;
+    RETURN QUERY SELECT * FROM steward._table_faults(_governance_faults.rel, g.tenant_column, g.versioned, g.soft_delete);
+END
+$function$;
 
 -- Every governed table governed again, as this release governs.
 SELECT count(*) AS regoverned FROM steward.regovern();
