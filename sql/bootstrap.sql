@@ -34,12 +34,26 @@ CREATE TABLE steward.trusted_roles (
     trusted_at timestamptz NOT NULL DEFAULT now()
 );
 
--- HS256 keys for steward.enter_tenant_token. Never readable by tenant roles.
+-- The keys steward.enter_tenant_token verifies tokens with. Never readable by tenant roles (nor
+-- by the service: it holds no key). HS256 keys are shared secrets; RS256, ES256 and EdDSA keys
+-- are the identity provider's public keys as JWK (RFC 7517). A key that names an issuer or an
+-- audience accepts only tokens whose iss / aud match; max_lifetime bounds how long a token it
+-- verifies may live. A token's kid, when present, names its key (key_id). Rows are checked by
+-- steward_signing_key_check (sql/tenancy.sql); columns after revoked_at came in 0.3.0.
 CREATE TABLE steward.signing_keys (
-    key_id     text PRIMARY KEY,
-    secret     bytea NOT NULL CHECK (octet_length(secret) >= 32),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz
+    key_id       text PRIMARY KEY,
+    secret       bytea CHECK (octet_length(secret) >= 32),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz,
+    alg          text NOT NULL DEFAULT 'HS256'
+                 CHECK (alg IN ('HS256', 'RS256', 'ES256', 'EdDSA')),
+    jwk          jsonb,
+    issuer       text,
+    audience     text,
+    max_lifetime interval CHECK (max_lifetime > interval '0'),
+    CONSTRAINT signing_keys_material CHECK (
+        CASE WHEN alg = 'HS256' THEN secret IS NOT NULL AND jwk IS NULL
+             ELSE secret IS NULL AND jwk IS NOT NULL END)
 );
 
 -- The governed tables and their options.
@@ -58,8 +72,16 @@ CREATE TABLE steward.governed (
                                       -- ('<event_name>.created'), as it was last governed
 );
 
+-- The resources the web API serves (sql/resources.sql); came in 0.3.0.
+CREATE TABLE steward.exposed (
+    rel        regclass PRIMARY KEY,
+    resource   text NOT NULL UNIQUE,
+    columns    name[],            -- NULL: every column but the tenant column
+    exposed_at timestamptz NOT NULL DEFAULT now()
+);
+
 REVOKE ALL ON steward.tenants, steward.tenant_grants, steward.trusted_roles,
-              steward.signing_keys, steward.governed FROM PUBLIC;
+              steward.signing_keys, steward.governed, steward.exposed FROM PUBLIC;
 
 -- The catalogs' rows are the DBA's configuration: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('steward.tenants', '');
@@ -71,6 +93,7 @@ SELECT pg_catalog.pg_extension_config_dump('steward.trusted_roles',
     'WHERE role::oid IN (SELECT oid FROM pg_catalog.pg_roles)');
 SELECT pg_catalog.pg_extension_config_dump('steward.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('steward.governed', '');
+SELECT pg_catalog.pg_extension_config_dump('steward.exposed', '');
 
 -- The change log: one append-only record per change to a governed table (and, later, per
 -- domain event). steward.audit_log and steward.outbox are its two faces.

@@ -719,7 +719,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT steward._internal_restore(rel::oid, row_key) $$;
 
--- A dropped table leaves the catalog with it.
+-- A dropped table leaves the catalog with it (and a dropped table or view the resources).
 CREATE FUNCTION steward._forget_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -730,6 +730,9 @@ BEGIN
     DELETE FROM steward.governed g
      USING pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND g.rel::oid = d.objid;
+    DELETE FROM steward.exposed e
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND e.rel::oid = d.objid;
 END
 $$;
 

@@ -77,6 +77,8 @@ REVOKE ALL ON FUNCTION
     steward._tenant_gone(),
     steward._extension_guard(),
     steward._forget_dropped_tables(),
+    steward.expose(regclass, text, name[]),
+    steward.unexpose(regclass),
     steward.seal_audit(),
     steward._seal_audit(),
     steward._internal_witness(uuid, bigint, bytea),
@@ -98,6 +100,8 @@ REVOKE ALL ON FUNCTION
     steward._internal_update_guard(),
     steward._internal_truncate_guard(),
     steward._internal_catalog_changed(),
+    steward._internal_check_signing_key(text, text, bytea, jsonb, bigint),
+    steward._signing_key_check(),
     steward._internal_log_guard(),
     steward._internal_governed_guard(),
     steward._internal_log_row()
@@ -107,6 +111,8 @@ FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION steward.restore(regclass, jsonb) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION steward.delete_version(regclass, jsonb, bigint) TO PUBLIC;
 REVOKE ALL ON steward.governed_tables FROM PUBLIC;
+-- The web service reads what it serves; the view shows names and types, never a row.
+GRANT SELECT ON steward.exposed_resources TO PUBLIC;
 
 -- Everyone may use the schema (the policies call steward.current_tenant()) and the context
 -- functions, which check the caller themselves.

@@ -114,3 +114,22 @@ CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNC
     ON steward.tenant_grants FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
 CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON steward.trusted_roles FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+CREATE TRIGGER steward_catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON steward.signing_keys FOR EACH STATEMENT EXECUTE FUNCTION steward._internal_catalog_changed();
+
+-- A signing key is checked when it is stored, as enter_tenant_token will read it: a JWK that is
+-- not a public key of its algorithm, a private JWK, a short secret are refused (ST400) instead
+-- of verifying nothing later.
+CREATE FUNCTION steward._signing_key_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM steward._internal_check_signing_key(NEW.key_id, NEW.alg, NEW.secret, NEW.jwk,
+                                                extract(epoch FROM NEW.max_lifetime)::bigint);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER steward_signing_key_check BEFORE INSERT OR UPDATE ON steward.signing_keys
+    FOR EACH ROW EXECUTE FUNCTION steward._signing_key_check();

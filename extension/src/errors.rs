@@ -18,8 +18,11 @@ use std::fmt;
 pub enum StewardError {
     /// ST001: a governed table (or `current_tenant()`) was used with no tenant context.
     NoTenantContext { what: String, hint: String },
-    /// ST002: the caller may not enter this tenant, or the tenant/token is not valid.
+    /// ST002: the caller may not enter this tenant, or the tenant is suspended.
     TenantNotPermitted { message: String, hint: String },
+    /// ST401: a token that is malformed, badly signed, expired, not yet valid, or signed by a
+    /// revoked or unknown key.
+    InvalidToken { message: String, hint: String },
     /// ST400: a bad argument to a steward function.
     BadArgument { message: String, hint: String },
     /// ST403: an operation steward forbids.
@@ -53,6 +56,7 @@ impl StewardError {
         match self {
             StewardError::NoTenantContext { .. } => "ST001",
             StewardError::TenantNotPermitted { .. } => "ST002",
+            StewardError::InvalidToken { .. } => "ST401",
             StewardError::BadArgument { .. } => "ST400",
             StewardError::Forbidden { .. } => "ST403",
             StewardError::VersionConflict { .. } | StewardError::VersionPreset { .. } => "ST409",
@@ -69,6 +73,7 @@ impl StewardError {
                 format!("no tenant context: {what}")
             }
             StewardError::TenantNotPermitted { message, .. }
+            | StewardError::InvalidToken { message, .. }
             | StewardError::BadArgument { message, .. }
             | StewardError::Forbidden { message, .. }
             | StewardError::InsufficientPrivilege { message, .. }
@@ -96,6 +101,7 @@ impl StewardError {
         match self {
             StewardError::NoTenantContext { hint, .. }
             | StewardError::TenantNotPermitted { hint, .. }
+            | StewardError::InvalidToken { hint, .. }
             | StewardError::BadArgument { hint, .. }
             | StewardError::Forbidden { hint, .. }
             | StewardError::InsufficientPrivilege { hint, .. } => hint,
@@ -320,6 +326,13 @@ mod tests {
                 "ST001",
             ),
             (StewardError::not_permitted("m", "h"), "ST002"),
+            (
+                StewardError::InvalidToken {
+                    message: "m".into(),
+                    hint: "h".into(),
+                },
+                "ST401",
+            ),
             (StewardError::bad_argument("m", "h"), "ST400"),
             (StewardError::forbidden("m", "h"), "ST403"),
             (

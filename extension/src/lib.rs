@@ -21,15 +21,19 @@ pub mod xids;
 pg_module_magic!(name, version);
 
 // The tables come first (bootstrap.sql); then the hand-written SQL, one file per concept (errors,
-// tenancy, govern, versioning, changelog, sealing, outbox), each after the one before it and
-// after the Rust functions its statements need when they run; the privileges last (finalize),
+// tenancy, govern, versioning, changelog, sealing, outbox, resources), each after the one before
+// it and after the Rust functions its statements need when they run; the privileges last (finalize),
 // once everything they name exists.
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../../sql/errors.sql", name = "errors_sql");
 extension_sql_file!(
     "../../sql/tenancy.sql",
     name = "tenancy_sql",
-    requires = ["errors_sql", govern::_internal_catalog_changed]
+    requires = [
+        "errors_sql",
+        govern::_internal_catalog_changed,
+        tenancy::_internal_check_signing_key
+    ]
 );
 extension_sql_file!(
     "../../sql/govern.sql",
@@ -96,6 +100,11 @@ extension_sql_file!(
         outbox::_internal_consumer_visible,
         outbox::_internal_prune_outbox
     ]
+);
+extension_sql_file!(
+    "../../sql/resources.sql",
+    name = "resources_sql",
+    requires = ["outbox_sql"]
 );
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 

@@ -98,7 +98,7 @@ impl State {
 /// Catalog answers kept across transactions until an invalidation drops them.
 #[derive(Default)]
 pub(crate) struct CatalogCache {
-    /// steward's catalog tables (tenants, tenant_grants, trusted_roles), learned when the cache
+    /// steward's catalog tables (tenants, tenant_grants, trusted_roles, signing_keys), learned when the cache
     /// is first filled; a relcache invalidation of any of them empties the cache.
     catalogs: Vec<pg_sys::Oid>,
     pub(crate) owner: Option<pg_sys::Oid>,
@@ -108,6 +108,8 @@ pub(crate) struct CatalogCache {
     facts: HashMap<([u8; 16], pg_sys::Oid), Option<TenantFacts>>,
     /// Whether a role is a superuser or a member of a trusted role.
     trusted: HashMap<pg_sys::Oid, bool>,
+    /// The current signing keys, parsed.
+    keys: Option<std::rc::Rc<Vec<token::Key>>>,
     /// Bumped by every invalidation (see `forget`).
     generation: u64,
 }
@@ -328,10 +330,15 @@ fn learn_catalogs() {
         return;
     }
     let generation = generation();
-    let oids: Vec<pg_sys::Oid> = [c"tenants", c"tenant_grants", c"trusted_roles"]
-        .into_iter()
-        .map(crate::catalog::relation)
-        .collect();
+    let oids: Vec<pg_sys::Oid> = [
+        c"tenants",
+        c"tenant_grants",
+        c"trusted_roles",
+        c"signing_keys",
+    ]
+    .into_iter()
+    .map(crate::catalog::relation)
+    .collect();
     remember(generation, |c| c.catalogs = oids);
 }
 
@@ -651,36 +658,86 @@ fn push(tenant: Uuid, actor: String) {
     });
 }
 
-/// `steward.enter_tenant_token`: the token's signature is the authority; the actor is its `sub`.
-pub fn enter_token(jwt: &str) -> Result<()> {
-    let keys: Vec<Vec<u8>> = as_extension_owner(|| {
+/// The current (not revoked) rows of `steward.signing_keys`, parsed once per backend until the
+/// table changes. A row that does not parse (the table's trigger refuses such rows; only a
+/// superuser with triggers disabled could store one) verifies nothing.
+fn signing_keys() -> std::rc::Rc<Vec<token::Key>> {
+    if let Some(keys) = CACHE.with_borrow(|c| c.keys.clone()) {
+        return keys;
+    }
+    let generation = generation();
+    learn_catalogs();
+    const Q: &str = "SELECT key_id, alg, secret, jwk, issuer, audience,
+                            extract(epoch FROM max_lifetime)::bigint
+                       FROM steward.signing_keys
+                      WHERE revoked_at IS NULL
+                      ORDER BY key_id";
+    let keys: Vec<token::Key> = as_extension_owner(|| {
         Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT secret FROM steward.signing_keys WHERE revoked_at IS NULL",
-                None,
-                &[],
-            )?;
             let mut keys = Vec::new();
-            for row in rows {
-                if let Some(k) = row.get::<Vec<u8>>(1)? {
-                    keys.push(k);
+            for row in client.select(Q, None, &[])? {
+                let id = row.get::<String>(1)?.unwrap_or_default();
+                let alg = row.get::<String>(2)?.unwrap_or_default();
+                let secret = row.get::<Vec<u8>>(3)?;
+                let jwk = row.get::<pgrx::JsonB>(4)?.map(|j| j.0);
+                if let Ok(key) = token::Key::parse(
+                    &id,
+                    &alg,
+                    secret.as_deref(),
+                    jwk.as_ref(),
+                    row.get::<String>(5)?,
+                    row.get::<String>(6)?,
+                    row.get::<i64>(7)?,
+                ) {
+                    keys.push(key);
                 }
             }
             Ok::<_, pgrx::spi::Error>(keys)
         })
     })
     .unwrap_or_else(|e| crate::errors::bug(format!("steward: reading signing keys failed: {e}")));
-    let now = std::time::SystemTime::now()
+    let keys = std::rc::Rc::new(keys);
+    remember(generation, |c| c.keys = Some(keys.clone()));
+    keys
+}
+
+/// Checks a row of `steward.signing_keys` as `Key::parse` reads it (the table's trigger).
+pub fn check_signing_key(
+    id: &str,
+    alg: &str,
+    secret: Option<&[u8]>,
+    jwk: Option<&serde_json::Value>,
+    max_lifetime: Option<i64>,
+) -> Result<()> {
+    token::Key::parse(id, alg, secret, jwk, None, None, max_lifetime)
+        .map(|_| ())
+        .map_err(|e| {
+            StewardError::bad_argument(
+                format!("signing key \"{id}\" cannot be used: {e}"),
+                "HS256 keys have a secret of at least 32 bytes; RS256, ES256 and EdDSA keys have \
+                 the public key as a JWK (kty RSA with n and e, EC P-256 with x and y, OKP \
+                 Ed25519 with x) and no private members.",
+            )
+        })
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let claims = token::verify(jwt, &keys, now).map_err(|e| {
-        StewardError::not_permitted(
-            format!("token refused: {e}"),
-            "Obtain a fresh token signed with a key in steward.signing_keys (HS256, with \
-             tenant_id, sub and exp claims).",
-        )
-    })?;
+        .unwrap_or(0)
+}
+
+/// `steward.enter_tenant_token`: the token's signature is the authority; the actor is its `sub`.
+pub fn enter_token(jwt: &str) -> Result<()> {
+    let keys = signing_keys();
+    let claims =
+        token::verify(jwt, &keys, now_seconds()).map_err(|e| StewardError::InvalidToken {
+            message: format!("token refused: {e}"),
+            hint: "Obtain a fresh token from the identity provider, signed with a current key \
+                   in steward.signing_keys, with tenant_id, sub and exp claims."
+                .into(),
+        })?;
     let tenant = Uuid::from_bytes(claims.tenant_id);
     let facts = tenant_facts(tenant, session_user())
         .ok_or_else(|| unknown_tenant(tenant, &role_name(session_user())))?;
@@ -857,10 +914,30 @@ fn enter_tenant(tenant: Option<Uuid>, actor: default!(Option<&str>, "NULL")) {
     )
 }
 
-/// Sets the tenant context from an HS256 JWT with `tenant_id`, `sub` and `exp` claims.
+/// Sets the tenant context from a JWT (HS256, RS256, ES256 or EdDSA) with `tenant_id`, `sub` and
+/// `exp` claims, verified against `steward.signing_keys`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn enter_tenant_token(token: Option<&str>) {
     or_raise(enter_token(token.unwrap_or("")))
+}
+
+/// Checks a row of `steward.signing_keys` (its BEFORE trigger calls this).
+#[pg_extern(stable, parallel_safe)]
+fn _internal_check_signing_key(
+    key_id: Option<&str>,
+    alg: Option<&str>,
+    secret: Option<&[u8]>,
+    jwk: Option<pgrx::JsonB>,
+    max_lifetime_seconds: Option<i64>,
+) {
+    let jwk = jwk.map(|j| j.0);
+    or_raise(check_signing_key(
+        key_id.unwrap_or(""),
+        alg.unwrap_or(""),
+        secret,
+        jwk.as_ref(),
+        max_lifetime_seconds,
+    ))
 }
 
 /// The tenant of the current transaction; ST001 when there is none. The policies call it once
