@@ -139,6 +139,14 @@ SELECT e.resource,
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                   WHERE i.indrelid = e.rel AND i.indisprimary
                     AND a.attname IS DISTINCT FROM g.tenant_column), '{}') AS key,
+       g.tenant_column::text AS tenant_column,
+       -- Every primary key column, the tenant column included where it is one: what
+       -- steward.history's row_key names.
+       coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM pg_index i
+                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indrelid = e.rel AND i.indisprimary), '{}') AS primary_key,
        coalesce(g.versioned, false) AS versioned,
        coalesce(g.soft_delete, false) AS soft_delete,
        (SELECT jsonb_agg(jsonb_build_object(

@@ -1,9 +1,29 @@
-//! `steward-service serve`: listens on STEWARD_LISTEN (default 127.0.0.1:8080).
+//! `steward-service`: see `--help`.
+
+use clap::Parser;
+use steward_service::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::var("STEWARD_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let app = steward_service::Application::bind(&addr).await?;
-    eprintln!("steward-service listening on 127.0.0.1:{}", app.port());
-    app.serve().await
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            steward_service::init_logging(args.log_format);
+            let app = steward_service::Application::bind(&args).await?;
+            tracing::info!(listen = %args.listen, port = app.port(), "steward-service serving");
+            let grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
+            let served = app.serve_until(steward_service::shutdown_signal());
+            // In-flight requests get the grace period, then the process ends regardless.
+            tokio::select! {
+                r = served => r,
+                _ = async {
+                    steward_service::shutdown_signal().await;
+                    tokio::time::sleep(grace).await;
+                } => {
+                    tracing::warn!("shutdown grace period over: exiting with requests in flight");
+                    Ok(())
+                }
+            }
+        }
+    }
 }

@@ -165,10 +165,15 @@ fn test(args: &[String]) -> Result<()> {
             });
         }
         if wants("e2e") {
+            // `cargo xtask test e2e NAME` runs tests/tests/NAME.rs alone.
+            let mut e2e = cargo(&root);
+            e2e.args(["test", "-p", "steward-tests"]);
+            if let Some(name) = args.get(1).filter(|_| only == Some("e2e")) {
+                e2e.args(["--test", name]);
+            }
             suites.push(cargo_suite(
                 "e2e",
-                cargo(&root)
-                    .args(["test", "-p", "steward-tests", "--", "--test-threads=2"])
+                e2e.args(["--", "--test-threads=2"])
                     .env("STEWARD_TEST_PGHOST", preloaded.host())
                     .env("STEWARD_TEST_PGPORT", preloaded.port.to_string())
                     .env("STEWARD_TEST_PLAIN_PGHOST", plain.host())
