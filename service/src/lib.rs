@@ -23,7 +23,8 @@ use axum::http::{HeaderName, Request};
 use axum::routing::get;
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::{LogFormat, ServeArgs};
 use crate::db::{Databases, PoolSettings};
@@ -110,7 +111,9 @@ pub fn app(state: AppState) -> Router {
                     .unwrap_or("")
                     .to_string();
                 tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route, tenant = tracing::field::Empty)
-            }),
+            })
+            // One line per request, at its end: status and latency, within the span above.
+            .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -123,6 +126,7 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -604,7 +604,7 @@ impl Resource {
             )
         };
         st.sql = format!(
-            "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(\
+            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(\
                'id', h.id, 'occurred_at', h.occurred_at, 'actor', h.actor, 'reason', h.reason, \
                'request_id', h.request_id, 'action', h.action, 'old_row', {}, 'new_row', {}, \
                'changed', CASE pg_catalog.jsonb_typeof(h.changed) \

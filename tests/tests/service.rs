@@ -1351,3 +1351,124 @@ fn dedicated_tenants_are_routed_and_pools_are_capped() {
     });
     let _ = std::fs::remove_file(routes);
 }
+
+/// The binary as an operator runs it: `--help` names every flag's variable, logs are JSON lines
+/// with the request id, route and tenant and never the token, and SIGTERM lets the request in
+/// flight finish before the process exits.
+#[test]
+fn the_binary_logs_without_tokens_and_shuts_down_gracefully() {
+    let bin = std::env::var("STEWARD_SERVICE_BIN")
+        .expect("STEWARD_SERVICE_BIN is set by cargo xtask test");
+    let help = std::process::Command::new(&bin)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--database-url",
+        "--listen",
+        "--routes",
+        "--pool-size",
+        "--request-timeout-ms",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    assert!(help.matches("[env: STEWARD_").count() >= 13, "{help}");
+
+    let db = setup("e2e_svc_binary");
+    {
+        let mut c = connect(&db, "postgres");
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "SELECT steward.enter_tenant($1::text::uuid, 'seed')",
+            &[&ACME],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO projects (code, title) VALUES ('s', 'slow one')",
+            &[],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log_path = std::env::temp_dir().join(format!("steward-service-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("STEWARD_DATABASE_URL", conninfo(&db, "e2e_api", None))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let acme = token(ACME, "alice");
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut up = false;
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "the service did not start");
+        let res = http
+            .get(format!("{base}/v1/projects?select=id"))
+            .bearer_auth(&acme)
+            .header("x-request-id", "req-e2e-0001")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers().get("x-request-id").unwrap(), "req-e2e-0001");
+        // A request that takes a second; SIGTERM arrives while it runs.
+        let slow = {
+            let (http, base, t) = (http.clone(), base.clone(), acme.clone());
+            tokio::spawn(async move {
+                http.get(format!("{base}/v1/slow?title=eq.slow%20one"))
+                    .bearer_auth(t)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert_eq!(
+            slow.await.unwrap().unwrap(),
+            StatusCode::OK,
+            "the request in flight finished"
+        );
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(!text.contains(&acme), "a token reached the log");
+    assert!(
+        !text.contains(acme.split('.').nth(2).unwrap()),
+        "a token's signature reached the log"
+    );
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["span"]["request_id"] == "req-e2e-0001" && v["fields"]["status"].is_number())
+        .unwrap_or_else(|| panic!("no response line for the request: {text}"));
+    assert_eq!(line["span"]["route"], "/v1/{resource}", "{line}");
+    assert_eq!(line["span"]["tenant"], ACME, "{line}");
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+}

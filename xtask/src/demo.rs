@@ -1,19 +1,24 @@
 //! `cargo xtask demo`: a local cluster with the extension and a two-tenant schema, a guided
-//! tour of tenant isolation, and how to connect as each tenant's role. `--stop` stops it.
+//! tour of tenant isolation, how to connect as each tenant's role, and the web API
+//! (steward-service serve on 127.0.0.1:8080) over an architecture-workspace domain, with a
+//! token minted per workspace and the curl lines that show it. `--stop` stops both.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
 
 use crate::cluster::{free_port, Cluster};
+use crate::run::run;
 use crate::run::step;
-use crate::setup::{ensure_base, install_extension, repo_root, PG_BIN};
+use crate::setup::{cargo, ensure_base, ensure_packages, install_extension, repo_root, PG_BIN};
 
 const DB: &str = "steward_demo";
 const PREFERRED_PORT: u16 = 54329;
 
 pub fn demo(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--stop") {
+        stop_service();
         step("stopping the demo cluster");
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
@@ -35,7 +40,7 @@ pub fn demo(args: &[String]) -> Result<()> {
     step(&format!(
         "creating database {DB} with two tenants (sql/demo.sql)"
     ));
-    cluster.create_database(DB, &["sql/demo.sql"])?;
+    cluster.create_database(DB, &["sql/demo.sql", "sql/demo_api.sql"])?;
 
     step("the tour (sql/demo_tour.sql): each block connects as a different role");
     let mut tour = Command::new(format!("{PG_BIN}/psql"));
@@ -46,6 +51,7 @@ pub fn demo(args: &[String]) -> Result<()> {
     let _ = tour.status()?;
 
     cluster.keep_running();
+    let api = web_api(&cluster)?;
     let host = cluster.host();
     println!(
         "\n==> the demo cluster is running (log: {host}/postgres.log)\n\n\
@@ -59,10 +65,185 @@ pub fn demo(args: &[String]) -> Result<()> {
          UPDATE app.invoices SET tenant_id = gen_random_uuid();  -- ST403: rows never move\n  \
          BEGIN; SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000a1', 'me'); ... COMMIT;  -- as api_service\n  \
          SELECT * FROM steward.history('app.invoices', '{{\"id\": 1}}');  -- who changed it, when, why\n\n\
-         Stop it with: cargo xtask demo --stop",
+         The web API: {api}\n\n\
+         Stop both with: cargo xtask demo --stop",
         cluster.conninfo(DB, "acme_analyst"),
         cluster.conninfo(DB, "globex_analyst"),
         cluster.conninfo(DB, "api_service"),
     );
     Ok(())
+}
+
+const DEMO_DIR: &str = "/tmp/steward-demo";
+const ACME: &str = "0193a4d2-0000-7000-8000-0000000000a1";
+const GLOBEX: &str = "0193a4d2-0000-7000-8000-0000000000b1";
+
+fn stop_service() {
+    let pid_file = Path::new(DEMO_DIR).join("service.pid");
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        step("stopping the demo's steward-service");
+        let _ = Command::new("kill").arg(pid.trim()).status();
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+/// An HS256 token: the demo plays the identity provider.
+fn mint(secret: &[u8], tenant: &str, sub: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 12 * 3600;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"demo"}"#);
+    let claims = serde_json::json!({"tenant_id": tenant, "sub": sub, "exp": exp});
+    let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Starts steward-service serve against the demo database as the ordinary role steward_api,
+/// mints a token per workspace, and walks through the API with curl. Returns where it listens.
+fn web_api(cluster: &Cluster) -> Result<String> {
+    stop_service();
+    ensure_packages(&["curl"])?;
+    step("building steward-service");
+    run(cargo(&repo_root()).args(["build", "-q", "-p", "steward-service"]))?;
+    let mut secret = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut secret)?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    step("a signing key for the demo's identity provider, in steward.signing_keys (HS256)");
+    run(cluster.psql(DB).args([
+        "-c",
+        &format!("INSERT INTO steward.signing_keys (key_id, secret) VALUES ('demo', '\\x{hex}')"),
+    ]))?;
+    let acme = mint(&secret, ACME, "alice@acme.example");
+    let globex = mint(&secret, GLOBEX, "hank@globex.example");
+    let tokens = Path::new(DEMO_DIR).join("tokens.env");
+    std::fs::write(
+        &tokens,
+        format!("export ACME_TOKEN={acme}\nexport GLOBEX_TOKEN={globex}\n"),
+    )?;
+    let port: u16 = if std::net::TcpListener::bind(("127.0.0.1", 8080)).is_ok() {
+        8080
+    } else {
+        free_port()?
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let log = Path::new(DEMO_DIR).join("service.log");
+    step(&format!(
+        "starting steward-service serve on {base} as role steward_api (log: {})",
+        log.display()
+    ));
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(repo_root().join("target/debug/steward-service"))
+        .args([
+            "serve",
+            "--database-url",
+            &cluster.conninfo(DB, "steward_api"),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    std::fs::write(
+        Path::new(DEMO_DIR).join("service.pid"),
+        child.id().to_string(),
+    )?;
+    let mut ready = false;
+    for _ in 0..100 {
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &format!("{base}/readyz")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !ready {
+        anyhow::bail!(
+            "steward-service did not become ready: see {}",
+            log.display()
+        );
+    }
+    step(&format!(
+        "the web API, with curl (tokens in {}: . {0})",
+        tokens.display()
+    ));
+    let shell = |what: &str, cmd: String| -> Result<()> {
+        println!("\n--- {what}\n$ {cmd}");
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(format!(". {} && {cmd}; echo", tokens.display()))
+            .status()?;
+        if !status.success() {
+            anyhow::bail!("the demo's request failed: {cmd}");
+        }
+        Ok(())
+    };
+    let auth = |t: &str| format!("-H \"Authorization: Bearer ${t}\"");
+    let a = auth("ACME_TOKEN");
+    let g = auth("GLOBEX_TOKEN");
+    shell(
+        "Acme's workspace: its applications, and only those",
+        format!("curl -s {a} '{base}/v1/applications?select=id,name,tier&order=name'"),
+    )?;
+    shell(
+        "Globex's token, the same URL: Globex's applications",
+        format!("curl -s {g} '{base}/v1/applications?select=id,name,tier&order=name'"),
+    )?;
+    shell(
+        "Globex asks for Acme's ledger by its key: 404, as if it did not exist",
+        format!("curl -s -w ' -> %{{http_code}}' {g} {base}/v1/applications/1"),
+    )?;
+    shell(
+        "no token: 401",
+        format!("curl -s -i {base}/v1/applications | grep -Ei '^(HTTP|www-authenticate)'"),
+    )?;
+    shell(
+        "read Acme's payments application: its ETag is its version",
+        format!("curl -s -i {a} {base}/v1/applications/2 | grep -Ei '^(HTTP|etag)|^\\{{'"),
+    )?;
+    shell(
+        "change it without If-Match: 428",
+        format!("curl -s -w ' -> %{{http_code}}' -X PATCH {a} -H 'Content-Type: application/json' -d '{{\"owner\": \"core-team\"}}' {base}/v1/applications/2"),
+    )?;
+    shell(
+        "change it with the version read, and the why: 200, version 2",
+        format!("curl -s -i -X PATCH {a} -H 'If-Match: \"1\"' -H 'X-Steward-Reason: ADR-012: payments moves to the core team' -H 'Content-Type: application/json' -d '{{\"owner\": \"core-team\"}}' {base}/v1/applications/2 | grep -Ei '^(HTTP|etag)|^\\{{'"),
+    )?;
+    shell(
+        "a second writer who also read version 1: 412, nothing overwritten",
+        format!("curl -s -w ' -> %{{http_code}}' -X PATCH {a} -H 'If-Match: \"1\"' -H 'Content-Type: application/json' -d '{{\"owner\": \"someone-else\"}}' {base}/v1/applications/2"),
+    )?;
+    shell(
+        "the row's history: who, what, when and why",
+        format!("curl -s {a} {base}/v1/applications/2/history"),
+    )?;
+    shell(
+        "blast radius: every application that depends on the ledger, directly or transitively (a security_invoker view under RLS)",
+        format!("curl -s {a} '{base}/v1/blast-radius?application=eq.ledger&select=dependent,depth&order=depth'"),
+    )?;
+    shell(
+        "diagram metadata with JSONB custom fields",
+        format!("curl -s {a} '{base}/v1/diagrams?select=title,custom_fields'"),
+    )?;
+    shell(
+        "the API, described from what the DBA exposed (OpenAPI 3.1)",
+        format!("curl -s {base}/openapi.json | head -c 300"),
+    )?;
+    Ok(format!(
+        "{base} (log {}; tokens: . {}; GET {base}/openapi.json, {base}/metrics)",
+        log.display(),
+        tokens.display()
+    ))
 }

@@ -165,8 +165,21 @@ fn test(args: &[String]) -> Result<()> {
             });
         }
         if wants("e2e") {
+            // The service's binary, for the tests that run it as users do (signals, logs).
+            run::run(cargo(&root).args([
+                "build",
+                "-q",
+                "-p",
+                "steward-service",
+                "--bin",
+                "steward-service",
+            ]))?;
             // `cargo xtask test e2e NAME` runs tests/tests/NAME.rs alone.
             let mut e2e = cargo(&root);
+            e2e.env(
+                "STEWARD_SERVICE_BIN",
+                root.join("target/debug/steward-service"),
+            );
             e2e.args(["test", "-p", "steward-tests"]);
             if let Some(name) = args.get(1).filter(|_| only == Some("e2e")) {
                 e2e.args(["--test", name]);
