@@ -145,3 +145,9 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// The preloaded test cluster's socket directory and port.
+pub fn server_address() -> (String, String) {
+    let p = Server::Preloaded.prefix();
+    (env(&format!("{p}HOST")), env(&format!("{p}PORT")))
+}

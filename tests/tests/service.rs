@@ -99,7 +99,12 @@ struct Api {
 impl Api {
     /// Starts the service on port 0 against `db` as `e2e_api`, with extra flags.
     async fn start(db: &str, extra: &[&str]) -> Api {
-        let url = conninfo(db, "e2e_api", None);
+        Api::start_url(&conninfo(db, "e2e_api", None), extra).await
+    }
+
+    /// Starts the service with `url` as its default database.
+    async fn start_url(url: &str, extra: &[&str]) -> Api {
+        let url = url.to_string();
         let mut argv = vec![
             "steward-service",
             "serve",
@@ -1072,8 +1077,14 @@ fn openapi_health_readiness_and_metrics() {
 #[test]
 fn ten_thousand_requests_over_two_connections_never_cross_tenants() {
     let db = setup("e2e_svc_storm");
+    seed_storm(&db);
+    storm(&db, &conninfo(&db, "e2e_api", None));
+}
+
+/// Thirty rows of each tenant, titled with its slug, and a slow one each.
+fn seed_storm(db: &str) {
     {
-        let mut c = connect(&db, "postgres");
+        let mut c = connect(db, "postgres");
         for (tenant, slug) in [(ACME, "acme"), (GLOBEX, "globex")] {
             let mut tx = c.transaction().unwrap();
             tx.execute(
@@ -1089,9 +1100,14 @@ fn ten_thousand_requests_over_two_connections_never_cross_tenants() {
             tx.commit().unwrap();
         }
     }
+}
+
+/// The storm itself, with the service's default database at `url`.
+fn storm(db: &str, url: &str) {
+    let db = db.to_string();
     rt().block_on(async {
         let api = Arc::new(
-            Api::start(&db, &["--pool-size", "2", "--pool-wait-ms", "5000", "--request-timeout-ms", "300"]).await,
+            Api::start_url(url, &["--pool-size", "2", "--pool-wait-ms", "5000", "--request-timeout-ms", "300"]).await,
         );
         let tokens = Arc::new([(token(ACME, "a"), "acme"), (token(GLOBEX, "g"), "globex")]);
         let foreign = Arc::new(AtomicUsize::new(0));
@@ -1471,4 +1487,152 @@ fn the_binary_logs_without_tokens_and_shuts_down_gracefully() {
     assert_eq!(line["span"]["route"], "/v1/{resource}", "{line}");
     assert_eq!(line["span"]["tenant"], ACME, "{line}");
     assert_eq!(line["fields"]["status"], 200, "{line}");
+}
+
+/// pgbouncer from Debian, in transaction mode, in front of the test cluster: started as the
+/// postgres user on a free port, stopped when dropped.
+struct Bouncer {
+    dir: std::path::PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Bouncer {
+    fn start(db: &str, users: &[&str]) -> Bouncer {
+        let bin =
+            std::env::var("STEWARD_PGBOUNCER").unwrap_or_else(|_| "/usr/sbin/pgbouncer".into());
+        let (host, pg_port) = steward_tests::server_address();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir =
+            std::env::temp_dir().join(format!("steward-pgbouncer-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users_file: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(dir.join("users.txt"), users_file).unwrap();
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n{db} = host={host} port={pg_port} dbname={db}\n\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
+                 default_pool_size = 2\nmax_client_conn = 200\n\
+                 logfile = {log}\npidfile = {pid}\n",
+                users = dir.join("users.txt").display(),
+                log = dir.join("pgbouncer.log").display(),
+                pid = dir.join("pgbouncer.pid").display(),
+            ),
+        )
+        .unwrap();
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let child = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &bin])
+            .arg(dir.join("pgbouncer.ini"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Bouncer { dir, port, child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "pgbouncer did not start: {}",
+            std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+        );
+    }
+
+    fn url(&self, db: &str, user: &str) -> String {
+        format!("host=127.0.0.1 port={} dbname={db} user={user}", self.port)
+    }
+
+    /// psql through pgbouncer: (exit status success, stdout, stderr).
+    fn psql(&self, db: &str, user: &str, commands: &[&str]) -> (bool, String, String) {
+        let mut c = std::process::Command::new("psql");
+        c.args(["-X", "-At", "-v", "VERBOSITY=verbose", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", user, "-d", db]);
+        for cmd in commands {
+            c.args(["-c", cmd]);
+        }
+        let out = c.output().expect("psql");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The storm again, with pgbouncer in transaction mode between the service and the database;
+/// and tenant roles connecting through the same pgbouncer with psql stay in their tenant.
+#[test]
+fn behind_pgbouncer_in_transaction_mode_nothing_crosses_tenants() {
+    let db = setup("e2e_svc_bouncer");
+    seed_storm(&db);
+    {
+        let mut c = connect(&db, "postgres");
+        c.batch_execute("GRANT SELECT ON projects TO e2e_acme, e2e_service, e2e_nogrant")
+            .unwrap();
+    }
+    let bouncer = Bouncer::start(&db, &["e2e_api", "e2e_acme", "e2e_service", "e2e_nogrant"]);
+    storm(&db, &bouncer.url(&db, "e2e_api"));
+
+    // A tenant role with one grant: its tenant's rows, and no way into another.
+    let (ok, out, err) = bouncer.psql(
+        &db,
+        "e2e_acme",
+        &[
+            "SELECT count(*) FROM projects",
+            "SELECT count(*) FROM projects WHERE title LIKE 'globex%'",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["31", "0"], "{err}");
+    let (ok, _, err) = bouncer.psql(
+        &db,
+        "e2e_acme",
+        &[&format!("SELECT steward.enter_tenant('{GLOBEX}')")],
+    );
+    assert!(!ok && err.contains("ST002"), "{err}");
+    // No grant, no token: nothing, through the pooler as directly.
+    let (ok, _, err) = bouncer.psql(&db, "e2e_nogrant", &["SELECT count(*) FROM projects"]);
+    assert!(!ok && err.contains("ST001"), "{err}");
+    // A context ends with its transaction: the server connection pgbouncer hands on next
+    // carries none, to this client or another.
+    for _ in 0..5 {
+        let (_, out, err) = bouncer.psql(
+            &db,
+            "e2e_service",
+            &[
+                "BEGIN",
+                &format!("SELECT steward.enter_tenant('{GLOBEX}', 'svc')"),
+                "SELECT count(*) FROM projects",
+                "COMMIT",
+                "SELECT count(*) FROM projects",
+            ],
+        );
+        assert!(out.contains("31"), "{out}{err}");
+        assert!(
+            err.contains("ST001"),
+            "the next transaction had a context: {out}{err}"
+        );
+        let (_, _, err) = bouncer.psql(&db, "e2e_nogrant", &["SELECT count(*) FROM projects"]);
+        assert!(err.contains("ST001"), "{err}");
+    }
 }

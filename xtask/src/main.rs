@@ -165,6 +165,8 @@ fn test(args: &[String]) -> Result<()> {
             });
         }
         if wants("e2e") {
+            // pgbouncer, which the service's tests put between the service and the database.
+            setup::ensure_packages(&["pgbouncer"])?;
             // The service's binary, for the tests that run it as users do (signals, logs).
             run::run(cargo(&root).args([
                 "build",
