@@ -1531,7 +1531,7 @@ impl Bouncer {
             .status()
             .unwrap();
         assert!(chown.success());
-        let child = std::process::Command::new("runuser")
+        let mut child = std::process::Command::new("runuser")
             .args(["-u", "postgres", "--", &bin])
             .arg(dir.join("pgbouncer.ini"))
             .spawn()
@@ -1542,6 +1542,8 @@ impl Bouncer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "pgbouncer did not start: {}",
             std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
