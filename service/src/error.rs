@@ -16,6 +16,8 @@ pub struct ApiError {
     pub authenticate: Option<&'static str>,
     /// Seconds, for 503.
     pub retry_after: Option<u32>,
+    /// The methods a 405's resource has (`Allow`).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             hint: hint.into(),
             authenticate: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -52,8 +55,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "ST400", detail, hint)
     }
 
-    pub fn method_not_allowed(detail: impl Into<String>, hint: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "ST400", detail, hint)
+    pub fn method_not_allowed(
+        allow: &'static str,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> ApiError {
+        let mut e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "ST400", detail, hint);
+        e.allow = Some(allow);
+        e
     }
 
     pub fn unavailable(detail: impl Into<String>, hint: impl Into<String>, retry: u32) -> ApiError {
@@ -194,6 +203,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(a) = self.authenticate {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(a));
+        }
+        if let Some(a) = self.allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(a));
         }
         if let Some(r) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(r));

@@ -3,30 +3,39 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::{Column, Resource};
+use crate::resources::{Column, JsonKind, Resource};
 
-/// A column's JSON Schema, from its SQL type.
+/// A column's JSON Schema, from its SQL type (JsonKind decides what a body may send).
 fn column_schema(c: &Column) -> Value {
-    let base = |t: &str| -> Value {
-        match t {
-            "smallint" => json!({"type": "integer", "minimum": -32768, "maximum": 32767}),
-            "integer" => json!({"type": "integer", "format": "int32"}),
-            "bigint" => json!({"type": "integer", "format": "int64"}),
-            "numeric" | "real" | "double precision" => json!({"type": "number"}),
-            "boolean" => json!({"type": "boolean"}),
-            "uuid" => json!({"type": "string", "format": "uuid"}),
+    let scalar = |t: &str| -> Value {
+        let mut s = match JsonKind::of(t, false) {
+            JsonKind::Any => json!({}),
+            JsonKind::Boolean => json!({"type": "boolean"}),
+            JsonKind::Integer => json!({"type": "integer"}),
+            JsonKind::Number => json!({"type": "number"}),
+            JsonKind::Array => json!({"type": "array"}),
+            JsonKind::String => json!({"type": "string"}),
+        };
+        let extra = match t {
+            "smallint" => json!({"minimum": -32768, "maximum": 32767}),
+            "integer" => json!({"format": "int32", "minimum": i32::MIN, "maximum": i32::MAX}),
+            "bigint" => json!({"format": "int64", "minimum": i64::MIN, "maximum": i64::MAX}),
+            "uuid" => json!({"format": "uuid"}),
             "timestamp with time zone" | "timestamp without time zone" => {
-                json!({"type": "string", "format": "date-time"})
+                json!({"format": "date-time"})
             }
-            "date" => json!({"type": "string", "format": "date"}),
-            "json" | "jsonb" => json!({}),
-            _ => json!({"type": "string"}),
+            "date" => json!({"format": "date"}),
+            _ => json!({}),
+        };
+        if let (Value::Object(m), Value::Object(e)) = (&mut s, extra) {
+            m.extend(e);
         }
+        s
     };
     let mut s = if c.array {
-        json!({"type": "array", "items": base(c.element.as_deref().unwrap_or("text"))})
+        json!({"type": "array", "items": scalar(c.element.as_deref().unwrap_or("text"))})
     } else {
-        base(&c.sql_type)
+        scalar(&c.sql_type)
     };
     if c.nullable {
         if let Some(t) = s.get("type").cloned() {

@@ -24,7 +24,63 @@ pub struct Column {
     pub writable: bool,
 }
 
+/// What JSON a column takes in a request body, from its SQL type (the same mapping as the
+/// OpenAPI document's schemas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Any,
+    Array,
+    Boolean,
+    Integer,
+    Number,
+    String,
+}
+
+impl JsonKind {
+    pub fn of(sql_type: &str, array: bool) -> JsonKind {
+        if array {
+            return JsonKind::Array;
+        }
+        match sql_type {
+            "json" | "jsonb" => JsonKind::Any,
+            "boolean" => JsonKind::Boolean,
+            "smallint" | "integer" | "bigint" => JsonKind::Integer,
+            "numeric" | "real" | "double precision" => JsonKind::Number,
+            _ => JsonKind::String,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonKind::Any => "any JSON value",
+            JsonKind::Array => "an array",
+            JsonKind::Boolean => "a boolean",
+            JsonKind::Integer => "an integer",
+            JsonKind::Number => "a number",
+            JsonKind::String => "a string",
+        }
+    }
+
+    /// Whether `v` is such a value (null is left to the column's NOT NULL).
+    pub fn fits(self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (self, v) {
+            (_, Value::Null) | (JsonKind::Any, _) => true,
+            (JsonKind::Array, Value::Array(_)) => true,
+            (JsonKind::Boolean, Value::Bool(_)) => true,
+            (JsonKind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (JsonKind::Number, Value::Number(_)) => true,
+            (JsonKind::String, Value::String(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Column {
+    pub fn json_kind(&self) -> JsonKind {
+        JsonKind::of(&self.sql_type, self.array)
+    }
+
     /// Whether rows can be compared and ordered by this column (json has no equality).
     pub fn comparable(&self) -> bool {
         self.sql_type != "json" && !self.sql_type.ends_with("json[]")
@@ -378,6 +434,7 @@ impl Resource {
     fn read_only(&self) -> Result<(), ApiError> {
         if self.is_view() {
             return Err(ApiError::method_not_allowed(
+                "GET",
                 format!("resource \"{}\" is a view: it is read-only", self.resource),
                 "Write to the tables the view reads.",
             ));
@@ -413,6 +470,19 @@ impl Resource {
                     } else {
                         format!("Writable columns: {}.", self.writable().join(", "))
                     },
+                ));
+            }
+            let kind = c.json_kind();
+            if !kind.fits(&body[name]) {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "column \"{name}\" of resource \"{}\" has type {}: the body gives it {}, not {}",
+                        self.resource,
+                        c.sql_type,
+                        json_type(&body[name]),
+                        kind.name()
+                    ),
+                    "Send each value as the type GET /openapi.json gives it (dates, times and UUIDs as strings).",
                 ));
             }
             cols.push(c);
@@ -617,6 +687,17 @@ impl Resource {
             parts.join(", ")
         );
         Ok(st)
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 

@@ -406,6 +406,16 @@ async fn collection_inner(
     let caller = caller(headers)?;
     let t = target(state, &caller, seg[0]).await?;
     if method == Method::POST {
+        if t.resource.is_view() {
+            return Err(ApiError::method_not_allowed(
+                "GET",
+                format!(
+                    "resource \"{}\" is a view: it is read-only",
+                    t.resource.resource
+                ),
+                "Write to the tables the view reads.",
+            ));
+        }
         let (map, text) = body_object(state, headers, body).await?;
         let st = t.resource.insert(&map, text)?;
         let rows = run(state, &t, caller, st, false).await?;
@@ -512,9 +522,15 @@ async fn item_inner(
     }
     if method == Method::PATCH || method == Method::DELETE {
         if r.is_view() {
-            return Err(ApiError::method_not_allowed(
-                format!("resource \"{}\" is a view: it is read-only", r.resource),
-                "Write to the tables the view reads.",
+            return Err(ApiError::not_found(
+                format!(
+                    "resource \"{}\" is a view: its rows have no key",
+                    r.resource
+                ),
+                format!(
+                    "List its rows with GET /v1/{} and filters; write to the tables it reads.",
+                    r.resource
+                ),
             ));
         }
         let etag = required_if_match(headers, r)?;
@@ -557,6 +573,7 @@ async fn item_inner(
         return Ok(res);
     }
     Err(ApiError::method_not_allowed(
+        "GET, PATCH, DELETE",
         format!("{method} is not a method of /v1/{}/{{key}}", r.resource),
         "Use GET, PATCH or DELETE.",
     ))
@@ -662,13 +679,42 @@ pub async fn not_found(uri: Uri) -> Response {
     .into_response()
 }
 
-pub async fn wrong_method(method: Method, uri: Uri) -> Response {
+pub async fn wrong_method(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let route = matched.as_ref().map(|m| m.as_str()).unwrap_or("");
+    let allow = match route {
+        "/v1/{resource}" => {
+            // A view is read-only: GET alone.
+            let name = segments(&uri).first().copied().unwrap_or("").to_string();
+            let view = match state.dbs.default_database() {
+                Ok(db) => db
+                    .resources()
+                    .await
+                    .ok()
+                    .and_then(|r| r.by_name.get(&name).map(Resource::is_view))
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            if view {
+                "GET"
+            } else {
+                "GET, POST"
+            }
+        }
+        "/v1/{resource}/{key}" => "GET, PATCH, DELETE",
+        _ => "GET",
+    };
     ApiError::method_not_allowed(
+        allow,
         format!(
             "{method} is not a method of {}",
             uri.path().chars().take(200).collect::<String>()
         ),
-        "GET /openapi.json lists each route's methods.",
+        format!("Methods of this route: {allow}."),
     )
     .into_response()
 }

@@ -712,7 +712,7 @@ fn bad_input_is_a_4xx_problem_never_a_500() {
                 "/v1/project-titles/1".into(),
                 Some("{}".into()),
                 &[("if-match", "\"1\"")],
-                405,
+                404,
             ),
             (
                 Method::POST,
@@ -727,6 +727,34 @@ fn bad_input_is_a_4xx_problem_never_a_500() {
                 Some("[1, 2]".into()),
                 &[],
                 400,
+            ),
+            (
+                Method::POST,
+                "/v1/projects".into(),
+                Some(r#"{"code": {}, "title": "t"}"#.into()),
+                &[],
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/projects".into(),
+                Some(r#"{"code": "k9", "title": "t", "due": 20260101}"#.into()),
+                &[],
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/projects".into(),
+                Some(r#"{"code": "k9", "title": true}"#.into()),
+                &[],
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/projects".into(),
+                Some(r#"{"code": "k9", "title": "t", "fields": "a string is JSON too"}"#.into()),
+                &[],
+                201,
             ),
             (
                 Method::POST,
@@ -861,6 +889,13 @@ fn bad_input_is_a_4xx_problem_never_a_500() {
             assert_eq!(s.as_u16(), want, "{method} {path}: {b}");
             if want >= 400 {
                 problem(s, &h, &b);
+            }
+            if want == 405 {
+                let allow = h.get("allow").and_then(|v| v.to_str().ok()).unwrap_or("");
+                assert!(
+                    !allow.is_empty() && !allow.contains(method.as_str()),
+                    "{method} {path}: Allow {allow}"
+                );
             }
         }
         // A wrong Content-Type is 415.
@@ -1637,4 +1672,56 @@ fn behind_pgbouncer_in_transaction_mode_nothing_crosses_tenants() {
         let (_, _, err) = bouncer.psql(&db, "e2e_nogrant", &["SELECT count(*) FROM projects"]);
         assert!(err.contains("ST001"), "{err}");
     }
+}
+
+/// schemathesis (PyPI) generates requests from /openapi.json, valid and invalid, for every
+/// operation: no response is a server error, and every response conforms to the document.
+#[test]
+fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let bin = std::env::var("STEWARD_SCHEMATHESIS")
+        .expect("STEWARD_SCHEMATHESIS is set by cargo xtask test");
+    let db = setup("e2e_svc_fuzz");
+    seed_storm(&db);
+    rt().block_on(async {
+        let api = Api::start(&db, &[]).await;
+        let acme = token(ACME, "fuzzer");
+        let base = api.base.clone();
+        // CPython 3.11.7 (this machine's) can crash inside Hypothesis's own code with
+        // "SystemError: AST constructor recursion depth mismatch", a bug of the interpreter
+        // (CPython issue 106905): such a run tested nothing to its end and is run again.
+        let mut attempt = 0;
+        let (out, text) = loop {
+            attempt += 1;
+            let (bin, base, acme) = (bin.clone(), base.clone(), acme.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin)
+                    .args(["run", &format!("{base}/openapi.json")])
+                    .args(["-H", &format!("Authorization: Bearer {acme}")])
+                    .args([
+                        "--checks",
+                        "not_a_server_error,response_schema_conformance,content_type_conformance,\
+                         status_code_conformance,response_headers_conformance,negative_data_rejection,\
+                         ignored_auth,use_after_free,ensure_resource_availability,unsupported_method",
+                    ])
+                    .args(["--max-examples", "25", "--seed", "19", "--workers", "1"])
+                    .env("NO_COLOR", "1")
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if attempt < 3 && !out.status.success() && text.contains("AST constructor recursion depth mismatch") {
+                continue;
+            }
+            break (out, text);
+        };
+        assert!(out.status.success(), "schemathesis found failures:\n{text}");
+        assert!(text.contains(" passed"), "{text}");
+        api.stop().await;
+    });
 }

@@ -167,6 +167,8 @@ fn test(args: &[String]) -> Result<()> {
         if wants("e2e") {
             // pgbouncer, which the service's tests put between the service and the database.
             setup::ensure_packages(&["pgbouncer"])?;
+            // schemathesis (PyPI), which fuzzes the service from its /openapi.json.
+            let schemathesis = setup::ensure_schemathesis()?;
             // The service's binary, for the tests that run it as users do (signals, logs).
             run::run(cargo(&root).args([
                 "build",
@@ -181,7 +183,8 @@ fn test(args: &[String]) -> Result<()> {
             e2e.env(
                 "STEWARD_SERVICE_BIN",
                 root.join("target/debug/steward-service"),
-            );
+            )
+            .env("STEWARD_SCHEMATHESIS", schemathesis);
             e2e.args(["test", "-p", "steward-tests"]);
             if let Some(name) = args.get(1).filter(|_| only == Some("e2e")) {
                 e2e.args(["--test", name]);

@@ -143,3 +143,32 @@ pub fn pg_regress() -> Result<PathBuf> {
         .then_some(p.clone())
         .with_context(|| format!("{} is missing", p.display()))
 }
+
+/// The schemathesis version the API's fuzz test runs (PyPI).
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// schemathesis in a virtual environment inside target/ (made once; a second call reuses it).
+pub fn ensure_schemathesis() -> Result<PathBuf> {
+    let venv = repo_root().join("target").join("schemathesis-venv");
+    let bin = venv.join("bin").join("schemathesis");
+    let wanted = format!("version {SCHEMATHESIS_VERSION}");
+    let have = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&wanted))
+        .unwrap_or(false);
+    if have {
+        return Ok(bin);
+    }
+    step(&format!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} from PyPI into {}",
+        venv.display()
+    ));
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "-q",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    ]))?;
+    Ok(bin)
+}
