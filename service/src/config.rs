@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Connections per database, at most.
     #[arg(long, env = "STEWARD_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
+    /// Prepared statements kept per connection (each statement text is parsed and planned once
+    /// per connection). 0 sends every statement unnamed: for a pooler in transaction mode that
+    /// does not carry prepared statements (pgbouncer before 1.21).
+    #[arg(long, env = "STEWARD_STATEMENT_CACHE", default_value_t = 256)]
+    pub statement_cache: usize,
     /// How long a request waits for a free connection before 503, in milliseconds.
     #[arg(long, env = "STEWARD_POOL_WAIT_MS", default_value_t = 1000)]
     pub pool_wait_ms: u64,

@@ -25,6 +25,24 @@ pub struct PoolSettings {
     pub max_size: usize,
     pub wait: Duration,
     pub statement_timeout: Duration,
+    /// Prepared statements kept per connection (0: none, every statement unnamed).
+    pub statement_cache: usize,
+}
+
+/// Enters the tenant of the request's token, records the why, and bounds the statement's time.
+const ENTER_SQL: &str = "SELECT steward.enter_tenant_token($1), steward.annotate($2, $3, $4), \
+                         pg_catalog.set_config('statement_timeout', $5, true)";
+
+/// Two kinds of query future as one type, for the pipeline.
+fn futures_either<'a, F>(
+    f: F,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>,
+>
+where
+    F: std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a,
+{
+    Box::pin(f)
 }
 
 /// One database: its pool (opened on first use) and the resources it exposes.
@@ -61,7 +79,7 @@ pub struct Context {
     pub traceparent: Option<String>,
 }
 
-const RESOURCES_SQL: &str = "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+pub const RESOURCES_SQL: &str = "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
         'resource', r.resource, 'schema', n.nspname, 'table', c.relname, 'kind', r.kind,
         'key', r.key, 'primary_key', r.primary_key, 'tenant_column', r.tenant_column,
         'versioned', r.versioned, 'soft_delete', r.soft_delete,
@@ -235,52 +253,70 @@ impl Database {
     ) -> Result<Vec<Row>, ApiError> {
         let client = self.pool.get().await.map_err(|e| pool_error(e, self))?;
         let timeout_ms = settings.statement_timeout.as_millis().to_string();
+        let cache_size = settings.statement_cache;
         let dbs = dbs.clone();
         let task = tokio::spawn(async move {
-            let texts: Vec<Option<String>>;
-            let arrays: Vec<Vec<Option<String>>>;
-            {
-                let (mut t, mut a) = (Vec::new(), Vec::new());
-                for p in &statement.params {
-                    match p {
-                        Param::Text(v) => t.push(v.clone()),
-                        Param::TextArray(v) => a.push(v.clone()),
-                    }
-                }
-                texts = t;
-                arrays = a;
-            }
-            let (mut ti, mut ai) = (0, 0);
-            let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
+            let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+            let mut types: Vec<Type> = Vec::new();
             for p in &statement.params {
                 match p {
-                    Param::Text(_) => {
-                        params.push((&texts[ti], Type::TEXT));
-                        ti += 1;
+                    Param::Text(v) => {
+                        values.push(v);
+                        types.push(Type::TEXT);
                     }
-                    Param::TextArray(_) => {
-                        params.push((&arrays[ai], Type::TEXT_ARRAY));
-                        ai += 1;
+                    Param::TextArray(v) => {
+                        values.push(v);
+                        types.push(Type::TEXT_ARRAY);
                     }
                 }
             }
+            let enter_values: [&(dyn ToSql + Sync); 5] = [
+                &ctx.token,
+                &ctx.reason,
+                &ctx.request_id,
+                &ctx.traceparent,
+                &timeout_ms,
+            ];
             let c: &tokio_postgres::Client = &client;
+            // Prepared statements, cached per connection, unless the cache is off (a pooler in
+            // transaction mode that does not carry them): then each is an unnamed statement,
+            // parsed and planned every time. Preparing happens before the transaction begins,
+            // once per connection and statement text; a bounded cache starts afresh when full.
+            let prepared = if cache_size > 0 {
+                if client.statement_cache.size() >= cache_size {
+                    client.statement_cache.clear();
+                }
+                let enter = client
+                    .prepare_typed_cached(ENTER_SQL, &[Type::TEXT; 5])
+                    .await;
+                let run = client.prepare_typed_cached(&statement.sql, &types).await;
+                match (enter, run) {
+                    (Ok(e), Ok(r)) => Some((e, r)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        // No transaction was begun: the connection is as it was.
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                values.iter().copied().zip(types.iter().cloned()).collect();
+            let enter_typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                enter_values.iter().map(|v| (*v, Type::TEXT)).collect();
             // Sent in this order when first polled (tokio::join! polls them in order), answered
             // in this order: one round trip.
             let begin = c.query_typed("BEGIN", &[]);
-            let enter_params: [(&(dyn ToSql + Sync), Type); 5] = [
-                (&ctx.token, Type::TEXT),
-                (&ctx.reason, Type::TEXT),
-                (&ctx.request_id, Type::TEXT),
-                (&ctx.traceparent, Type::TEXT),
-                (&timeout_ms, Type::TEXT),
-            ];
-            let enter = c.query_typed(
-                "SELECT steward.enter_tenant_token($1), steward.annotate($2, $3, $4), \
-                        pg_catalog.set_config('statement_timeout', $5, true)",
-                &enter_params,
-            );
-            let run = c.query_typed(&statement.sql, &params);
+            let (enter, run) = match &prepared {
+                Some((e, r)) => (
+                    futures_either(c.query(e, &enter_values)),
+                    futures_either(c.query(r, &values)),
+                ),
+                None => (
+                    futures_either(c.query_typed(ENTER_SQL, &enter_typed)),
+                    futures_either(c.query_typed(&statement.sql, &typed)),
+                ),
+            };
             let commit = c.query_typed("COMMIT", &[]);
             let (begun, entered, ran, committed) = tokio::join!(begin, enter, run, commit);
             // COMMIT answered (even with an error, or as the ROLLBACK of a failed transaction):
@@ -289,9 +325,6 @@ impl Database {
                 Ok(_) => true,
                 Err(e) => e.as_db_error().is_some(),
             };
-            if !ended {
-                let _ = deadpool_postgres::Object::take(client);
-            }
             let first_error = [begun.err(), entered.err()].into_iter().flatten().next();
             let result = match (first_error, ran, committed) {
                 (Some(e), _, _) => Err(e),
@@ -299,6 +332,15 @@ impl Database {
                 (None, Ok(_), Err(e)) => Err(e),
                 (None, Ok(rows), Ok(_)) => Ok(rows),
             };
+            if !ended {
+                let _ = deadpool_postgres::Object::take(client);
+            } else if let Err(e) = &result {
+                // A prepared statement the server no longer knows (DISCARD ALL by a pooler), or
+                // whose plan can no longer be used: this connection's cache starts afresh.
+                if matches!(e.code().map(|c| c.code()), Some("26000") | Some("0A000")) {
+                    client.statement_cache.clear();
+                }
+            }
             if result.is_err() {
                 dbs.rollbacks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

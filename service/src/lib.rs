@@ -47,6 +47,7 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         max_size: args.pool_size.max(1),
         wait: Duration::from_millis(args.pool_wait_ms),
         statement_timeout: request_timeout,
+        statement_cache: args.statement_cache,
     };
     Ok(Arc::new(Shared {
         dbs: Arc::new(Databases::new(

@@ -144,6 +144,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             "bench/tenant_page_setup.sql",
             "bench/write_setup.sql",
             "bench/outbox_setup.sql",
+            "bench/service_setup.sql",
         ],
     )?;
 
@@ -218,6 +219,16 @@ pub fn bench(args: &[String]) -> Result<()> {
         .is_none_or(|o| "Outbox drain latency".contains(o))
     {
         report.push_str(&crate::bench_outbox::run(&cluster, settings.rounds)?);
+    }
+    if only
+        .as_deref()
+        .is_none_or(|o| "The web API service".contains(o))
+    {
+        report.push_str(&crate::bench_service::run_all(
+            &cluster,
+            settings.rounds,
+            settings.seconds,
+        )?);
     }
     cluster.stop();
     write_report(&report, &settings, quick)

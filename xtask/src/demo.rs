@@ -87,8 +87,8 @@ fn stop_service() {
     }
 }
 
-/// An HS256 token: the demo plays the identity provider.
-fn mint(secret: &[u8], tenant: &str, sub: &str) -> String {
+/// An HS256 token valid for `seconds`: the demo (and the benchmark) plays the identity provider.
+pub(crate) fn mint(secret: &[u8], kid: &str, tenant: &str, sub: &str, seconds: u64) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use hmac::{Hmac, Mac};
@@ -96,8 +96,9 @@ fn mint(secret: &[u8], tenant: &str, sub: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-        + 12 * 3600;
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"demo"}"#);
+        + seconds;
+    let header = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string());
     let claims = serde_json::json!({"tenant_id": tenant, "sub": sub, "exp": exp});
     let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key");
@@ -123,8 +124,8 @@ fn web_api(cluster: &Cluster) -> Result<String> {
         "-c",
         &format!("INSERT INTO steward.signing_keys (key_id, secret) VALUES ('demo', '\\x{hex}')"),
     ]))?;
-    let acme = mint(&secret, ACME, "alice@acme.example");
-    let globex = mint(&secret, GLOBEX, "hank@globex.example");
+    let acme = mint(&secret, "demo", ACME, "alice@acme.example", 12 * 3600);
+    let globex = mint(&secret, "demo", GLOBEX, "hank@globex.example", 12 * 3600);
     let tokens = Path::new(DEMO_DIR).join("tokens.env");
     std::fs::write(
         &tokens,
