@@ -12,7 +12,67 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- Every relation the view reads, through the views it reads, must be governed or itself a
-    -- security_invoker view: a view that runs as its owner reads across tenants.
+    -- security_invoker view: a view that runs as its owner reads across tenants. steward's own
+    -- relations are not resources. And every function or operator the views call must be a
+    -- built-in one: what a function reads is not in the catalog, and a function can read any
+    -- table (as its owner, if SECURITY DEFINER) whatever policy the caller is under.
+    WITH RECURSIVE used(rel, path) AS (
+        SELECT view_rel::oid, ARRAY[view_rel::oid]
+        UNION
+        SELECT d.refobjid, u.path || d.refobjid
+          FROM used u
+          JOIN pg_rewrite w ON w.ev_class = u.rel
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.rel
+         WHERE NOT d.refobjid = ANY (u.path)
+    ),
+    rules AS (
+        SELECT w.oid AS rule FROM used u JOIN pg_rewrite w ON w.ev_class = u.rel
+    )
+    SELECT DISTINCT f.fault FROM (
+        SELECT CASE
+                 WHEN c.relnamespace = 'steward'::regnamespace
+                     THEN format('%s reads %s, one of steward''s own relations', view_rel, c.oid::regclass)
+                 WHEN c.relkind = 'v'
+                     THEN format('view %s does not run as its caller (security_invoker)', c.oid::regclass)
+                 ELSE format('%s reads %s, which steward does not govern', view_rel, c.oid::regclass) END AS fault
+          FROM used u
+          JOIN pg_class c ON c.oid = u.rel
+         WHERE c.relnamespace = 'steward'::regnamespace
+            OR (c.relkind = 'v'
+                AND NOT coalesce('security_invoker=true' = ANY (c.reloptions)
+                                 OR 'security_invoker=on' = ANY (c.reloptions)
+                                 OR 'security_invoker=1' = ANY (c.reloptions), false))
+            OR (c.relkind IN ('r', 'p', 'm', 'f')
+                AND NOT EXISTS (SELECT 1 FROM steward.governed g WHERE g.rel = c.oid))
+        UNION ALL
+        SELECT format('%s calls %s, which is not a built-in function: steward cannot tell what it reads',
+                      view_rel, p.oid::regprocedure)
+          FROM rules r
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.rule
+                          AND d.refclassid = 'pg_proc'::regclass
+          JOIN pg_proc p ON p.oid = d.refobjid
+         WHERE p.pronamespace <> 'pg_catalog'::regnamespace
+        UNION ALL
+        SELECT format('%s uses operator %s, whose function is not a built-in one: steward cannot tell what it reads',
+                      view_rel, o.oid::regoperator)
+          FROM rules r
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.rule
+                          AND d.refclassid = 'pg_operator'::regclass
+          JOIN pg_operator o ON o.oid = d.refobjid
+          JOIN pg_proc p ON p.oid = o.oprcode
+         WHERE p.pronamespace <> 'pg_catalog'::regnamespace
+    ) f
+$$;
+
+-- The tenant columns of the governed tables a view reads (through the views it reads): a view's
+-- column of that name is never shown, as a table's tenant column is not.
+CREATE FUNCTION steward._view_tenant_columns(view_rel regclass)
+RETURNS name[]
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
     WITH RECURSIVE used(rel, path) AS (
         SELECT view_rel::oid, ARRAY[view_rel::oid]
         UNION
@@ -23,18 +83,33 @@ AS $$
                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.rel
          WHERE NOT d.refobjid = ANY (u.path)
     )
-    SELECT DISTINCT CASE
-             WHEN c.relkind = 'v' THEN format('view %s does not run as its caller (security_invoker)', c.oid::regclass)
-             ELSE format('%s reads %s, which steward does not govern', view_rel, c.oid::regclass) END
-      FROM used u
-      JOIN pg_class c ON c.oid = u.rel
-     WHERE (c.relkind = 'v'
-            AND NOT coalesce('security_invoker=true' = ANY (c.reloptions)
-                             OR 'security_invoker=on' = ANY (c.reloptions)
-                             OR 'security_invoker=1' = ANY (c.reloptions), false))
-        OR (c.relkind IN ('r', 'p', 'm', 'f')
-            AND NOT EXISTS (SELECT 1 FROM steward.governed g WHERE g.rel = c.oid)
-            AND c.relnamespace <> 'steward'::regnamespace)
+    SELECT coalesce(array_agg(DISTINCT g.tenant_column), '{}')
+      FROM used u JOIN steward.governed g ON g.rel = u.rel
+$$;
+
+-- Whether a resource may be served now: the service calls it in each request's transaction,
+-- before the statement, so that a resource its cached description still lists is refused the
+-- moment it is unexposed, its table ungoverned, or its view weakened.
+CREATE FUNCTION steward._check_serving(resource text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r regclass;
+    k "char";
+BEGIN
+    SELECT e.rel, c.relkind INTO r, k
+      FROM steward.exposed e JOIN pg_class c ON c.oid = e.rel
+     WHERE e.resource = _check_serving.resource;
+    IF r IS NULL
+       OR (k = 'v' AND EXISTS (SELECT 1 FROM steward._view_faults(r)))
+       OR (k <> 'v' AND NOT EXISTS (SELECT 1 FROM steward.governed g WHERE g.rel = r)) THEN
+        PERFORM steward._raise('ST400', format('resource %L is not served', resource),
+            'It was unexposed, its table is no longer governed, or its view no longer runs as its caller over governed tables only: GET /openapi.json lists what is.');
+    END IF;
+END
 $$;
 
 -- Exposes a governed table, or a security_invoker view over governed tables (read-only), as
@@ -90,8 +165,9 @@ BEGIN
             PERFORM steward._raise('ST400', format('%s has no column %s', rel, missing),
                 'Name columns of the table (or view) itself.');
         END IF;
-        IF tcol = ANY (columns) THEN
-            PERFORM steward._raise('ST400', format('%s is the tenant column of %s: it is never exposed', quote_ident(tcol), rel),
+        IF tcol = ANY (columns) OR (kind = 'v' AND columns && steward._view_tenant_columns(rel)) THEN
+            PERFORM steward._raise('ST400', format('the columns of %s name a tenant column (%s): it is never exposed', rel,
+                                   coalesce(quote_ident(tcol), array_to_string(steward._view_tenant_columns(rel), ', '))),
                 'Leave the tenant column out: the caller''s token decides the tenant.');
         END IF;
         SELECT string_agg(quote_ident(a.attname), ', ') INTO missing
@@ -163,6 +239,7 @@ SELECT e.resource,
           JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = e.rel AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname IS DISTINCT FROM g.tenant_column
+           AND NOT (c.relkind = 'v' AND a.attname = ANY (steward._view_tenant_columns(e.rel)))
            AND (e.columns IS NULL OR a.attname = ANY (e.columns))) AS columns,
        e.exposed_at
   FROM steward.exposed e

@@ -72,3 +72,33 @@ SELECT resource, kind FROM steward.exposed_resources ORDER BY resource;
 SELECT steward.unexpose('app.project_names');
 SELECT public.outcome($$SELECT steward.unexpose('app.project_names')$$);
 SELECT resource FROM steward.exposed_resources ORDER BY resource;
+
+-- A resource view may call built-in functions only: a function reads what it likes (as its
+-- owner, if SECURITY DEFINER), whatever policy the caller is under. ST400.
+CREATE FUNCTION app.all_projects() RETURNS TABLE (id bigint, name text) LANGUAGE sql
+  SECURITY DEFINER AS $$ SELECT id, name FROM app.projects $$;
+CREATE VIEW app.through_definer WITH (security_invoker = true) AS SELECT * FROM app.all_projects();
+SELECT public.outcome($$SELECT steward.expose('app.through_definer')$$);
+CREATE FUNCTION app.shout(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper(t) $$;
+CREATE VIEW app.shouted WITH (security_invoker = true) AS SELECT id, app.shout(name) AS name FROM app.projects;
+SELECT public.outcome($$SELECT steward.expose('app.shouted')$$);
+-- steward's own relations are no resources, whatever view is put over them. ST400.
+CREATE VIEW app.log_view WITH (security_invoker = true) AS SELECT id, table_name FROM steward.change_log;
+SELECT public.outcome($$SELECT steward.expose('app.log_view')$$);
+CREATE VIEW app.audit_view WITH (security_invoker = true) AS SELECT id, action FROM steward.audit_log;
+SELECT public.outcome($$SELECT steward.expose('app.audit_view')$$);
+-- A view's column carrying a governed table's tenant column is never shown, nor can it be named.
+CREATE VIEW app.all_columns WITH (security_invoker = true) AS SELECT * FROM app.projects;
+SELECT steward.expose('app.all_columns', 'all-columns');
+SELECT jsonb_path_query_array(columns, '$[*].name') AS columns
+  FROM steward.exposed_resources WHERE resource = 'all-columns';
+SELECT public.outcome($$SELECT steward.expose('app.all_columns', 'all-columns', '{id,tenant_id}')$$);
+
+-- Each request checks, in its own transaction, that its resource is still served. ST400 when
+-- it is not (the service answers 404 and reads the resources again).
+SELECT steward._check_serving('projects');
+SELECT public.outcome($$SELECT steward._check_serving('nope')$$);
+ALTER VIEW app.all_columns SET (security_invoker = false);
+SELECT public.outcome($$SELECT steward._check_serving('all-columns')$$);
+SELECT steward.ungovern('app.projects');
+SELECT public.outcome($$SELECT steward._check_serving('projects')$$);

@@ -30,8 +30,10 @@ pub struct PoolSettings {
 }
 
 /// Enters the tenant of the request's token, records the why, and bounds the statement's time.
-const ENTER_SQL: &str = "SELECT steward.enter_tenant_token($1), steward.annotate($2, $3, $4), \
-                         pg_catalog.set_config('statement_timeout', $5, true)";
+/// And checks, in the same transaction, that the resource is still served (sql/resources.sql).
+pub const ENTER_SQL: &str = "SELECT steward.enter_tenant_token($1), steward.annotate($2, $3, $4), \
+                             pg_catalog.set_config('statement_timeout', $5, true), \
+                             steward._check_serving($6)";
 
 /// Two kinds of query future as one type, for the pipeline.
 fn futures_either<'a, F>(
@@ -51,6 +53,8 @@ pub struct Database {
     pub label: String,
     pub pool: Pool,
     resources: RwLock<Option<Arc<Resources>>>,
+    /// When a request last made the resources be read again because it named one unknown.
+    missed: Mutex<Option<std::time::Instant>>,
 }
 
 /// What a database exposes, as last read.
@@ -77,6 +81,8 @@ pub struct Context {
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub traceparent: Option<String>,
+    /// The resource the request is for.
+    pub resource: String,
 }
 
 pub const RESOURCES_SQL: &str = "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
@@ -158,6 +164,7 @@ impl Databases {
             label,
             pool,
             resources: RwLock::new(None),
+            missed: Mutex::new(None),
         });
         open.insert(url.to_string(), db.clone());
         Ok(db)
@@ -195,6 +202,20 @@ impl Database {
             return Ok(r);
         }
         self.refresh().await
+    }
+
+    /// A request named a resource the cache does not hold: read the resources again, at most
+    /// once a second (a resource exposed or governed again is served without waiting for the
+    /// next refresh; unknown names cannot make every request read the catalog).
+    pub async fn resources_after_miss(&self) -> Result<Option<Arc<Resources>>, ApiError> {
+        {
+            let mut last = self.missed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(None);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.refresh().await.map(Some)
     }
 
     /// Reads the resources again; returns what is in force.
@@ -270,12 +291,13 @@ impl Database {
                     }
                 }
             }
-            let enter_values: [&(dyn ToSql + Sync); 5] = [
+            let enter_values: [&(dyn ToSql + Sync); 6] = [
                 &ctx.token,
                 &ctx.reason,
                 &ctx.request_id,
                 &ctx.traceparent,
                 &timeout_ms,
+                &ctx.resource,
             ];
             let c: &tokio_postgres::Client = &client;
             // Prepared statements, cached per connection, unless the cache is off (a pooler in
@@ -287,14 +309,14 @@ impl Database {
                     client.statement_cache.clear();
                 }
                 let enter = client
-                    .prepare_typed_cached(ENTER_SQL, &[Type::TEXT; 5])
+                    .prepare_typed_cached(ENTER_SQL, &[Type::TEXT; 6])
                     .await;
                 let run = client.prepare_typed_cached(&statement.sql, &types).await;
                 match (enter, run) {
                     (Ok(e), Ok(r)) => Some((e, r)),
                     (Err(e), _) | (_, Err(e)) => {
                         // No transaction was begun: the connection is as it was.
-                        return Err(e);
+                        return Err((e, false));
                     }
                 }
             } else {
@@ -325,6 +347,7 @@ impl Database {
                 Ok(_) => true,
                 Err(e) => e.as_db_error().is_some(),
             };
+            let at_enter = begun.is_ok() && entered.is_err();
             let first_error = [begun.err(), entered.err()].into_iter().flatten().next();
             let result = match (first_error, ran, committed) {
                 (Some(e), _, _) => Err(e),
@@ -345,11 +368,25 @@ impl Database {
                 dbs.rollbacks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            result
+            result.map_err(|e| (e, at_enter))
         });
         match task.await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(ApiError::from_db(&e, if_match)),
+            Ok(Err((e, true))) if e.code().map(|c| c.code()) == Some("ST400") => {
+                // The resource is no longer served: the cached description is stale.
+                let db = self.clone();
+                tokio::spawn(async move {
+                    let _ = db.refresh().await;
+                });
+                let d = e.as_db_error();
+                Err(ApiError::not_found(
+                    d.map(|d| d.message().to_string()).unwrap_or_default(),
+                    d.and_then(|d| d.hint())
+                        .unwrap_or("GET /openapi.json lists the resources.")
+                        .to_string(),
+                ))
+            }
+            Ok(Err((e, _))) => Err(ApiError::from_db(&e, if_match)),
             Err(e) => {
                 tracing::error!(error = %e, "a request's transaction task failed");
                 Err(ApiError::internal())

@@ -154,6 +154,9 @@ pub fn status_of(code: &str, if_match: bool) -> StatusCode {
         c if c.starts_with("23") => StatusCode::BAD_REQUEST,
         // Data exceptions: a value of the wrong type, out of range, too long.
         c if c.starts_with("22") => StatusCode::BAD_REQUEST,
+        // Program limits a request's values can reach (an index row too large, too many array
+        // dimensions): the input is too big.
+        c if c.starts_with("54") => StatusCode::BAD_REQUEST,
         // An operator that does not exist for a type (e.g. comparing a custom type).
         "42883" => StatusCode::BAD_REQUEST,
         // A column or table that went away since the service read the resources.
@@ -234,6 +237,7 @@ mod tests {
             ("23505", false, 409),
             ("23502", false, 400),
             ("57014", false, 504),
+            ("54000", false, 400),
             ("XX000", false, 500),
         ];
         for (code, if_match, want) in cases {

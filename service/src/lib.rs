@@ -105,11 +105,16 @@ pub fn app(state: AppState) -> Router {
                     .get::<axum::extract::MatchedPath>()
                     .map(|m| m.as_str().to_string())
                     .unwrap_or_else(|| "unmatched".into());
+                // Only a well-formed id reaches the log (the handler refuses the others).
                 let id = req
                     .headers()
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
+                    .filter(|v| {
+                        v.len() <= 200
+                            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+                    })
+                    .unwrap_or("(invalid)")
                     .to_string();
                 tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route, tenant = tracing::field::Empty)
             })

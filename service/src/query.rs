@@ -166,11 +166,14 @@ fn in_values(text: &str) -> Result<Vec<String>, ApiError> {
             }
         }
         if out.len() > MAX_IN_VALUES {
-            return Err(ApiError::bad_request(
-                format!("in. lists more than {MAX_IN_VALUES} values"),
-                "Split the request.",
-            ));
+            break;
         }
+    }
+    if out.len() > MAX_IN_VALUES {
+        return Err(ApiError::bad_request(
+            format!("in. lists more than {MAX_IN_VALUES} values"),
+            "Split the request.",
+        ));
     }
     Ok(out)
 }

@@ -178,15 +178,15 @@ impl Resource {
         self.key.iter().filter_map(|k| self.column(k)).collect()
     }
 
-    /// The row as JSON, its columns in table order: `(SELECT row_to_json(x) FROM (SELECT
-    /// t."a", t."b") x)`.
+    /// The row as JSON, its columns in table order: `(SELECT row_to_json(x.*) FROM (SELECT
+    /// t."a", t."b") x)` (`x.*`: the row, even when a column is named x).
     fn row_json(&self, columns: &[&Column]) -> String {
         let list: Vec<String> = columns
             .iter()
             .map(|c| format!("t.{}", ident(&c.name)))
             .collect();
         format!(
-            "(SELECT pg_catalog.row_to_json(x) FROM (SELECT {}) x)::text",
+            "(SELECT pg_catalog.row_to_json(x.*) FROM (SELECT {}) x)::text",
             list.join(", ")
         )
     }

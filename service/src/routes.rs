@@ -100,6 +100,18 @@ fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
     };
     let reason = text("x-steward-reason", MAX_REASON)?;
     let request_id = text("x-request-id", MAX_REQUEST_ID)?;
+    if let Some(id) = &request_id {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+        {
+            return Err(ApiError::bad_request(
+                "header X-Request-Id holds characters other than letters, digits and -_.:/@",
+                "Send a request id such as a UUID.",
+            ));
+        }
+    }
     // A traceparent that is not W3C's format is ignored, as the recommendation says.
     let traceparent = headers
         .get("traceparent")
@@ -112,6 +124,7 @@ fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
             reason,
             request_id,
             traceparent,
+            resource: String::new(),
         },
         claimed,
     })
@@ -147,28 +160,21 @@ struct Target {
 
 async fn target(state: &AppState, caller: &Caller, name: &str) -> Result<Target, ApiError> {
     let db = state.dbs.for_tenant(caller.claimed)?;
-    let resources = db.resources().await?;
+    let mut resources = db.resources().await?;
+    if !resources.by_name.contains_key(name) {
+        if let Some(fresh) = db.resources_after_miss().await? {
+            resources = fresh;
+        }
+    }
     let resource = resources.by_name.get(name).cloned().ok_or_else(|| {
-        let mut known: Vec<&str> = resources.by_name.keys().map(String::as_str).collect();
-        known.sort();
         ApiError::not_found(
             format!(
                 "there is no resource \"{}\"",
                 name.chars().take(100).collect::<String>()
             ),
-            format!(
-                "Resources: {}.",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
+            "GET /openapi.json lists the resources.",
         )
     })?;
-    if let Some(t) = caller.claimed {
-        tracing::Span::current().record("tenant", tracing::field::display(t));
-    }
     Ok(Target { db, resource })
 }
 
@@ -179,9 +185,20 @@ async fn run(
     st: Statement,
     if_match: bool,
 ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
-    let fut = t.db.run(&state.dbs, caller.ctx, st, if_match, &state.pool);
+    let claimed = caller.claimed;
+    let mut ctx = caller.ctx;
+    ctx.resource = t.resource.resource.clone();
+    let fut = t.db.run(&state.dbs, ctx, st, if_match, &state.pool);
     match tokio::time::timeout(state.request_timeout + Duration::from_millis(250), fut).await {
         Ok(r) => {
+            // The tenant is logged once the database has verified the token that names it.
+            let verified = match &r {
+                Ok(_) => true,
+                Err(e) => !matches!(e.sqlstate.as_str(), "ST401" | "ST001" | "ST002"),
+            };
+            if let (true, Some(t)) = (verified, claimed) {
+                tracing::Span::current().record("tenant", tracing::field::display(t));
+            }
             if let Err(e) = &r {
                 if e.status == StatusCode::SERVICE_UNAVAILABLE
                     && matches!(e.sqlstate.as_str(), "42703" | "42P01")

@@ -178,8 +178,7 @@ struct Direct {
     resource: steward_service::resources::Resource,
 }
 
-const ENTER_SQL: &str = "SELECT steward.enter_tenant_token($1), steward.annotate($2, $3, $4), \
-                         pg_catalog.set_config('statement_timeout', $5, true)";
+use steward_service::db::ENTER_SQL;
 
 impl Direct {
     fn new(cluster: &Cluster) -> Result<Direct> {
@@ -243,11 +242,12 @@ impl Direct {
             tasks.push(self.rt.spawn(async move {
                 let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
                 tokio::spawn(conn);
-                let enter = client.prepare_typed(ENTER_SQL, &[Type::TEXT; 5]).await?;
+                let enter = client.prepare_typed(ENTER_SQL, &[Type::TEXT; 6]).await?;
                 let mut prepared: std::collections::HashMap<String, tokio_postgres::Statement> =
                     Default::default();
                 let none: Option<String> = None;
                 let timeout = "5000".to_string();
+                let resource_name = resource.resource.clone();
                 let mut latencies = Vec::new();
                 let mut n: u64 = (w as u64) * 7919;
                 while Instant::now() < deadline {
@@ -276,8 +276,8 @@ impl Direct {
                             Param::TextArray(v) => v as &(dyn ToSql + Sync),
                         })
                         .collect();
-                    let enter_values: [&(dyn ToSql + Sync); 5] =
-                        [&token, &none, &none, &none, &timeout];
+                    let enter_values: [&(dyn ToSql + Sync); 6] =
+                        [&token, &none, &none, &none, &timeout, &resource_name];
                     let start = Instant::now();
                     let (b, e, r, c) = tokio::join!(
                         client.query_typed("BEGIN", &[]),

@@ -202,6 +202,9 @@ impl Key {
                 expect_member(jwk, "kty", "RSA")?;
                 let n = rsa::BigUint::from_bytes_be(&jwk_bytes(jwk, "n")?);
                 let e = rsa::BigUint::from_bytes_be(&jwk_bytes(jwk, "e")?);
+                if e != rsa::BigUint::from(65_537u32) {
+                    return Err(key_err("the RSA public exponent must be 65537"));
+                }
                 if n.bits() < RSA_MIN_BITS {
                     return Err(key_err(format!(
                         "the RSA modulus has {} bits, at least {RSA_MIN_BITS} are required",
@@ -254,6 +257,9 @@ impl Key {
             }
             Material::Rsa(key) => rsa::pkcs1v15::Signature::try_from(signature)
                 .is_ok_and(|sig| key.verify(signed, &sig).is_ok()),
+            // Both spellings of an ECDSA signature (high and low S) verify, as JWS (RFC 7518)
+            // says: identity providers sign with either. steward keeps no list of tokens seen,
+            // so a second spelling of a token is the same token.
             Material::P256(key) => p256::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify(signed, &sig).is_ok()),
             Material::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
@@ -318,9 +324,13 @@ impl std::fmt::Display for TokenError {
                 f,
                 "token algorithm \"{alg}\" is not accepted (HS256, RS256, ES256, EdDSA)"
             ),
-            TokenError::UnknownKey { alg, kid: Some(kid) } => write!(
+            TokenError::UnknownKey {
+                alg,
+                kid: Some(kid),
+            } => write!(
                 f,
-                "token names key \"{kid}\", which is not a current {alg} key in steward.signing_keys"
+                "token names key \"{}\", which is not a current {alg} key in steward.signing_keys",
+                kid.chars().take(64).collect::<String>().escape_debug()
             ),
             TokenError::UnknownKey { alg, kid: None } => write!(
                 f,
@@ -331,7 +341,10 @@ impl std::fmt::Display for TokenError {
                 write!(f, "token expired at {exp} (seconds since the epoch)")
             }
             TokenError::NotYetValid { nbf, .. } => {
-                write!(f, "token is not valid before {nbf} (seconds since the epoch)")
+                write!(
+                    f,
+                    "token is not valid before {nbf} (seconds since the epoch)"
+                )
             }
             TokenError::MissingClaim(c) => write!(f, "token has no \"{c}\" claim"),
             TokenError::BadClaim(c) => {
@@ -365,7 +378,11 @@ fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Malformed(what))
 }
 
-/// A NumericDate claim: an integer, or a number with a fraction (truncated).
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z.
+const MAX_DATE: i64 = 253_402_300_799;
+
+/// A NumericDate claim: an integer, or a number with a fraction (truncated), from 0 to year 9999
+/// (so that no arithmetic on it can overflow).
 fn numeric_date(claims: &Value, name: &'static str) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
@@ -376,6 +393,7 @@ fn numeric_date(claims: &Value, name: &'static str) -> Result<Option<i64>, Token
                     .filter(|f| f.is_finite() && f.abs() < 1e15)
                     .map(|f| f as i64)
             })
+            .filter(|d| (0..=MAX_DATE).contains(d))
             .map(Some)
             .ok_or(TokenError::BadClaim(name)),
     }
@@ -497,15 +515,27 @@ pub fn verify(token: &str, keys: &[Key], now: i64) -> Result<Claims, TokenError>
     })
 }
 
-/// Parses the canonical 8-4-4-4-12 form (and the 32-hex-digit form) of a UUID.
+/// Parses a UUID in its canonical 8-4-4-4-12 form, or as 32 hex digits; nothing else (no signs,
+/// no dashes elsewhere, no braces): what the service routes by must read the same here.
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || !(s.len() == 32 || s.len() == 36) {
+    let b = s.as_bytes();
+    let hex: Vec<u8> = match b.len() {
+        32 => b.to_vec(),
+        36 => {
+            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+                return None;
+            }
+            b.iter().copied().filter(|c| *c != b'-').collect()
+        }
+        _ => return None,
+    };
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
+    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
     let mut out = [0u8; 16];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        *byte = digit(hex[2 * i]) << 4 | digit(hex[2 * i + 1]);
     }
     Some(out)
 }
@@ -589,6 +619,9 @@ mod tests {
                 },
             ),
             (with(json!({"nbf": []})), TokenError::BadClaim("nbf")),
+            (with(json!({"exp": i64::MAX})), TokenError::BadClaim("exp")),
+            (with(json!({"iat": i64::MIN})), TokenError::BadClaim("iat")),
+            (with(json!({"exp": -5})), TokenError::BadClaim("exp")),
             (
                 with(json!({"tenant_id": null})),
                 TokenError::MissingClaim("tenant_id"),
@@ -804,6 +837,10 @@ mod tests {
         let rsa_jwk = json!({"kty": "RSA",
                              "n": URL_SAFE_NO_PAD.encode(rsa_private.n().to_bytes_be()),
                              "e": URL_SAFE_NO_PAD.encode(rsa_private.e().to_bytes_be())});
+        // An RSA key must use the public exponent 65537.
+        let mut e3 = rsa_jwk.clone();
+        e3["e"] = json!("Aw");
+        assert!(Key::parse("e3", "RS256", None, Some(&e3), None, None, None).is_err());
         let keys = [
             Key::parse("ed", "EdDSA", None, Some(&ed_jwk), None, None, None).unwrap(),
             Key::parse("ec", "ES256", None, Some(&ec_jwk), None, None, None).unwrap(),
@@ -902,5 +939,10 @@ mod tests {
         assert!(parse_uuid("0193a4d27c1e70008000000000000001").is_some());
         assert!(parse_uuid("0193a4d2-7c1e-7000-8000-00000000000").is_none());
         assert!(parse_uuid("zz93a4d2-7c1e-7000-8000-000000000001").is_none());
+        // Dashes elsewhere, a sign, braces: not a UUID here (nor for the service's router).
+        assert!(parse_uuid("0193a4d27c1e-7000-8000-0000000000-01").is_none());
+        assert!(parse_uuid("+193a4d2-7c1e-7000-8000-000000000001").is_none());
+        assert!(parse_uuid("{193a4d2-7c1e-7000-8000-00000000001}").is_none());
+        assert_eq!(parse_uuid(TENANT), parse_uuid(&TENANT.to_uppercase()));
     }
 }
