@@ -85,6 +85,25 @@ SELECT pg_catalog.pg_extension_config_dump('steward.exposed', '');
 -- resources exist, their key, their columns and their types; it builds every statement from
 -- that description, never from a request's text. The tenant column is never exposed.
 
+-- The view itself and every relation it reads, through the views it reads (each once).
+CREATE FUNCTION steward._view_relations(view_rel regclass)
+RETURNS SETOF oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE used(rel, path) AS (
+        SELECT view_rel::oid, ARRAY[view_rel::oid]
+        UNION
+        SELECT d.refobjid, u.path || d.refobjid
+          FROM used u
+          JOIN pg_rewrite w ON w.ev_class = u.rel
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.rel
+         WHERE NOT d.refobjid = ANY (u.path)
+    )
+    SELECT DISTINCT u.rel FROM used u
+$$;
+
 -- (SECURITY DEFINER: exposed_resources calls it for whoever reads the view, and it reads
 -- steward.governed; it says only whether a view's relations are governed.)
 CREATE FUNCTION steward._view_faults(view_rel regclass)
@@ -98,16 +117,7 @@ AS $$
     -- relations are not resources. And every function or operator the views call must be a
     -- built-in one: what a function reads is not in the catalog, and a function can read any
     -- table (as its owner, if SECURITY DEFINER) whatever policy the caller is under.
-    WITH RECURSIVE used(rel, path) AS (
-        SELECT view_rel::oid, ARRAY[view_rel::oid]
-        UNION
-        SELECT d.refobjid, u.path || d.refobjid
-          FROM used u
-          JOIN pg_rewrite w ON w.ev_class = u.rel
-          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
-                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.rel
-         WHERE NOT d.refobjid = ANY (u.path)
-    ),
+    WITH used(rel) AS (SELECT * FROM steward._view_relations(view_rel)),
     rules AS (
         SELECT w.oid AS rule FROM used u JOIN pg_rewrite w ON w.ev_class = u.rel
     )
@@ -155,18 +165,8 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH RECURSIVE used(rel, path) AS (
-        SELECT view_rel::oid, ARRAY[view_rel::oid]
-        UNION
-        SELECT d.refobjid, u.path || d.refobjid
-          FROM used u
-          JOIN pg_rewrite w ON w.ev_class = u.rel
-          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
-                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> u.rel
-         WHERE NOT d.refobjid = ANY (u.path)
-    )
     SELECT coalesce(array_agg(DISTINCT g.tenant_column), '{}')
-      FROM used u JOIN steward.governed g ON g.rel = u.rel
+      FROM steward._view_relations(view_rel) u(rel) JOIN steward.governed g ON g.rel = u.rel
 $$;
 
 -- Whether a resource may be served now: the service calls it in each request's transaction,

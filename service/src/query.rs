@@ -105,7 +105,7 @@ fn once(seen: &mut Vec<&'static str>, name: &'static str) -> Result<(), ApiError
     Ok(())
 }
 
-fn names(list: &str, what: &str) -> Result<Vec<String>, ApiError> {
+pub fn names(list: &str, what: &str) -> Result<Vec<String>, ApiError> {
     let out: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
     if out.iter().any(String::is_empty) {
         return Err(ApiError::bad_request(

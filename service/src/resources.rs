@@ -116,7 +116,7 @@ pub enum Param {
 }
 
 /// A statement and its parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Statement {
     pub sql: String,
     pub params: Vec<Param>,
@@ -310,10 +310,7 @@ impl Resource {
     /// GET /v1/{resource}: a page of rows, and the values the next page's cursor is made of.
     /// Each result row: the row's JSON, then one text value per ordering term.
     pub fn list(&self, q: &ListQuery) -> Result<(Statement, Vec<(String, Direction)>), ApiError> {
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let cols = self.selected(&q.select)?;
         let mut conds = Vec::new();
         for f in &q.filters {
@@ -416,10 +413,7 @@ impl Resource {
 
     /// GET /v1/{resource}/{key}: the row's JSON and its ETag.
     pub fn get(&self, key: &[String], select: &Option<Vec<String>>) -> Result<Statement, ApiError> {
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let cols = self.selected(select)?;
         let cond = self.key_condition(&mut st, key)?;
         st.sql = format!(
@@ -431,7 +425,8 @@ impl Resource {
         Ok(st)
     }
 
-    fn read_only(&self) -> Result<(), ApiError> {
+    /// 405 for a view: it is read-only.
+    pub fn read_only(&self) -> Result<(), ApiError> {
         if self.is_view() {
             return Err(ApiError::method_not_allowed(
                 "GET",
@@ -506,10 +501,7 @@ impl Resource {
         body_text: String,
     ) -> Result<Statement, ApiError> {
         self.read_only()?;
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let cols = self.body_columns(body)?;
         let all: Vec<&Column> = self.columns.iter().collect();
         let mut returning = vec![self.row_json(&all), self.etag_expr()];
@@ -550,10 +542,7 @@ impl Resource {
         body_text: String,
     ) -> Result<Statement, ApiError> {
         self.read_only()?;
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let cols = self.body_columns(body)?;
         if cols.is_empty() {
             return Err(ApiError::bad_request(
@@ -607,10 +596,7 @@ impl Resource {
     /// DELETE /v1/{resource}/{key} with `If-Match` (None for `*`). Result rows as `update`.
     pub fn delete(&self, key: &[String], etag: Option<&str>) -> Result<Statement, ApiError> {
         self.read_only()?;
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let rel = self.relation();
         let cond = self.key_condition(&mut st, key)?;
         let mut where_ = cond.clone();
@@ -635,10 +621,7 @@ impl Resource {
     /// GET /v1/{resource}/{key}/history: the row's audit records, oldest first, showing only the
     /// exposed columns of the row.
     pub fn history(&self, key: &[String]) -> Result<Statement, ApiError> {
-        let mut st = Statement {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut st = Statement::default();
         let cols = self.key_columns();
         if cols.is_empty() || self.is_view() {
             return Err(ApiError::not_found(
@@ -786,10 +769,7 @@ mod tests {
             ("name".to_string(), Direction::Desc),
             ("id".to_string(), Direction::Asc),
         ];
-        let mut st = Statement {
-            sql: String::new(),
-            params: vec![],
-        };
+        let mut st = Statement::default();
         let c = r
             .keyset(
                 &mut st,

@@ -388,7 +388,7 @@ fn select_param(uri: &Uri) -> Result<Option<Vec<String>>, ApiError> {
                     "Give select= once.",
                 ));
             }
-            select = Some(v.split(',').map(|s| s.trim().to_string()).collect());
+            select = Some(crate::query::names(&v, "select")?);
         } else {
             return Err(ApiError::bad_request(
                 format!("query parameter \"{k}\" does not apply to a single row"),
@@ -423,16 +423,7 @@ async fn collection_inner(
     let caller = caller(headers)?;
     let t = target(state, &caller, seg[0]).await?;
     if method == Method::POST {
-        if t.resource.is_view() {
-            return Err(ApiError::method_not_allowed(
-                "GET",
-                format!(
-                    "resource \"{}\" is a view: it is read-only",
-                    t.resource.resource
-                ),
-                "Write to the tables the view reads.",
-            ));
-        }
+        t.resource.read_only()?;
         let (map, text) = body_object(state, headers, body).await?;
         let st = t.resource.insert(&map, text)?;
         let rows = run(state, &t, caller, st, false).await?;
