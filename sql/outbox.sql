@@ -49,28 +49,25 @@ BEGIN
 END
 $$;
 
--- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
--- an all-tenant consumer from a trusted role or superuser outside any tenant. With `lock`, the
--- row is locked for the caller's update (and a position from before snapshots is rewritten as
--- one).
-CREATE FUNCTION steward._consumer(name text, lock boolean DEFAULT false)
+-- The consumer `name` of `scope` (NULL: the all-tenant consumers). With `lock`, the row is
+-- locked for the caller's update (and a position from before snapshots is rewritten as one).
+CREATE FUNCTION steward._consumer_at(name text, scope uuid, lock boolean)
 RETURNS steward.consumers
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k     steward.consumers;
-    scope uuid := steward._internal_consumer_scope();
 BEGIN
     -- Names are scoped to the caller's tenant (or to the all-tenant consumers): another
     -- scope's consumer of the same name is not there for the caller, not even as a name.
     IF lock THEN
         SELECT * INTO k FROM steward.consumers x
-         WHERE x.name = _consumer.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid)
+         WHERE x.name = _consumer_at.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid)
            FOR UPDATE;
     ELSE
         SELECT * INTO k FROM steward.consumers x
-         WHERE x.name = _consumer.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid);
+         WHERE x.name = _consumer_at.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(scope, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
     IF NOT FOUND THEN
         PERFORM steward._raise('ST400', format('consumer %s does not exist %s', coalesce('"' || left(name, 130) || '"', 'NULL'),
@@ -88,6 +85,26 @@ BEGIN
          WHERE x.name = k.name AND coalesce(x.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce(k.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
     END IF;
     RETURN k;
+END
+$$;
+
+-- The consumer `name`, if the caller may use it: a tenant's consumer from inside that tenant,
+-- an all-tenant consumer from a trusted role or superuser outside any tenant. Names under
+-- `steward.` are steward's own (a webhook endpoint's cursor, docs/relay-guide.md): no caller
+-- reaches them through poll, ack or seek.
+CREATE FUNCTION steward._consumer(name text, lock boolean DEFAULT false)
+RETURNS steward.consumers
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    scope uuid := steward._internal_consumer_scope();
+BEGIN
+    IF lower(name) LIKE 'steward.%' THEN
+        PERFORM steward._raise('ST400', format('consumer "%s" is steward''s own: names under "steward." are reserved', left(name, 130)),
+                              'A webhook endpoint''s cursor moves with steward.redeliver(endpoint_id, since); pick another name for your own consumer.');
+    END IF;
+    RETURN steward._consumer_at(name, scope, lock);
 END
 $$;
 
@@ -110,6 +127,10 @@ BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
         PERFORM steward._raise('ST400', format('steward.create_consumer: %L is not a valid consumer name', left(name, 130)),
                               'Use letters, digits, ''_'', ''-'', ''.'' and '':'', at most 128 characters.');
+    END IF;
+    IF lower(name) LIKE 'steward.%' THEN
+        PERFORM steward._raise('ST400', format('steward.create_consumer: names under "steward." are steward''s own, not %L', left(name, 130)),
+                              'Pick a name that does not start with "steward.".');
     END IF;
     INSERT INTO steward.consumers (name, tenant_id, done, created_by)
     VALUES (create_consumer.name, scope,
@@ -157,13 +178,19 @@ RETURNS SETOF steward.outbox
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN RETURN QUERY SELECT * FROM steward._poll(steward._consumer(consumer), max_events); END $$;
+
+-- poll() for the consumer `k` (the relay's sinks call it too, steward.relay_poll).
+CREATE FUNCTION steward._poll(k steward.consumers, max_events int)
+RETURNS SETOF steward.outbox
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 -- Always walk the (txid, id) index: with stale statistics the planner may otherwise read far
 -- more of the log than a batch holds.
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    k      steward.consumers := steward._consumer(consumer);
     fresh  steward.consumers;
     n      bigint := 0;
     got    bigint;
@@ -219,7 +246,7 @@ BEGIN
             RETURN;
         END IF;
         -- Another poll or an ack of this consumer may have moved it meanwhile: then again.
-        fresh := steward._consumer(consumer, lock => true);
+        fresh := steward._consumer_at(k.name, k.tenant_id, lock => true);
         IF (fresh.done::text, fresh.batch::text, fresh.pos_txid, fresh.pos_id)
            IS DISTINCT FROM (k.done::text, k.batch::text, k.pos_txid, k.pos_id) THEN
             k := fresh;
@@ -242,11 +269,17 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN PERFORM steward._ack(steward._consumer(consumer, lock => true), through_id); END $$;
+
+-- ack() for the consumer `k`, locked by the caller.
+CREATE FUNCTION steward._ack(k steward.consumers, through_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    k    steward.consumers := steward._consumer(consumer, lock => true);
     t    xid8;
     cand xid8[];
 BEGIN
@@ -281,7 +314,7 @@ BEGIN
                          AND (c.txid <> k.pos_txid OR c.id <= k.pos_id)) THEN
             RETURN;
         END IF;
-        PERFORM steward._raise('ST400', format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), consumer),
+        PERFORM steward._raise('ST400', format('steward.ack: event %s is not an event consumer "%s" has read', coalesce(through_id::text, 'NULL'), k.name),
                               'Ack the id of the last event poll() returned.');
     END IF;
     -- The batch's last event closes it: everything visible in its snapshot is delivered.
@@ -313,16 +346,22 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN PERFORM steward._seek(steward._consumer(consumer, lock => true), to_time); END $$;
+
+-- seek() for the consumer `k`, locked by the caller.
+CREATE FUNCTION steward._seek(k steward.consumers, to_time timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k    steward.consumers := steward._consumer(consumer, lock => true);
     upto pg_snapshot := steward._snapshot();
     x    numeric;
     d    pg_snapshot := k.done;
     goal pg_snapshot;
 BEGIN
     IF to_time IS NULL THEN
-        PERFORM steward._raise('ST400', format('steward.seek: consumer "%s" needs a time to seek to', consumer),
+        PERFORM steward._raise('ST400', format('steward.seek: consumer "%s" needs a time to seek to', k.name),
                               'Pass a timestamptz, e.g. now() - interval ''1 hour''.');
     END IF;
     -- Every transaction below the first that wrote an event at or after the time counts as
@@ -371,8 +410,11 @@ DECLARE
     n1   bigint; t1 timestamptz;
     n2   bigint; t2 timestamptz;
 BEGIN
+    -- (A relay reads every consumer's lag: its sinks' are among them.)
     FOR raw IN SELECT * FROM steward.consumers x
-                WHERE steward._internal_consumer_visible(x.tenant_id) ORDER BY x.name LOOP
+                WHERE steward._internal_consumer_visible(x.tenant_id)
+                   OR steward._is_relay()
+                ORDER BY x.name LOOP
         k := steward._consumer_position(raw);
         SELECT count(*), min(e.occurred_at) INTO n1, t1
           FROM steward._events_between(k.tenant_id, coalesce(k.batch, k.done), upto) e;

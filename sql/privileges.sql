@@ -91,8 +91,28 @@ REVOKE ALL ON FUNCTION
     steward._internal_prune_outbox(interval),
     steward._internal_batch_next(uuid, text, text, text, bigint),
     steward._internal_batch_find(uuid, text, text, text, bigint),
-    steward._internal_batch_behind(uuid, text, text, text, bigint)
+    steward._internal_batch_behind(uuid, text, text, text, bigint),
+    steward._consumer_at(text, uuid, boolean),
+    steward._poll(steward.consumers, integer),
+    steward._ack(steward.consumers, bigint),
+    steward._seek(steward.consumers, timestamptz),
+    steward._internal_webhook_secret(),
+    steward._webhook(uuid),
+    steward._sink_consumer(text, boolean),
+    steward._relay_holds(text, text, bigint),
+    steward._append_only_guard(),
+    steward.relay_claim(text, text[], interval),
+    steward.relay_release(text, text, bigint),
+    steward.relay_poll(text, text, bigint, integer),
+    steward.relay_ack(text, text, bigint, bigint, jsonb, text)
 FROM PUBLIC;
+-- The relay's functions check membership themselves too.
+GRANT EXECUTE ON FUNCTION
+    steward.relay_claim(text, text[], interval),
+    steward.relay_release(text, text, bigint),
+    steward.relay_poll(text, text, bigint, integer),
+    steward.relay_ack(text, text, bigint, bigint, jsonb, text)
+TO steward_relay;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without
 -- this, a role that can create a table could attach the log trigger to it and forge records.
 REVOKE ALL ON FUNCTION

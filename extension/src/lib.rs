@@ -12,6 +12,7 @@ pub mod govern;
 pub mod outbox;
 pub mod plans;
 pub mod reads;
+pub mod relay;
 pub mod sealing;
 pub mod tenancy;
 pub mod versioning;
@@ -21,7 +22,7 @@ pub mod xids;
 pg_module_magic!(name, version);
 
 // The tables come first (bootstrap.sql); then the hand-written SQL, one file per concept (errors,
-// tenancy, govern, versioning, changelog, sealing, outbox, resources), each after the one before
+// tenancy, govern, versioning, changelog, sealing, outbox, resources, relay), each after the one before
 // it and after the Rust functions its statements need when they run; the privileges last (finalize),
 // once everything they name exists.
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
@@ -105,6 +106,11 @@ extension_sql_file!(
     "../../sql/resources.sql",
     name = "resources_sql",
     requires = ["outbox_sql"]
+);
+extension_sql_file!(
+    "../../sql/relay.sql",
+    name = "relay_sql",
+    requires = ["resources_sql", relay::_internal_webhook_secret]
 );
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 #[command(
     name = "steward-service",
     version,
-    about = "steward's web API: routes each request into the database under the caller's token"
+    about = "steward's web API (serve) and outbox relay (relay): routes each request into the database under the caller's token, and every committed event out to webhooks and NATS JetStream"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (docs/api-guide.md).
     Serve(ServeArgs),
+    /// Relay outbox events to webhooks and NATS JetStream, at least once (docs/relay-guide.md).
+    Relay(RelayArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +83,68 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct RelayArgs {
+    /// The database whose outbox is relayed, as a libpq URL or key=value string. Its role must
+    /// be a member of steward_relay.
+    #[arg(long, env = "STEWARD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The all-tenant steward consumer the NATS sink reads (created from the earliest retained
+    /// event if missing).
+    #[arg(long, env = "STEWARD_CONSUMER", default_value = "relay")]
+    pub consumer: String,
+    /// NATS server URL(s), comma-separated; without it, no events go to NATS.
+    #[arg(long, env = "STEWARD_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream (subjects `steward.>`), created if missing.
+    #[arg(long, env = "STEWARD_STREAM", default_value = "STEWARD")]
+    pub stream: String,
+    /// The stream's duplicate window, in seconds, when the relay creates it: a relay that
+    /// restarts within this horizon after a publish stores no duplicate of it.
+    #[arg(long, env = "STEWARD_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub duplicate_window_secs: u64,
+    /// Publishes awaiting the broker's ack, at most.
+    #[arg(long, env = "STEWARD_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Private, loopback or link-local networks webhooks may target anyway, as CIDRs
+    /// (e.g. 127.0.0.1/32,10.0.0.0/8). Without them such targets are refused (SSRF).
+    #[arg(long, env = "STEWARD_ALLOW_PRIVATE_TARGETS", value_delimiter = ',')]
+    pub allow_private_targets: Vec<String>,
+    /// Where the relay's Prometheus metrics listen (GET /metrics); without it, nowhere.
+    #[arg(long, env = "STEWARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// This relay's name in leases and delivery records (default: host name and process id).
+    #[arg(long, env = "STEWARD_RELAY_ID")]
+    pub relay_id: Option<String>,
+    /// How long a sink stays with a relay that stops renewing its lease, in milliseconds: the
+    /// longest a dead relay's sinks wait for another relay.
+    #[arg(long, env = "STEWARD_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub lease_ttl_ms: u64,
+    /// Events read per poll.
+    #[arg(long, env = "STEWARD_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: i32,
+    /// How often a sink polls when no wake-up came, in milliseconds.
+    #[arg(long, env = "STEWARD_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// How long one webhook request may take, in milliseconds (connecting included).
+    #[arg(long, env = "STEWARD_WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    pub webhook_timeout_ms: u64,
+    /// Delays before each retry of a failed webhook delivery, comma-separated (ms, s, m, h);
+    /// after the last, the event is a dead letter. Each delay gets up to ±20% jitter.
+    #[arg(
+        long,
+        env = "STEWARD_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub retry_schedule: String,
+    /// Connections to the database, at most.
+    #[arg(long, env = "STEWARD_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "STEWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 #[derive(Deserialize)]
 struct RoutesFile {
     #[serde(default)]
@@ -118,8 +182,10 @@ mod tests {
     #[test]
     fn every_flag_has_its_environment_variable() {
         let cmd = Cli::command();
-        let serve = cmd.find_subcommand("serve").unwrap();
-        for arg in serve.get_arguments() {
+        for arg in ["serve", "relay"]
+            .iter()
+            .flat_map(|c| cmd.find_subcommand(c).unwrap().get_arguments())
+        {
             if matches!(arg.get_id().as_str(), "help" | "version") {
                 continue;
             }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod relay;
 pub mod resources;
 pub mod routes;
 

@@ -25,5 +25,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Relay(args) => {
+            steward_service::init_logging(args.log_format);
+            steward_service::relay::run(args, steward_service::shutdown_signal()).await
+        }
     }
 }

@@ -5,6 +5,8 @@
 
 use postgres::{Client, NoTls};
 
+pub mod servers;
+
 pub const ACME: &str = "00000000-0000-4000-8000-0000000000a1";
 pub const GLOBEX: &str = "00000000-0000-4000-8000-0000000000b1";
 

@@ -117,7 +117,9 @@ impl Api {
             argv.extend_from_slice(&["--resource-refresh-ms", "200"]);
         }
         argv.extend_from_slice(extra);
-        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command;
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("serve was asked for")
+        };
         let app = steward_service::Application::bind(&args).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

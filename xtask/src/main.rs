@@ -167,9 +167,12 @@ fn test(args: &[String]) -> Result<()> {
         }
         if wants("e2e") {
             // pgbouncer, which the service's tests put between the service and the database.
-            setup::ensure_packages(&["pgbouncer"])?;
+            // nats-server, which the relay's tests publish to (started with -js).
+            setup::ensure_packages(&["pgbouncer", "nats-server"])?;
             // schemathesis (PyPI), which fuzzes the service from its /openapi.json.
             let schemathesis = setup::ensure_schemathesis()?;
+            // standardwebhooks (PyPI), which checks the relay's webhook signatures.
+            let webhooks_python = setup::ensure_standardwebhooks()?;
             // The service's binary, for the tests that run it as users do (signals, logs).
             run::run(cargo(&root).args([
                 "build",
@@ -185,7 +188,10 @@ fn test(args: &[String]) -> Result<()> {
                 "STEWARD_SERVICE_BIN",
                 root.join("target/debug/steward-service"),
             )
-            .env("STEWARD_SCHEMATHESIS", schemathesis);
+            .env("STEWARD_SCHEMATHESIS", schemathesis)
+            .env("STEWARD_PYTHON", webhooks_python)
+            .env("STEWARD_NATS_SERVER", "/usr/sbin/nats-server")
+            .env("STEWARD_PG_BIN", setup::PG_BIN);
             e2e.args(["test", "-p", "steward-tests"]);
             if let Some(name) = args.get(1).filter(|_| only == Some("e2e")) {
                 e2e.args(["--test", name]);

@@ -172,3 +172,36 @@ pub fn ensure_schemathesis() -> Result<PathBuf> {
     ]))?;
     Ok(bin)
 }
+
+/// The standardwebhooks version the relay's tests verify signatures with (PyPI): the oracle,
+/// written independently of steward's signer.
+pub const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
+
+/// A Python with standardwebhooks, in its own virtual environment inside target/ (made once);
+/// returns the interpreter.
+pub fn ensure_standardwebhooks() -> Result<PathBuf> {
+    let venv = repo_root().join("target").join("webhooks-venv");
+    let python = venv.join("bin").join("python");
+    let have = Command::new(venv.join("bin").join("pip"))
+        .args(["show", "standardwebhooks"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .contains(&format!("Version: {STANDARDWEBHOOKS_VERSION}"))
+        })
+        .unwrap_or(false);
+    if have {
+        return Ok(python);
+    }
+    step(&format!(
+        "installing standardwebhooks {STANDARDWEBHOOKS_VERSION} from PyPI into {}",
+        venv.display()
+    ));
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "-q",
+        &format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}"),
+    ]))?;
+    Ok(python)
+}

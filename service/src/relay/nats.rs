@@ -1,0 +1,220 @@
+//! The NATS JetStream sink: subject `steward.<tenant_id>.<event_type>`, `Nats-Msg-Id` the
+//! event id (the stream drops a duplicate within its duplicate window), `traceparent` and
+//! `steward-tenant` as headers. Publishes are asynchronous with a bounded number of acks in
+//! flight; the cursor moves past a batch only once the broker has acknowledged all of it.
+
+use std::future::IntoFuture as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::ContextBuilder, message::PublishMessage};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt as _;
+use tokio::sync::watch;
+
+use super::metrics::SinkMetrics;
+use super::{Ctx, Stop};
+use crate::config::RelayArgs;
+
+pub struct Nats {
+    pub js: jetstream::Context,
+    pub stream: String,
+    pub duplicate_window: Duration,
+}
+
+impl Nats {
+    pub async fn connect(url: &str, args: &RelayArgs) -> anyhow::Result<Nats> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("--nats-url {url}: {e}"))?;
+        let js = ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(args.max_in_flight.max(1))
+            .backpressure_on_inflight(true)
+            .build(client);
+        Ok(Nats {
+            js,
+            stream: args.stream.clone(),
+            duplicate_window: Duration::from_secs(args.duplicate_window_secs.max(1)),
+        })
+    }
+
+    /// The stream, created (subjects `steward.>`, file storage, the duplicate window) if missing.
+    async fn ensure_stream(&self) -> anyhow::Result<()> {
+        let stream = self
+            .js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: self.stream.clone(),
+                subjects: vec!["steward.>".into()],
+                duplicate_window: self.duplicate_window,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.stream))?;
+        let window = stream.cached_info().config.duplicate_window;
+        if window < self.duplicate_window {
+            tracing::warn!(stream = %self.stream, ?window, wanted = ?self.duplicate_window,
+                "the stream's duplicate window is shorter than --duplicate-window-secs: a relay restarting later than that after a publish may store a duplicate");
+        }
+        Ok(())
+    }
+}
+
+/// A NATS subject token from any text: no whitespace, dots stay separators, `*` and `>` and
+/// empty tokens become `_`.
+pub fn subject(tenant: Option<&str>, event_type: &str) -> String {
+    let tokens: Vec<String> = event_type
+        .split('.')
+        .map(|t| {
+            let t: String = t
+                .chars()
+                .map(|c| {
+                    if c.is_whitespace() || c.is_control() || c == '*' || c == '>' {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            if t.is_empty() {
+                "_".into()
+            } else {
+                t
+            }
+        })
+        .collect();
+    format!("steward.{}.{}", tenant.unwrap_or("_"), tokens.join("."))
+}
+
+pub async fn run(
+    ctx: &Arc<Ctx>,
+    sink: &str,
+    fence: i64,
+    mut stop: watch::Receiver<bool>,
+    m: &Arc<SinkMetrics>,
+) -> Stop {
+    let Some(nats) = &ctx.nats else {
+        return Stop::Asked;
+    };
+    let mut wake = ctx.wake.clone();
+    let mut backoff = Duration::from_millis(100);
+    let mut stream_ready = false;
+    loop {
+        if *stop.borrow() {
+            return Stop::Asked;
+        }
+        let step = async {
+            if !stream_ready {
+                nats.ensure_stream().await?;
+                stream_ready = true;
+            }
+            batch(ctx, nats, sink, fence, m).await
+        };
+        match step.await {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                if !super::idle(ctx, &mut wake, &mut stop).await {
+                    return Stop::Asked;
+                }
+            }
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) if super::lease_lost(&e) => return Stop::LeaseLost,
+            Err(e) => {
+                m.failure();
+                tracing::warn!(sink, error = %format!("{e:#}"), "publishing to NATS failed; the batch is sent again");
+                if !super::pause(backoff, &mut stop).await {
+                    return Stop::Asked;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One batch: polled, published, acknowledged by the broker, then acked in the database.
+async fn batch(
+    ctx: &Ctx,
+    nats: &Nats,
+    sink: &str,
+    fence: i64,
+    m: &SinkMetrics,
+) -> anyhow::Result<usize> {
+    let events = super::poll(
+        ctx,
+        sink,
+        fence,
+        ctx.args.batch_size.clamp(1, 10_000),
+        false,
+    )
+    .await?;
+    let Some(last) = events.last().map(|e| e.id) else {
+        return Ok(0);
+    };
+    let mut acks = FuturesOrdered::new();
+    let mut failed = None;
+    let bound = ctx.args.max_in_flight.max(1);
+    for e in &events {
+        // At most `bound` publishes await their ack (each holds one of the context's permits).
+        while acks.len() >= bound {
+            if let Some(Err(err)) = acks.next().await {
+                failed.get_or_insert(err);
+            }
+            m.in_flight_add(-1);
+        }
+        let mut msg = PublishMessage::build()
+            .payload(e.body.clone().into())
+            .message_id(&e.event_id)
+            .header("steward-tenant", e.tenant_id.as_deref().unwrap_or(""))
+            .header("steward-event-type", e.event_type.as_str());
+        if let Some(tp) = &e.traceparent {
+            msg = msg.header("traceparent", tp.as_str());
+        }
+        m.attempt();
+        let ack = nats
+            .js
+            .send_publish(subject(e.tenant_id.as_deref(), &e.event_type), msg)
+            .await?;
+        m.in_flight_add(1);
+        acks.push_back(ack.into_future());
+    }
+    while let Some(r) = acks.next().await {
+        m.in_flight_add(-1);
+        if let Err(err) = r {
+            failed.get_or_insert(err);
+        }
+    }
+    if let Some(err) = failed {
+        return Err(anyhow::anyhow!(
+            "the broker did not acknowledge a publish: {err}"
+        ));
+    }
+    super::ack(ctx, sink, fence, Some(last), None, None).await?;
+    let now = super::unix_now();
+    for e in &events {
+        m.delivered(now - e.occurred_at);
+    }
+    Ok(events.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject;
+
+    #[test]
+    fn subjects() {
+        assert_eq!(
+            subject(Some("t1"), "orders.created"),
+            "steward.t1.orders.created"
+        );
+        assert_eq!(
+            subject(Some("t1"), "public.orders.created"),
+            "steward.t1.public.orders.created"
+        );
+        assert_eq!(subject(Some("t1"), "a b.*.>..c"), "steward.t1.a_b._._._.c");
+        assert_eq!(subject(None, "x"), "steward._.x");
+    }
+}
