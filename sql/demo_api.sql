@@ -17,6 +17,16 @@ BEGIN
     END IF;
 END $$;
 
+-- The relay's role (steward-service relay): reads every tenant's events and the webhook
+-- secrets, enters no tenant.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'demo_relay') THEN
+        CREATE ROLE demo_relay LOGIN;
+    END IF;
+END $$;
+GRANT steward_relay TO demo_relay;
+
 CREATE SCHEMA arch;
 
 CREATE TABLE arch.applications (

@@ -894,6 +894,13 @@ BEGIN
 END
 $$;
 
+-- The webhook secrets' random source (extension/src/relay.rs).
+CREATE FUNCTION steward._internal_webhook_secret()
+ RETURNS text
+ LANGUAGE c
+ STRICT PARALLEL RESTRICTED
+AS '$libdir/steward', $function$_internal_webhook_secret_wrapper$function$;
+
 -- BEGIN relay.sql (the relay's tables and functions, verbatim)
 -- The relay's side of the database (steward-service relay, docs/relay-guide.md, ADR 013):
 -- webhook endpoints and their secrets, the append-only record of delivery attempts, and the
@@ -1104,6 +1111,12 @@ BEGIN
         PERFORM steward._raise('ST400', format('steward.create_webhook: event_types %L must be 1 to 100 event types, none empty or NULL', event_types),
                               'Pass NULL for every event type, or e.g. ARRAY[''orders.created''].');
     END IF;
+    -- Each endpoint is a task in every relay: a tenant gets a bounded number.
+    PERFORM pg_advisory_xact_lock(hashtextextended('steward.create_webhook:' || tenant, 0));
+    IF (SELECT count(*) FROM steward.webhooks w WHERE w.tenant_id = tenant) >= 100 THEN
+        PERFORM steward._raise('ST400', format('steward.create_webhook: tenant %s already has 100 webhook endpoints', tenant),
+                              'Delete one (steward.delete_webhook) or subscribe an existing endpoint to more event types.');
+    END IF;
     INSERT INTO steward.webhooks (endpoint_id, tenant_id, url, event_types, created_by)
     VALUES (id, tenant, url, (SELECT array_agg(DISTINCT e ORDER BY e) FROM unnest(event_types) e), session_user);
     INSERT INTO steward.webhook_secrets VALUES (id, s);
@@ -1241,9 +1254,10 @@ DECLARE
 BEGIN
     PERFORM steward._relay_check('steward.relay_claim');
     IF relay IS NULL OR relay !~ '^[A-Za-z0-9_.:-]{1,128}$' OR ttl IS NULL OR ttl < interval '1 second'
-       OR EXISTS (SELECT 1 FROM unnest(sinks) x WHERE x IS NULL OR x !~ '^nats:[A-Za-z0-9_.:-]{1,128}$') THEN
+       OR EXISTS (SELECT 1 FROM unnest(sinks) x
+                   WHERE x IS NULL OR x !~ '^nats:[A-Za-z0-9_.:-]{1,128}$' OR lower(x) LIKE 'nats:steward.%') THEN
         PERFORM steward._raise('ST400', format('steward.relay_claim: relay %L, sinks %L, ttl %s', relay, sinks, ttl),
-                              'A relay names itself with letters, digits, ''_'', ''-'', ''.'' and '':''; its sinks are ''nats:<consumer>''; the ttl is at least a second.');
+                              'A relay names itself with letters, digits, ''_'', ''-'', ''.'' and '':''; its sinks are ''nats:<consumer>'' (not under "steward."); the ttl is at least a second.');
     END IF;
     -- One claim at a time: the shares are computed on what the others hold.
     LOCK TABLE steward.relay_leases IN EXCLUSIVE MODE;
@@ -1286,8 +1300,9 @@ BEGIN
 END
 $$;
 
--- Gives a sink up (a relay shutting down, or holding more than its share): the next claim of
--- any relay takes it.
+-- Gives a sink up (a relay holding more than its share, or shutting down): the next claim of
+-- any relay takes it. With a NULL sink, the relay leaves: every lease it holds goes, and it no
+-- longer counts among the live relays.
 CREATE FUNCTION steward.relay_release(relay text, sink text, fence bigint)
 RETURNS void
 LANGUAGE plpgsql
@@ -1296,6 +1311,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM steward._relay_check('steward.relay_release');
+    IF sink IS NULL THEN
+        DELETE FROM steward.relay_leases l WHERE l.relay = relay_release.relay;
+        DELETE FROM steward.relays r WHERE r.relay = relay_release.relay;
+        RETURN;
+    END IF;
     DELETE FROM steward.relay_leases l
      WHERE l.sink = relay_release.sink AND l.relay = relay_release.relay AND l.fence = relay_release.fence;
 END

@@ -50,6 +50,12 @@ SELECT count(*) FROM steward.webhook_deliveries;
 \c - multi_app
 SELECT count(*) FROM steward.webhook_endpoints;
 \set VERBOSITY default
+-- A tenant has at most 100 endpoints (each is a task in every relay).
+\c - globex_app
+SELECT count(*) FROM (SELECT steward.create_webhook('https://globex.example/' || g) FROM generate_series(1, 99) g) x;
+SELECT public.outcome($$SELECT steward.create_webhook('https://globex.example/one-too-many')$$);
+SELECT count(*) FROM (SELECT steward.delete_webhook(endpoint_id) FROM steward.webhook_endpoints
+                       WHERE url <> 'https://globex.example/in') x;
 
 -- The secrets: only steward_relay's members read them; not a tenant role, not the web
 -- service's role, even inside a tenant.
@@ -82,6 +88,7 @@ SELECT sink LIKE 'webhook:%' AS webhook, sink = 'nats:relay' AS nats, surplus
 SELECT consumer, tenant_id IS NULL AS all_tenants FROM steward.consumer_lag WHERE consumer = 'relay';
 SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay a!', '{}', '1 minute')$$);
 SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay-a', '{kafka:x}', '1 minute')$$);
+SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay-a', '{nats:Steward.webhook.x}', '1 minute')$$);
 -- A second relay: the four sinks are shared, two each; the first gives up its surplus.
 SELECT count(*) AS b_holds FROM steward.relay_claim('relay-b', '{nats:relay}', '1 minute');
 SELECT count(*) FILTER (WHERE surplus) AS a_surplus, count(*) AS a_holds

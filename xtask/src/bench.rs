@@ -230,6 +230,9 @@ pub fn bench(args: &[String]) -> Result<()> {
             settings.seconds,
         )?);
     }
+    if only.as_deref().is_none_or(|o| "The relay".contains(o)) {
+        report.push_str(&crate::bench_relay::run_all(&cluster, settings.rounds)?);
+    }
     cluster.stop();
     write_report(&report, &settings, quick)
 }

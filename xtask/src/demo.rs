@@ -11,7 +11,10 @@ use anyhow::Result;
 use crate::cluster::{free_port, Cluster};
 use crate::run::run;
 use crate::run::step;
-use crate::setup::{cargo, ensure_base, ensure_packages, install_extension, repo_root, PG_BIN};
+use crate::setup::{
+    cargo, ensure_base, ensure_packages, ensure_standardwebhooks, install_extension, repo_root,
+    PG_BIN,
+};
 
 const DB: &str = "steward_demo";
 const PREFERRED_PORT: u16 = 54329;
@@ -52,6 +55,7 @@ pub fn demo(args: &[String]) -> Result<()> {
 
     cluster.keep_running();
     let api = web_api(&cluster)?;
+    let relay = relay(&cluster, &api)?;
     let host = cluster.host();
     println!(
         "\n==> the demo cluster is running (log: {host}/postgres.log)\n\n\
@@ -66,7 +70,8 @@ pub fn demo(args: &[String]) -> Result<()> {
          BEGIN; SELECT steward.enter_tenant('0193a4d2-0000-7000-8000-0000000000a1', 'me'); ... COMMIT;  -- as api_service\n  \
          SELECT * FROM steward.history('app.invoices', '{{\"id\": 1}}');  -- who changed it, when, why\n\n\
          The web API: {api}\n\n\
-         Stop both with: cargo xtask demo --stop",
+         The relay: {relay}\n\n\
+         Stop everything with: cargo xtask demo --stop",
         cluster.conninfo(DB, "acme_analyst"),
         cluster.conninfo(DB, "globex_analyst"),
         cluster.conninfo(DB, "api_service"),
@@ -79,12 +84,156 @@ const ACME: &str = "0193a4d2-0000-7000-8000-0000000000a1";
 const GLOBEX: &str = "0193a4d2-0000-7000-8000-0000000000b1";
 
 fn stop_service() {
-    let pid_file = Path::new(DEMO_DIR).join("service.pid");
-    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-        step("stopping the demo's steward-service");
-        let _ = Command::new("kill").arg(pid.trim()).status();
-        let _ = std::fs::remove_file(pid_file);
+    for (file, what) in [
+        ("relay.pid", "steward-service relay"),
+        ("service.pid", "steward-service serve"),
+        ("receiver.pid", "webhook receiver"),
+        ("nats.pid", "nats-server"),
+    ] {
+        let pid_file = Path::new(DEMO_DIR).join(file);
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            step(&format!("stopping the demo's {what}"));
+            let _ = Command::new("kill").arg(pid.trim()).status();
+            let _ = std::fs::remove_file(pid_file);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
     }
+}
+
+fn port_or_free(preferred: u16) -> Result<u16> {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        Ok(preferred)
+    } else {
+        free_port()
+    }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path, pid_file: &str) -> Result<()> {
+    let out = std::fs::File::create(log)?;
+    let child = cmd.stdout(out.try_clone()?).stderr(out).spawn()?;
+    std::fs::write(Path::new(DEMO_DIR).join(pid_file), child.id().to_string())?;
+    Ok(())
+}
+
+/// Starts nats-server (JetStream), a webhook receiver that verifies signatures with the
+/// standardwebhooks package, and steward-service relay as the role demo_relay; creates an
+/// endpoint per workspace, changes a row through the API in each, and shows the events arriving
+/// at both sinks.
+fn relay(cluster: &Cluster, _api: &str) -> Result<String> {
+    ensure_packages(&["nats-server"])?;
+    let python = ensure_standardwebhooks()?;
+    let dir = Path::new(DEMO_DIR);
+    let nats_port = port_or_free(4222)?;
+    let monitor_port = port_or_free(8222)?;
+    step(&format!(
+        "starting nats-server with JetStream on 127.0.0.1:{nats_port} (monitoring on {monitor_port}; log {}/nats.log)",
+        DEMO_DIR
+    ));
+    let _ = std::fs::remove_dir_all(dir.join("nats"));
+    spawn_logged(
+        Command::new("/usr/sbin/nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string()])
+            .args(["-m", &monitor_port.to_string(), "-sd"])
+            .arg(dir.join("nats")),
+        &dir.join("nats.log"),
+        "nats.pid",
+    )?;
+    let receiver_port = port_or_free(9000)?;
+    step("a webhook endpoint per workspace (steward.create_webhook, in each tenant)");
+    let mut secrets = serde_json::Map::new();
+    for (tenant, path) in [(ACME, "/acme"), (GLOBEX, "/globex")] {
+        let url = format!("http://127.0.0.1:{receiver_port}{path}");
+        println!(
+            "  {path}: SELECT * FROM steward.create_webhook('{url}');  -- inside tenant {tenant}"
+        );
+        let out = crate::run::output(cluster.psql(DB).args([
+            "-At",
+            "-c",
+            &format!(
+                "BEGIN; SELECT steward.enter_tenant('{tenant}') IS NULL; SELECT secret FROM steward.create_webhook('{url}'); COMMIT;"
+            ),
+        ]))?;
+        let secret = out
+            .lines()
+            .find(|l| l.starts_with("whsec_"))
+            .ok_or_else(|| anyhow::anyhow!("create_webhook returned no secret: {out}"))?;
+        secrets.insert(
+            path.to_string(),
+            serde_json::Value::String(secret.to_string()),
+        );
+    }
+    let secrets_file = dir.join("webhook-secrets.json");
+    std::fs::write(
+        &secrets_file,
+        serde_json::Value::Object(secrets).to_string(),
+    )?;
+    step(&format!(
+        "starting the webhook receiver on 127.0.0.1:{receiver_port} (xtask/demo_receiver.py: verifies with the standardwebhooks package; log {DEMO_DIR}/receiver.log)"
+    ));
+    spawn_logged(
+        Command::new(&python)
+            .arg(repo_root().join("xtask/demo_receiver.py"))
+            .arg(receiver_port.to_string())
+            .arg(&secrets_file),
+        &dir.join("receiver.log"),
+        "receiver.pid",
+    )?;
+    let metrics_port = port_or_free(9464)?;
+    step(&format!(
+        "starting steward-service relay as role demo_relay (log {DEMO_DIR}/relay.log; metrics http://127.0.0.1:{metrics_port}/metrics)"
+    ));
+    spawn_logged(
+        Command::new(repo_root().join("target/debug/steward-service"))
+            .args([
+                "relay",
+                "--database-url",
+                &cluster.conninfo(DB, "demo_relay"),
+            ])
+            .args(["--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+            .args(["--allow-private-targets", "127.0.0.1/32"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]),
+        &dir.join("relay.log"),
+        "relay.pid",
+    )?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let tokens = dir.join("tokens.env");
+    let api_port = std::fs::read_to_string(dir.join("service.port")).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{}", api_port.trim());
+    let shell = |what: &str, cmd: String| -> Result<()> {
+        println!("\n--- {what}\n$ {cmd}");
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(format!(". {} && {cmd}; echo", tokens.display()))
+            .status()?;
+        if !status.success() {
+            anyhow::bail!("the demo's command failed: {cmd}");
+        }
+        Ok(())
+    };
+    shell(
+        "each workspace records a decision through the API: one transaction, the row and its event",
+        format!(
+            "curl -s -o /dev/null -w 'acme -> %{{http_code}}\\n' -X POST -H \"Authorization: Bearer $ACME_TOKEN\" -H 'X-Steward-Reason: ADR-013 accepted' -H 'Content-Type: application/json' -d '{{\"number\": 13, \"title\": \"Relay events through the outbox\", \"status\": \"accepted\"}}' {base}/v1/decisions && \
+             curl -s -o /dev/null -w 'globex -> %{{http_code}}' -X POST -H \"Authorization: Bearer $GLOBEX_TOKEN\" -H 'Content-Type: application/json' -d '{{\"number\": 7, \"title\": \"Adopt NATS\"}}' {base}/v1/decisions"
+        ),
+    )?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    shell(
+        "the receiver verified each signature (standardwebhooks) and saw only its workspace's events at each endpoint",
+        format!("cat {DEMO_DIR}/receiver.log"),
+    )?;
+    shell(
+        "NATS JetStream: stream STEWARD holds every event, one subject per tenant and event type",
+        format!("curl -s 'http://127.0.0.1:{monitor_port}/jsz?streams=true' | grep -E '\"(name|messages|last_seq)\"'"),
+    )?;
+    let attempts = crate::run::output(cluster.psql(DB).args([
+        "-c",
+        "SELECT left(endpoint_id::text, 8) AS endpoint, event_id, attempt, status, http_status, relay FROM steward.webhook_deliveries ORDER BY id",
+    ]))?;
+    println!("\n--- every delivery attempt, on record (steward.webhook_deliveries; a tenant sees its own)\n{attempts}");
+    Ok(format!(
+        "nats://127.0.0.1:{nats_port} (stream STEWARD, monitoring http://127.0.0.1:{monitor_port}/jsz), webhook receiver 127.0.0.1:{receiver_port} (log {DEMO_DIR}/receiver.log), relay log {DEMO_DIR}/relay.log, metrics http://127.0.0.1:{metrics_port}/metrics"
+    ))
 }
 
 /// An HS256 token valid for `seconds`: the demo (and the benchmark) plays the identity provider.
@@ -157,6 +306,7 @@ fn web_api(cluster: &Cluster) -> Result<String> {
         Path::new(DEMO_DIR).join("service.pid"),
         child.id().to_string(),
     )?;
+    std::fs::write(Path::new(DEMO_DIR).join("service.port"), port.to_string())?;
     let mut ready = false;
     for _ in 0..100 {
         let ok = Command::new("curl")

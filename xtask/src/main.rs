@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_outbox;
+mod bench_relay;
 mod bench_service;
 mod cluster;
 mod demo;

@@ -328,6 +328,8 @@ pub async fn run(args: RelayArgs, shutdown: impl Future<Output = ()> + Send) -> 
         }))
         .user_agent(concat!("steward-relay/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(4)
+        // A proxy would make the connection for us, to an address the guard never saw.
+        .no_proxy()
         .build()?;
     let nats = match &args.nats_url {
         Some(url) => Some(nats::Nats::connect(url, &args).await?),
@@ -448,6 +450,15 @@ pub async fn run(args: RelayArgs, shutdown: impl Future<Output = ()> + Send) -> 
         tokio::select! {
             _ = r.task => {}
             _ = &mut deadline => {}
+        }
+    }
+    // Leaving: no lease of this relay's stays, and it no longer counts among the live relays.
+    if let Ok(client) = ctx.pool.get().await {
+        if let Err(e) = client
+            .execute("SELECT steward.relay_release($1, NULL, NULL)", &[&ctx.id])
+            .await
+        {
+            tracing::warn!(error = %e, "leaving: the leases were not released (they expire)");
         }
     }
     listener.abort();

@@ -197,8 +197,19 @@ async fn send(ctx: &Ctx, ep: &Endpoint, e: &Event) -> Sent {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| webhook::retry_after(v, SystemTime::now()));
-            // The answer's body is not needed; reading a little lets the connection be reused.
-            let _ = tokio::time::timeout(Duration::from_secs(1), resp.bytes()).await;
+            // The answer's body is not needed; reading a little (at most 64 KiB, for at most a
+            // second) lets the connection be reused.
+            let mut resp = resp;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut read = 0usize;
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    read += chunk.len();
+                    if read > 65_536 {
+                        break;
+                    }
+                }
+            })
+            .await;
             match webhook::outcome(status) {
                 Outcome::Delivered => Sent::Ok(status),
                 Outcome::Gone => Sent::Gone(status),
