@@ -548,7 +548,7 @@ AS $$
     UNION ALL
     SELECT format('the append-only guard %s of %s is gone or not ALWAYS', x.name, v.tbl),
            'ALTER TABLE ' || v.tbl || ' ENABLE ALWAYS TRIGGER ' || x.name
-      FROM unnest(steward._append_only_tables()) AS v(tbl)
+      FROM unnest(steward._append_only_tables() || ARRAY['steward.webhook_attempts']) AS v(tbl)
      CROSS JOIN unnest(ARRAY['steward_append_only', 'steward_append_only_truncate']) AS x(name)
      WHERE to_regclass(v.tbl) IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg

@@ -197,8 +197,11 @@ DECLARE
     id     uuid := gen_random_uuid();
     s      text := steward._internal_webhook_secret();
 BEGIN
+    -- A host name (letters, digits, '-' and '.') or an address ([IPv6] included), a port up to
+    -- 65535, then a path, query or fragment of visible characters.
     IF url IS NULL OR length(url) > 2048
-       OR url !~ '^https?://[^/?#@[:space:]]+(:[0-9]{1,5})?([/?#][^[:space:]]*)?$' THEN
+       OR url !~ '^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][!-~]*)?$'
+       OR coalesce(substring(url from '^https?://(?:[^/?#\[\]:]+|\[[^]]+\]):([0-9]+)')::int, 1) NOT BETWEEN 1 AND 65535 THEN
         PERFORM steward._raise('ST400', format('steward.create_webhook: %L is not an http(s) URL', left(url, 200)),
                               'Give an absolute http:// or https:// URL without credentials, at most 2048 characters, e.g. https://hooks.example.com/steward.');
     END IF;
@@ -257,7 +260,7 @@ BEGIN
     DELETE FROM steward.webhooks x WHERE x.endpoint_id = w.endpoint_id;
     DELETE FROM steward.consumers k
      WHERE k.name = 'steward.webhook.' || w.endpoint_id AND k.tenant_id = w.tenant_id;
-    DELETE FROM steward.relay_leases l WHERE l.sink = 'webhook:' || w.endpoint_id;
+    -- (Its lease, if a relay holds one, is void: the next claim removes it.)
 END
 $$;
 
@@ -281,11 +284,10 @@ BEGIN
     -- Never from before the endpoint existed.
     PERFORM steward._seek(steward._consumer_at('steward.webhook.' || w.endpoint_id, w.tenant_id, true),
                           greatest(since, w.created_at));
+    -- (The relay holding the endpoint reads on from the new position; steward's tables the
+    -- relays lock are never written here, so a tenant's open transaction cannot stall them.)
     UPDATE steward.webhooks x SET disabled_at = NULL, disabled_reason = NULL, redelivered_at = clock_timestamp()
      WHERE x.endpoint_id = w.endpoint_id;
-    -- The relay holding the endpoint starts over from the new position.
-    UPDATE steward.relay_leases l SET fence = nextval('steward.relay_fences')
-     WHERE l.sink = 'webhook:' || w.endpoint_id;
 END
 $$;
 
@@ -343,6 +345,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     wanted text[];
+    maker  text;
     live   bigint;
     fair   bigint;
     mine   bigint;
@@ -355,25 +358,33 @@ BEGIN
         PERFORM steward._raise('ST400', format('steward.relay_claim: relay %L, sinks %L, ttl %s', relay, sinks, ttl),
                               'A relay names itself with letters, digits, ''_'', ''-'', ''.'' and '':''; its sinks are ''nats:<consumer>'' (not under "steward."); the ttl is at least a second.');
     END IF;
-    -- One claim at a time: the shares are computed on what the others hold.
-    LOCK TABLE steward.relay_leases IN EXCLUSIVE MODE;
+    -- One claim at a time: the shares are computed on what the others hold. (An advisory lock,
+    -- not a table lock: no tenant's transaction can hold it, or queue the relays' polls behind it.)
+    PERFORM pg_advisory_xact_lock(hashtextextended('steward.relay_claim', 0));
     INSERT INTO steward.relays AS r VALUES (relay, clock_timestamp())
         ON CONFLICT ON CONSTRAINT relays_pkey DO UPDATE SET seen_at = excluded.seen_at;
     DELETE FROM steward.relays r WHERE r.seen_at < clock_timestamp() - ttl * 10;
     FOREACH s IN ARRAY coalesce(sinks, '{}') LOOP
-        IF NOT EXISTS (SELECT 1 FROM steward.consumers k WHERE k.name = substr(s, 6) AND k.tenant_id IS NULL) THEN
+        SELECT k.created_by INTO maker FROM steward.consumers k WHERE k.name = substr(s, 6) AND k.tenant_id IS NULL;
+        IF NOT FOUND THEN
             INSERT INTO steward.consumers (name, tenant_id, done, created_by)
             VALUES (substr(s, 6), NULL, '1:1:'::pg_snapshot, session_user);
+        -- Another service's consumer is not the relay's to move.
+        ELSIF NOT EXISTS (SELECT 1 FROM pg_roles r
+                           WHERE r.rolname = maker AND pg_has_role(r.oid, 'steward_relay', 'MEMBER')) THEN
+            PERFORM steward._raise('ST400', format('steward.relay_claim: consumer "%s" was created by %s, not by a relay', substr(s, 6), maker),
+                                  'Give the relay a consumer of its own (--consumer), which it creates on its first claim.');
         END IF;
     END LOOP;
     wanted := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(sinks, '{}')) x
                     UNION
-                    SELECT 'webhook:' || w.endpoint_id FROM steward.webhooks w WHERE w.disabled_at IS NULL);
-    -- Leases of endpoints deleted or disabled are void.
+                    SELECT 'webhook:' || w.endpoint_id
+                      FROM steward.webhooks w JOIN steward.tenants t ON t.tenant_id = w.tenant_id
+                     WHERE w.disabled_at IS NULL AND t.status = 'active');
+    -- Leases of endpoints deleted or disabled, or of a tenant no longer active, are void (its
+    -- events wait in the log until it is active again).
     DELETE FROM steward.relay_leases l
-     WHERE l.sink LIKE 'webhook:%'
-       AND NOT EXISTS (SELECT 1 FROM steward.webhooks w
-                        WHERE 'webhook:' || w.endpoint_id = l.sink AND w.disabled_at IS NULL);
+     WHERE l.sink LIKE 'webhook:%' AND NOT l.sink = ANY (wanted);
     live := (SELECT count(*) FROM steward.relays r WHERE r.seen_at >= clock_timestamp() - ttl);
     fair := ceil(cardinality(wanted)::numeric / greatest(live, 1));
     UPDATE steward.relay_leases l SET expires_at = clock_timestamp() + ttl

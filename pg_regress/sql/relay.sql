@@ -35,6 +35,15 @@ SELECT url FROM steward.webhook_endpoints ORDER BY url;
 SELECT steward.create_webhook('ftp://hooks.acme.example/');
 SELECT steward.create_webhook('https://user:pw@hooks.acme.example/');
 SELECT steward.create_webhook('https://');
+\set VERBOSITY default
+SELECT public.outcome($$SELECT steward.create_webhook('https://hooks.acme.example:99999/x')$$);
+SELECT public.outcome($$SELECT steward.create_webhook('https://hooks.acme.example:0/x')$$);
+SELECT public.outcome($$SELECT steward.create_webhook(E'https://ho\\x01st.example/x')$$);
+SELECT public.outcome($$SELECT steward.create_webhook('https://ho[st.example/x')$$);
+SELECT public.outcome($$SELECT steward.create_webhook('https://:pw/x')$$);
+SELECT public.outcome($$SELECT steward.create_webhook('https://user:pw%40host.example/')$$);
+SELECT public.outcome($$SELECT steward.create_webhook('https://hooks.acme.example/a b')$$);
+\set VERBOSITY verbose
 SELECT steward.create_webhook(NULL);
 SELECT steward.create_webhook('https://hooks.acme.example/', '{}');
 SELECT steward.create_webhook('https://hooks.acme.example/', ARRAY[NULL]::text[]);
@@ -89,6 +98,11 @@ SELECT consumer, tenant_id IS NULL AS all_tenants FROM steward.consumer_lag WHER
 SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay a!', '{}', '1 minute')$$);
 SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay-a', '{kafka:x}', '1 minute')$$);
 SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay-a', '{nats:Steward.webhook.x}', '1 minute')$$);
+-- Another service's consumer is not the relay's to move.
+\c - api_service
+SELECT steward.create_consumer('billing');
+\c - relay_svc
+SELECT public.outcome($$SELECT * FROM steward.relay_claim('relay-a', '{nats:billing}', '1 minute')$$);
 -- A second relay: the four sinks are shared, two each; the first gives up its surplus.
 SELECT count(*) AS b_holds FROM steward.relay_claim('relay-b', '{nats:relay}', '1 minute');
 SELECT count(*) FILTER (WHERE surplus) AS a_surplus, count(*) AS a_holds
@@ -128,8 +142,11 @@ SELECT attempt, status, http_status, error, relay = :'acme_relay' AS by_the_rela
 \c - globex_app
 SELECT count(*) AS acme_attempts_globex_sees FROM steward.webhook_deliveries;
 
--- Attempts are append-only, for everyone (the superuser's plain SQL included).
+-- Attempts are append-only, for everyone (the superuser's plain SQL included), and their
+-- guards cannot be turned off or dropped (the DDL guard).
 \c - postgres
+SELECT public.outcome('ALTER TABLE steward.webhook_attempts DISABLE TRIGGER ALL');
+SELECT public.outcome('DROP TRIGGER steward_append_only ON steward.webhook_attempts');
 SELECT public.outcome('UPDATE steward.webhook_attempts SET status = ''delivered''');
 SELECT public.outcome('DELETE FROM steward.webhook_attempts');
 SELECT public.outcome('TRUNCATE steward.webhook_attempts');
@@ -138,14 +155,17 @@ SELECT public.outcome('DELETE FROM steward.webhook_attempts');
 RESET session_replication_role;
 SELECT count(*) AS attempts_kept FROM steward.webhook_attempts;
 
--- redeliver() moves the endpoint's cursor back (the relay's fence changes: it starts over).
+-- redeliver() moves the endpoint's cursor back (never before the endpoint existed): the relay
+-- reads on from there. It writes nothing the relays lock: a tenant holding its transaction open
+-- stalls no relay (the claim below runs while it is open, under a lock timeout).
 \c - acme_app
+BEGIN;
 SELECT steward.redeliver(:'acme_hook', now() - interval '1 hour');
+\! psql -X -q -At -h "$PGHOST" -p "$PGPORT" -U relay_svc -d regress_relay -c "SET lock_timeout = '2s'" -c "SELECT 'claimed while the tenant''s transaction is open' FROM (SELECT count(*) FROM steward.relay_claim('relay-c', '{}', '1 second')) x"
+COMMIT;
 \c - relay_svc
-SELECT public.masked($$SELECT * FROM steward.relay_poll('webhook:$$ || :'acme_hook' || $$', '$$ || :'acme_relay' || $$', $$ || :acme_fence || $$, 10)$$);
-SELECT l.fence AS acme_fence FROM steward.relay_claim(:'acme_relay', '{nats:relay}', '1 minute') l
- WHERE l.sink = 'webhook:' || :'acme_hook' \gset
 SELECT count(*) AS sent_again FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 10);
+SELECT steward.relay_release('relay-c', NULL, NULL);
 
 -- 410 Gone: the relay disables the endpoint with the reason; no relay claims it then;
 -- redeliver() enables it again.
@@ -160,7 +180,17 @@ SELECT url, disabled_at IS NOT NULL AS disabled, disabled_reason FROM steward.we
 SELECT steward.redeliver(:'acme_hook', now() - interval '1 hour');
 SELECT url, disabled_at IS NOT NULL AS disabled FROM steward.webhook_endpoints ORDER BY url;
 
--- delete_webhook: the endpoint, its secret, its cursor and its lease go; its attempts stay.
+-- A suspended tenant's endpoints are no relay's sink: its events wait in the log.
+\c - postgres
+UPDATE steward.tenants SET status = 'suspended' WHERE slug = 'globex';
+\c - relay_svc
+SELECT count(*) FILTER (WHERE sink = 'webhook:' || :'globex_hook') AS globex_claimed
+  FROM steward.relay_claim(:'acme_relay', '{nats:relay}', '1 minute');
+\c - postgres
+UPDATE steward.tenants SET status = 'active' WHERE slug = 'globex';
+
+-- delete_webhook: the endpoint, its secret and its cursor go (its lease is void); its attempts stay.
+\c - acme_app
 SELECT steward.delete_webhook(:'acme_hook');
 SELECT url FROM steward.webhook_endpoints ORDER BY url;
 SELECT count(*) AS attempts_kept FROM steward.webhook_deliveries;

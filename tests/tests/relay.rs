@@ -1028,3 +1028,116 @@ fn two_relays_share_the_sinks_and_one_takes_over_when_the_other_dies() {
     two.kill();
     assert_eq!(endpoints.len(), 5);
 }
+
+#[test]
+fn tenants_can_neither_stall_nor_poison_nor_hijack_the_relay() {
+    let db = setup("e2e_relay_hostile");
+    let rt = rt();
+    let rx = Receiver::start(&rt);
+    let nats = NatsServer::start("hostile");
+    // A database where PUBLIC may create in public (the default before PostgreSQL 15).
+    connect(&db, "postgres")
+        .batch_execute(
+            "GRANT CREATE ON SCHEMA public TO PUBLIC;
+             CREATE TABLE public.loot (secret text);
+             GRANT INSERT, SELECT ON public.loot TO PUBLIC;",
+        )
+        .unwrap();
+    // A tenant plants a function that is a better match than pg_catalog's for the relay's reads.
+    connect(&db, "e2e_acme")
+        .batch_execute(
+            "CREATE FUNCTION public.row_to_json(o steward.outbox) RETURNS json LANGUAGE sql AS
+               $$ INSERT INTO public.loot SELECT secret FROM steward.webhook_secrets;
+                  SELECT pg_catalog.row_to_json(o) $$;
+             CREATE FUNCTION public.json_build_object(a text, b text, c text, d timestamptz, e text, f json)
+               RETURNS json LANGUAGE sql AS
+               $$ INSERT INTO public.loot SELECT secret FROM steward.webhook_secrets; SELECT f $$;",
+        )
+        .unwrap();
+    let (acme_hook, _) = webhook(&db, ACME, &rx.url("/acme"), None);
+    webhook(&db, GLOBEX, &rx.url("/globex"), None);
+    let mut relay = InProcess::start(
+        &rt,
+        &db,
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--allow-private-targets",
+            "127.0.0.1/32",
+        ],
+    );
+    // Poison: a traceparent with a line break and a forged header, and an event larger than the
+    // NATS server takes (1 MiB by default).
+    let mut c = connect(&db, "e2e_acme");
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT steward.annotate('poison', NULL, E'00-abc\\r\\nNats-Msg-Id: forged')",
+        &[],
+    )
+    .unwrap();
+    let crlf: String = tx
+        .query_one(
+            "SELECT steward.emit('t.crlf', 'thing', '1', '{}')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    let big: String = c
+        .query_one(
+            "SELECT steward.emit('t.big', 'thing', '2', jsonb_build_object('x', repeat('y', 2000000)))::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // A tenant holds its redeliver() open: nobody else's delivery waits for it.
+    let mut holder = connect(&db, "e2e_acme");
+    let mut open = holder.transaction().unwrap();
+    open.execute(
+        "SELECT steward.redeliver($1::text::uuid, now() - interval '1 hour')",
+        &[&acme_hook],
+    )
+    .unwrap();
+    let globex = emit(&db, GLOBEX, "t.after", 50);
+    assert_eq!(
+        rx.wait_delivered("/globex", 50, Duration::from_secs(60)),
+        50
+    );
+    assert_eq!(rx.delivered_ids("/globex"), globex);
+    let js = jetstream(&rt, &nats);
+    wait_for(
+        Duration::from_secs(60),
+        "NATS to hold all 52 events",
+        || rt.block_on(stream_count(&js, "STEWARD")) == 52,
+    );
+    open.commit().unwrap();
+    assert_eq!(rx.wait_delivered("/acme", 2, Duration::from_secs(60)), 2);
+    relay.stop(&rt);
+
+    // The relay resolved no function of the tenant's: nothing was stolen.
+    let stolen: i64 = connect(&db, "postgres")
+        .query_one("SELECT count(*) FROM public.loot", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stolen, 0);
+    let msgs = rt.block_on(stream_messages(&js, "STEWARD"));
+    let by_id: HashMap<&str, &(String, HashMap<String, String>, Value)> = msgs
+        .iter()
+        .map(|m| (m.1["Nats-Msg-Id"].as_str(), m))
+        .collect();
+    // The line break reached no header: the forged id is no message's, the traceparent is gone.
+    let m = by_id[crlf.as_str()];
+    assert!(!m.1.contains_key("traceparent"), "{:?}", m.1);
+    assert!(!by_id.contains_key("forged"));
+    // The large event is a stub naming it, in its place; the webhook got it whole.
+    let m = by_id[big.as_str()];
+    assert!(m.1["steward-too-large"].parse::<usize>().unwrap() > 2_000_000);
+    assert_eq!(m.2["event_id"], big.as_str());
+    assert!(m.2["too_large"].as_u64().unwrap() > 2_000_000);
+    let whole = rx
+        .requests("/acme")
+        .into_iter()
+        .find(|r| r.headers["webhook-id"] == big)
+        .unwrap();
+    assert!(whole.body.len() > 2_000_000);
+}

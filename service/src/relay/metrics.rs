@@ -18,6 +18,7 @@ pub struct SinkMetrics {
     attempts: AtomicU64,
     failures: AtomicU64,
     dead: AtomicU64,
+    too_large: AtomicU64,
     delivered: AtomicU64,
     latency: Mutex<([u64; BUCKETS.len()], f64)>,
 }
@@ -34,6 +35,10 @@ impl SinkMetrics {
     }
     pub fn failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    /// An event too large for the sink, sent as a stub naming it.
+    pub fn too_large(&self) {
+        self.too_large.fetch_add(1, Ordering::Relaxed);
     }
     pub fn dead_letter(&self) {
         self.dead.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +98,7 @@ impl RelayMetrics {
             self.held.load(Ordering::Relaxed)
         );
         type Get = fn(&SinkMetrics) -> String;
-        let series: [(&str, &str, &str, Get); 6] = [
+        let series: [(&str, &str, &str, Get); 7] = [
             (
                 "steward_relay_lag_events",
                 "gauge",
@@ -129,6 +134,12 @@ impl RelayMetrics {
                 "counter",
                 "Events delivered.",
                 |m| m.delivered.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "steward_relay_too_large_total",
+                "counter",
+                "Events larger than the sink takes, sent as a stub naming them.",
+                |m| m.too_large.load(Ordering::Relaxed).to_string(),
             ),
         ];
         for (name, kind, help, get) in series {

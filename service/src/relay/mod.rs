@@ -87,11 +87,25 @@ pub fn default_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-fn pool(args: &RelayArgs) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = args
-        .database_url
+/// The relay's connection settings: `--database-url`, with a search_path of pg_catalog alone (no
+/// function or operator a tenant can create is ever resolved for the relay, which reads every
+/// tenant's events and the secrets), and timeouts, so that no lock a tenant's transaction holds
+/// stalls a connection of the relay for long.
+pub fn connection_config(database_url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+    let mut options = config.get_options().unwrap_or("").to_string();
+    options.push_str(
+        " -c search_path=pg_catalog -c lock_timeout=5s -c statement_timeout=60s \
+         -c idle_in_transaction_session_timeout=60s",
+    );
+    config.options(options.trim());
+    Ok(config)
+}
+
+fn pool(args: &RelayArgs) -> anyhow::Result<Pool> {
+    let config = connection_config(&args.database_url)?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -109,9 +123,9 @@ fn pool(args: &RelayArgs) -> anyhow::Result<Pool> {
 
 /// Listens for `NOTIFY steward_outbox` on its own connection, reconnecting as needed; every
 /// wake-up bumps the counter the sinks watch (a wake-up is a hint: sinks poll on a schedule too).
-async fn listen(database_url: String, wake: watch::Sender<u64>) {
+async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
     loop {
-        match tokio_postgres::connect(&database_url, NoTls).await {
+        match config.connect(NoTls).await {
             Ok((client, mut conn)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
@@ -178,12 +192,12 @@ pub async fn poll(
     // message is the event itself (the subject names its tenant and type).
     const NATS: &str = "SELECT o.id, o.event_id::text, o.tenant_id::text, o.event_type,
                                extract(epoch FROM o.occurred_at)::float8, o.headers->>'traceparent',
-                               row_to_json(o)::text
+                               pg_catalog.row_to_json(o)::text
                           FROM steward.relay_poll($1, $2, $3, $4) o";
     const WEBHOOK: &str = "SELECT o.id, o.event_id::text, o.tenant_id::text, o.event_type,
                                   extract(epoch FROM o.occurred_at)::float8, o.headers->>'traceparent',
-                                  json_build_object('type', o.event_type, 'timestamp', o.occurred_at,
-                                                    'data', row_to_json(o))::text
+                                  pg_catalog.json_build_object('type', o.event_type, 'timestamp', o.occurred_at,
+                                                               'data', pg_catalog.row_to_json(o))::text
                              FROM steward.relay_poll($1, $2, $3, $4) o";
     let client = ctx.pool.get().await?;
     let stmt = client
@@ -229,6 +243,24 @@ pub async fn ack(
         )
         .await?;
     Ok(())
+}
+
+/// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None: a header value is never
+/// anything a tenant annotated that is not one (no line breaks, no other headers).
+pub fn traceparent(v: Option<&str>) -> Option<&str> {
+    let v = v?;
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then_some(v)
 }
 
 pub fn unix_now() -> f64 {
@@ -364,7 +396,7 @@ pub async fn run(args: RelayArgs, shutdown: impl Future<Output = ()> + Send) -> 
         });
     }
     let (wake_tx, wake) = watch::channel(0u64);
-    let listener = tokio::spawn(listen(args.database_url.clone(), wake_tx));
+    let listener = tokio::spawn(listen(connection_config(&args.database_url)?, wake_tx));
     let ttl = Duration::from_millis(args.lease_ttl_ms.max(1000));
     let ctx = Arc::new(Ctx {
         id: id.clone(),

@@ -64,6 +64,19 @@ impl Nats {
     }
 }
 
+/// Header text: visible ASCII only (a header value with a line break would end the header).
+fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A NATS subject token from any text: no whitespace, dots stay separators, `*` and `>` and
 /// empty tokens become `_`.
 pub fn subject(tenant: Option<&str>, event_type: &str) -> String {
@@ -125,6 +138,8 @@ pub async fn run(
             Err(e) if super::lease_lost(&e) => return Stop::LeaseLost,
             Err(e) => {
                 m.failure();
+                // The stream may be what is missing (deleted, or the server's store lost).
+                stream_ready = false;
                 tracing::warn!(sink, error = %format!("{e:#}"), "publishing to NATS failed; the batch is sent again");
                 if !super::pause(backoff, &mut stop).await {
                     return Stop::Asked;
@@ -157,6 +172,7 @@ async fn batch(
     let mut acks = FuturesOrdered::new();
     let mut failed = None;
     let bound = ctx.args.max_in_flight.max(1);
+    let max_payload = nats.js.client().server_info().max_payload;
     for e in &events {
         // At most `bound` publishes await their ack (each holds one of the context's permits).
         while acks.len() >= bound {
@@ -165,13 +181,32 @@ async fn batch(
             }
             m.in_flight_add(-1);
         }
+        // An event larger than the server takes goes as a stub naming it (id, tenant, type, size),
+        // with the header steward-too-large: never a batch retried forever, never a gap.
+        let body = if e.body.len() + 1024 > max_payload {
+            m.too_large();
+            serde_json::json!({
+                "id": e.id,
+                "event_id": e.event_id,
+                "tenant_id": e.tenant_id,
+                "event_type": e.event_type,
+                "too_large": e.body.len(),
+            })
+            .to_string()
+        } else {
+            e.body.clone()
+        };
+        let stub = body.len() != e.body.len();
         let mut msg = PublishMessage::build()
-            .payload(e.body.clone().into())
+            .payload(body.into())
             .message_id(&e.event_id)
             .header("steward-tenant", e.tenant_id.as_deref().unwrap_or(""))
-            .header("steward-event-type", e.event_type.as_str());
-        if let Some(tp) = &e.traceparent {
-            msg = msg.header("traceparent", tp.as_str());
+            .header("steward-event-type", header_text(&e.event_type).as_str());
+        if stub {
+            msg = msg.header("steward-too-large", e.body.len().to_string().as_str());
+        }
+        if let Some(tp) = super::traceparent(e.traceparent.as_deref()) {
+            msg = msg.header("traceparent", tp);
         }
         m.attempt();
         let ack = nats
@@ -216,5 +251,9 @@ mod tests {
         );
         assert_eq!(subject(Some("t1"), "a b.*.>..c"), "steward.t1.a_b._._._.c");
         assert_eq!(subject(None, "x"), "steward._.x");
+        assert_eq!(
+            super::header_text("a\r\nNats-Msg-Id: x"),
+            "a__Nats-Msg-Id: x"
+        );
     }
 }

@@ -119,7 +119,8 @@ impl TargetPolicy {
     }
 }
 
-/// An IPv4 address written as IPv6 (mapped, or NAT64's well-known prefix) is that IPv4 address.
+/// An IPv4 address written as IPv6 is that IPv4 address: mapped (::ffff:a.b.c.d), compatible
+/// (::a.b.c.d), NAT64 (64:ff9b::/96, and the local-use 64:ff9b:1::/48) and 6to4 (2002::/16).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
@@ -127,9 +128,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let o = v6.octets();
-                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            let o = v6.octets();
+            let tail = || IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            if s[0..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
+                return tail();
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1) {
+                return tail();
+            }
+            if s[0] == 0x2002 {
+                return IpAddr::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
             }
             IpAddr::V6(v6)
         }
@@ -191,9 +199,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|a| policy.permits(a.ip()))
                 .collect();
             if permitted.is_empty() {
+                // (Which addresses, the error does not say: a tenant reads it, and the relay's
+                // network is not the tenant's to map.)
                 let e: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "refused: {host} resolves only to private, loopback or link-local addresses ({}); --allow-private-targets allows such networks",
-                    addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                    "refused: {host} resolves only to private, loopback or link-local addresses; --allow-private-targets allows such networks"
                 )
                 .into();
                 return Err(e);
@@ -281,6 +290,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "::7f00:1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
             "224.0.0.1",
             "255.255.255.255",
         ] {

@@ -15,7 +15,7 @@ use super::webhook::{self, Outcome};
 use super::{Ctx, Event, Stop};
 
 struct Endpoint {
-    url: reqwest::Url,
+    url: String,
     tenant: String,
     event_types: Option<Vec<String>>,
     secret: Vec<u8>,
@@ -46,7 +46,7 @@ async fn endpoint(ctx: &Ctx, id: &str) -> anyhow::Result<Option<Endpoint>> {
     let url: String = r.get(0);
     let secret: String = r.get(3);
     Ok(Some(Endpoint {
-        url: reqwest::Url::parse(&url)?,
+        url,
         tenant: r.get(1),
         event_types: r.get(2),
         secret: webhook::secret_bytes(&secret)?,
@@ -90,6 +90,7 @@ pub async fn run(
     let mut wake = ctx.wake.clone();
     let mut retry: Option<Retry> = None;
     let mut known_head = false;
+    let mut redelivered_at = f64::NAN;
     let mut backoff = Duration::from_millis(200);
     loop {
         if *stop.borrow() {
@@ -107,6 +108,12 @@ pub async fn run(
                 continue;
             }
         };
+        // redeliver() restarts every retry budget (and moved the cursor).
+        if ep.redelivered_at != redelivered_at {
+            redelivered_at = ep.redelivered_at;
+            retry = None;
+            known_head = false;
+        }
         // A retry's wait first: nothing later goes out before the event that failed.
         if let Some(r) = &retry {
             let now = Instant::now();
@@ -165,7 +172,18 @@ enum Sent {
 }
 
 async fn send(ctx: &Ctx, ep: &Endpoint, e: &Event) -> Sent {
-    if let Some(refused) = webhook::literal_host_refused(&ep.url, &ctx.policy) {
+    // A URL the database took but this parser does not is a failed attempt, on record.
+    let url = match reqwest::Url::parse(&ep.url) {
+        Ok(u) => u,
+        Err(err) => {
+            return Sent::Failed {
+                status: None,
+                error: format!("the endpoint's URL does not parse: {err}"),
+                retry_after: None,
+            }
+        }
+    };
+    if let Some(refused) = webhook::literal_host_refused(&url, &ctx.policy) {
         return Sent::Failed {
             status: None,
             error: refused,
@@ -179,14 +197,14 @@ async fn send(ctx: &Ctx, ep: &Endpoint, e: &Event) -> Sent {
     let sig = webhook::signature(&ep.secret, &e.event_id, ts, e.body.as_bytes());
     let mut req = ctx
         .http
-        .post(ep.url.clone())
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", &e.event_id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", sig)
         .header("steward-tenant", &ep.tenant)
         .body(e.body.clone());
-    if let Some(tp) = &e.traceparent {
+    if let Some(tp) = super::traceparent(e.traceparent.as_deref()) {
         req = req.header("traceparent", tp);
     }
     match req.send().await {
