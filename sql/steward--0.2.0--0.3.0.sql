@@ -987,8 +987,9 @@ ALTER TABLE steward.webhook_attempts ENABLE ALWAYS TRIGGER steward_append_only,
     ENABLE ALWAYS TRIGGER steward_append_only_truncate;
 
 -- Which relay holds which sink: a sink is delivered by one relay at a time, which keeps its
--- order. `fence` changes whenever the sink changes hands (or redeliver() moves its cursor), and
--- every ack names it: a relay that lost a sink cannot move its cursor.
+-- order. `fence` changes whenever the sink changes hands, and every poll and ack names it: a
+-- relay that lost a sink cannot move its cursor. Only the relays' own functions write here (no
+-- tenant's transaction can hold a lock a relay waits for).
 CREATE TABLE steward.relay_leases (
     sink       text PRIMARY KEY,
     relay      text NOT NULL,

@@ -5,6 +5,8 @@
 //! refused; a relay killed at any moment loses nothing; several relays share the sinks.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -683,10 +685,16 @@ fn nats_gets_one_subject_per_tenant_and_type_with_ids_and_no_duplicates() {
 /// `n` writers (two tenants) insert `per_writer` rows each, one transaction a row; a row's key
 /// says its writer and sequence, so a retried transaction whose COMMIT's outcome was lost
 /// inserts nothing twice (ON CONFLICT DO NOTHING: no row, no event).
-fn writers(conn: String, n: usize, per_writer: usize) -> Vec<std::thread::JoinHandle<()>> {
+fn writers(
+    conn: String,
+    n: usize,
+    per_writer: usize,
+    committed: Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..n)
         .map(|w| {
             let conn = conn.clone();
+            let committed = committed.clone();
             std::thread::spawn(move || {
                 let tenant = if w % 2 == 0 { ACME } else { GLOBEX };
                 let mut seq = 0;
@@ -712,7 +720,13 @@ fn writers(conn: String, n: usize, per_writer: usize) -> Vec<std::thread::JoinHa
                         tx.commit()
                     })();
                     match r {
-                        Ok(()) => seq += 1,
+                        Ok(()) => {
+                            seq += 1;
+                            committed.fetch_add(1, Ordering::Relaxed);
+                            // Paced (about 20 s in all), so that the kills and the restarts
+                            // fall while the writers write.
+                            std::thread::sleep(Duration::from_millis(6));
+                        }
                         Err(_) => {
                             client = None;
                             std::thread::sleep(Duration::from_millis(50));
@@ -839,19 +853,37 @@ fn killed_twenty_times_while_postgres_and_nats_restart_it_loses_nothing() {
     .map(|s| s.to_string())
     .collect();
     let mut relay = Binary::start(&url, &args, &log);
-    let threads = writers(pg.conninfo("crash", "e2e_writer"), WRITERS, PER_WRITER);
+    let committed = Arc::new(AtomicUsize::new(0));
+    let threads = writers(
+        pg.conninfo("crash", "e2e_writer"),
+        WRITERS,
+        PER_WRITER,
+        committed.clone(),
+    );
     let mut lcg = Lcg(20_261_202);
+    let mut during = Vec::new();
     for kill in 0..20 {
         std::thread::sleep(Duration::from_millis(300 + lcg.next(900)));
         relay.kill();
         if kill == 6 {
+            during.push(("Postgres restarted", committed.load(Ordering::Relaxed)));
             pg.restart();
         }
         if kill == 12 {
+            during.push(("nats-server restarted", committed.load(Ordering::Relaxed)));
             nats.restart();
         }
         relay = Binary::start(&url, &args, &log);
     }
+    during.push(("the 20th kill", committed.load(Ordering::Relaxed)));
+    // The restarts fell while events were being written.
+    for (what, n) in &during[..2] {
+        assert!(
+            *n > 0 && *n < TOTAL,
+            "{what} with {n} of {TOTAL} events committed"
+        );
+    }
+    eprintln!("committed when: {during:?}");
     for t in threads {
         t.join().unwrap();
     }

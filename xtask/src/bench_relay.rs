@@ -18,6 +18,7 @@ use futures::StreamExt as _;
 use postgres::{Client, NoTls};
 
 use crate::bench::median;
+use crate::bench_service::cpu_seconds;
 use crate::cluster::{free_port, Cluster};
 use crate::run::{run, step};
 use crate::setup::{cargo, ensure_packages, repo_root};
@@ -30,6 +31,19 @@ const NATS_EVENTS: usize = 50_000;
 const WEBHOOK_EVENTS: usize = 5_000;
 const RATE_PER_S: u64 = 1_000;
 const LATENCY_SECONDS: u64 = 10;
+
+/// The processes whose CPU time the NATS rounds measure (this process, with the subscriber and
+/// the receiver, comes last). (A process's name is cut at 15 characters.)
+const PROCESSES: &[&str] = &["postgres", "steward-servic", "nats-server"];
+
+/// Where the NATS rounds' time went: wall time, CPU seconds per process, and the relay's own
+/// phases (its /metrics, steward_relay_phase_seconds_total).
+#[derive(Default)]
+struct Profile {
+    wall: f64,
+    cpu: [f64; 4],
+    phases: std::collections::BTreeMap<String, f64>,
+}
 
 /// Arrivals by event id, and a count.
 #[derive(Default)]
@@ -198,26 +212,35 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok()
     })?;
 
-    // The observers: a core NATS subscriber on steward.> and a webhook receiver answering 204.
+    // The observers: the stream's message count (the NATS rates: no extra subscriber loads the
+    // server), a core NATS subscriber on steward.> for the latency run only, and a webhook
+    // receiver answering 204.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let nats_seen = Arc::new(Arrivals::default());
     let hook_seen = Arc::new(Arrivals::default());
-    {
-        let seen = nats_seen.clone();
-        let client = rt.block_on(async_nats::connect(nats_url.clone()))?;
-        let mut sub = rt.block_on(client.subscribe("steward.>"))?;
-        rt.spawn(async move {
-            let _client = client;
-            while let Some(m) = sub.next().await {
-                if let Some(id) = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
-                    seen.record(id.to_string());
-                }
-            }
+    let nc = rt.block_on(async_nats::connect(nats_url.clone()))?;
+    let js = rt.block_on(async { async_nats::jetstream::new(nc.clone()) });
+    // (One stream-info request every 20 ms: the server answers it between publishes.)
+    let stream: Mutex<Option<async_nats::jetstream::stream::Stream>> = Mutex::new(None);
+    let stored = || -> u64 {
+        let held = stream.lock().unwrap().take();
+        let (n, held) = rt.block_on(async {
+            let mut held = match held {
+                Some(st) => Some(st),
+                None => js.get_stream("STEWARD").await.ok(),
+            };
+            let n = match held.as_mut() {
+                Some(st) => st.info().await.map(|i| i.state.messages).unwrap_or(0),
+                None => 0,
+            };
+            (n, held)
         });
-    }
+        *stream.lock().unwrap() = held;
+        n
+    };
     let receiver_port = {
         let seen = hook_seen.clone();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -248,11 +271,12 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
          reader) and by `steward-service relay` (release build; NATS: batches of 1,000, up to \
          4,096 publishes awaiting acks; webhook: one endpoint, one request at a time, as order \
          per endpoint requires). The relay's rate runs from the first arrival to the last, seen \
-         by a core NATS subscriber and by the receiver (an in-process axum server answering 204). \
+         by the stream's message count and by the receiver (an in-process axum server answering 204). \
          nats-server {} (Debian), file storage, on the same 2 cores as Postgres, the relay and \
          the observers.\n",
         nats_version()
     )?;
+    let profile: Mutex<Profile> = Mutex::new(Profile::default());
     let mut nats_rates = Vec::new();
     let mut nats_drains = Vec::new();
     let mut hook_rates = Vec::new();
@@ -271,18 +295,69 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
         c.batch_execute("CHECKPOINT")?;
         let relay_first = round % 2 == 0;
         let measure_relay = || -> Result<f64> {
-            nats_seen.clear();
+            let metrics_port = free_port()?;
+            let base = stored();
+            let before = cpu_seconds(PROCESSES);
+            let started = Instant::now();
             let _r = relay(
                 cluster,
-                &["--nats-url", &nats_url, "--consumer", &consumer],
+                &[
+                    "--nats-url",
+                    &nats_url,
+                    "--consumer",
+                    &consumer,
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{metrics_port}"),
+                ],
                 "relay-nats.log",
             )?;
-            wait_until(
-                Duration::from_secs(300),
-                "the relay to publish every event",
-                || nats_seen.at.lock().unwrap().len() >= NATS_EVENTS,
-            )?;
-            Ok(nats_seen.rate())
+            // From the first message stored to the last.
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut first: Option<(Instant, u64)> = None;
+            let last = loop {
+                let n = stored();
+                let now = Instant::now();
+                if first.is_none() && n > base {
+                    first = Some((now, n));
+                }
+                if n >= base + NATS_EVENTS as u64 {
+                    break now;
+                }
+                if now > deadline {
+                    bail!("the relay published {} of {NATS_EVENTS} events", n - base);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let (t0, n0) = first.expect("a first message");
+            let rate =
+                (base + NATS_EVENTS as u64 - n0) as f64 / (last - t0).as_secs_f64().max(1e-3);
+            let wall = started.elapsed().as_secs_f64();
+            let after = cpu_seconds(PROCESSES);
+            let text = rt.block_on(async {
+                reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+                    .await?
+                    .text()
+                    .await
+            })?;
+            let mut p = profile.lock().unwrap();
+            p.wall += wall;
+            for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+                p.cpu[i] += a - b;
+            }
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("steward_relay_phase_seconds_total{"))
+            {
+                let phase = line
+                    .split("phase=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next());
+                let secs = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+                if let (Some(phase), Some(secs)) = (phase, secs) {
+                    *p.phases.entry(phase.to_string()).or_default() += secs;
+                }
+            }
+            Ok(rate)
         };
         let (relayed, drained) = if relay_first {
             let r = measure_relay()?;
@@ -368,28 +443,130 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
         hm / hdm
     )?;
 
-    // Latency: a relay to NATS and one endpoint, two writers at 500 events/s each, paced.
-    step(&format!(
-        "commit → acknowledged at {RATE_PER_S} events/s for {LATENCY_SECONDS} s"
-    ));
-    let mut tx = c.transaction()?;
-    tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&TENANT])?;
-    tx.execute(
-        "SELECT steward.create_webhook($1)",
-        &[&format!("http://127.0.0.1:{receiver_port}/latency")],
+    {
+        let p = profile.lock().unwrap();
+        let total: f64 = p.phases.values().sum();
+        writeln!(
+            report,
+            "\nWhere the NATS rounds' time goes ({rounds} rounds, {:.1} s of wall time from the relay's start to the last arrival): \
+             CPU used, in % of one core, by postgres {:.0}%, steward-service relay {:.0}%, nats-server {:.0}%, \
+             and the bench itself (its stream-size requests) {:.0}% (two cores: 200% is the whole machine). \
+             The relay's batches, by phase (its `steward_relay_phase_seconds_total`): {}.",
+            p.wall,
+            100.0 * p.cpu[0] / p.wall,
+            100.0 * p.cpu[1] / p.wall,
+            100.0 * p.cpu[2] / p.wall,
+            100.0 * p.cpu[3] / p.wall,
+            p.phases
+                .iter()
+                .map(|(k, v)| format!("{k} {:.0}%", 100.0 * v / total.max(1e-9)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+
+    // Latency, one sink at a time: two writers at 500 events/s each, paced.
+    writeln!(
+        report,
+        "\n| commit → acknowledged, {RATE_PER_S} events/s for {LATENCY_SECONDS} s (first second warm-up), one sink a run | p50 | p99 | goal |\n|---|---|---|---|"
     )?;
-    tx.commit()?;
-    c.batch_execute("SELECT steward.create_consumer('bench_latency')")?;
-    nats_seen.clear();
-    hook_seen.clear();
-    let _r = relay(
-        cluster,
-        &["--nats-url", &nats_url, "--consumer", "bench_latency"],
-        "relay-latency.log",
+    for sink in ["NATS", "webhook"] {
+        step(&format!(
+            "commit → acknowledged at {RATE_PER_S} events/s for {LATENCY_SECONDS} s, {sink}"
+        ));
+        let consumer = format!("bench_latency_{}", sink.to_lowercase());
+        let endpoint = if sink == "NATS" {
+            c.batch_execute(&format!("SELECT steward.create_consumer('{consumer}')"))?;
+            None
+        } else {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&TENANT])?;
+            let id: String = tx
+                .query_one(
+                    "SELECT endpoint_id::text FROM steward.create_webhook($1)",
+                    &[&format!("http://127.0.0.1:{receiver_port}/latency")],
+                )?
+                .get(0);
+            tx.commit()?;
+            Some(id)
+        };
+        let seen = if sink == "NATS" {
+            &nats_seen
+        } else {
+            &hook_seen
+        };
+        if sink == "NATS" {
+            let seen = nats_seen.clone();
+            let mut sub = rt.block_on(nc.subscribe("steward.>"))?;
+            rt.spawn(async move {
+                while let Some(m) = sub.next().await {
+                    if let Some(id) = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+                        seen.record(id.to_string());
+                    }
+                }
+            });
+        }
+        seen.clear();
+        let extra: Vec<&str> = if sink == "NATS" {
+            vec!["--nats-url", &nats_url, "--consumer", &consumer]
+        } else {
+            vec![]
+        };
+        let r = relay(cluster, &extra, "relay-latency.log")?;
+        std::thread::sleep(Duration::from_secs(2));
+        let commits = paced_writers(cluster)?;
+        let total = (RATE_PER_S * LATENCY_SECONDS) as usize;
+        wait_until(Duration::from_secs(120), "every latency event", || {
+            seen.at.lock().unwrap().len() >= total
+        })?;
+        drop(r);
+        let at = seen.at.lock().unwrap();
+        let mut v: Vec<f64> = commits
+            .iter()
+            .skip(RATE_PER_S as usize)
+            .filter_map(|(id, t)| {
+                at.get(id)
+                    .map(|a| a.saturating_duration_since(*t).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        let (p50, p99) = (percentile(&mut v, 0.5), percentile(&mut v, 0.99));
+        println!("  {sink}: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        let verdict = match (sink, p99 <= 25.0) {
+            ("NATS", true) => "≤ 25 ms: met",
+            ("NATS", false) => "≤ 25 ms: **not met**",
+            _ => "(context)",
+        };
+        let what = if sink == "NATS" {
+            "NATS (the stored message reaches a subscriber)"
+        } else {
+            "webhook (the receiver gets the request)"
+        };
+        writeln!(
+            report,
+            "| {what} | {p50:.1} ms | **{p99:.1} ms** | {verdict} |"
+        )?;
+        drop(at);
+        if let Some(id) = endpoint {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT steward.enter_tenant($1::text::uuid)", &[&TENANT])?;
+            tx.execute("SELECT steward.delete_webhook($1::text::uuid)", &[&id])?;
+            tx.commit()?;
+        }
+    }
+    writeln!(
+        report,
+        "\nTwo writers, one transaction per event (`enter_tenant`, `emit`, COMMIT), paced at 500/s each; \
+         latency from COMMIT returning in the writer to the event's arrival. The relay wakes on \
+         `NOTIFY steward_outbox` (steward preloaded: the waker sends it)."
     )?;
-    std::thread::sleep(Duration::from_secs(2));
+    Ok(report)
+}
+
+/// Two writers, 500 events/s each for LATENCY_SECONDS, paced from when each was due; each
+/// event's id and the moment its COMMIT returned.
+fn paced_writers(cluster: &Cluster) -> Result<Vec<(String, Instant)>> {
     let commits: Arc<Mutex<Vec<(String, Instant)>>> = Default::default();
-    let writers: Vec<_> = (0..2)
+    let writers: Vec<_> = (0..2u64)
         .map(|w| {
             let commits = commits.clone();
             let conninfo = cluster.conninfo(DB, "postgres");
@@ -419,42 +596,8 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
     for w in writers {
         w.join().expect("writer")?;
     }
-    let total = (RATE_PER_S * LATENCY_SECONDS) as usize;
-    wait_until(Duration::from_secs(60), "every latency event", || {
-        nats_seen.at.lock().unwrap().len() >= total && hook_seen.at.lock().unwrap().len() >= total
-    })?;
-    let commits = commits.lock().unwrap();
-    let lat = |seen: &Arrivals| -> (f64, f64) {
-        let at = seen.at.lock().unwrap();
-        // The first second is warm-up.
-        let mut v: Vec<f64> = commits
-            .iter()
-            .skip(RATE_PER_S as usize)
-            .filter_map(|(id, t)| {
-                at.get(id)
-                    .map(|a| a.saturating_duration_since(*t).as_secs_f64() * 1000.0)
-            })
-            .collect();
-        (percentile(&mut v, 0.5), percentile(&mut v, 0.99))
-    };
-    let (np50, np99) = lat(&nats_seen);
-    let (hp50, hp99) = lat(&hook_seen);
-    println!("  NATS p50 {np50:.1} ms p99 {np99:.1} ms; webhook p50 {hp50:.1} ms p99 {hp99:.1} ms");
-    let verdict = if np99 <= 25.0 {
-        "≤ 25 ms: met"
-    } else {
-        "≤ 25 ms: **not met**"
-    };
-    writeln!(
-        report,
-        "\n| commit → acknowledged, {RATE_PER_S} events/s for {LATENCY_SECONDS} s (first second warm-up) | p50 | p99 | goal |\n|---|---|---|---|\n\
-         | NATS (the broker's ack: the subscriber sees the stored message) | {np50:.1} ms | **{np99:.1} ms** | {verdict} |\n\
-         | webhook (the receiver gets the request) | {hp50:.1} ms | {hp99:.1} ms | (context) |\n\n\
-         Two writers, one transaction per event (`enter_tenant`, `emit`, COMMIT), paced at 500/s each; \
-         latency from COMMIT returning in the writer to the event's arrival. The relay wakes on \
-         `NOTIFY steward_outbox` (steward preloaded: the waker sends it)."
-    )?;
-    Ok(report)
+    let out = std::mem::take(&mut *commits.lock().unwrap());
+    Ok(out)
 }
 
 fn nats_version() -> String {

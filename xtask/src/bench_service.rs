@@ -371,7 +371,7 @@ impl Direct {
 
 /// CPU seconds (user + system) used so far by the processes whose name starts with each of
 /// `names`, and by this process (the load generator): where a run's time went.
-fn cpu_seconds(names: &[&str]) -> Vec<f64> {
+pub(crate) fn cpu_seconds(names: &[&str]) -> Vec<f64> {
     let tick = 100.0; // USER_HZ on Linux
     let mut out = vec![0.0; names.len() + 1];
     let me = std::process::id().to_string();

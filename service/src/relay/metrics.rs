@@ -21,6 +21,9 @@ pub struct SinkMetrics {
     too_large: AtomicU64,
     delivered: AtomicU64,
     latency: Mutex<([u64; BUCKETS.len()], f64)>,
+    /// Wall time spent in each phase of a batch (poll, publish, broker_ack, db_ack): where a
+    /// sink's time goes.
+    phases: Mutex<BTreeMap<&'static str, f64>>,
 }
 
 impl SinkMetrics {
@@ -35,6 +38,15 @@ impl SinkMetrics {
     }
     pub fn failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    /// `seconds` spent in `phase` of a batch.
+    pub fn phase(&self, phase: &'static str, seconds: f64) {
+        *self
+            .phases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(phase)
+            .or_default() += seconds;
     }
     /// An event too large for the sink, sent as a stub naming it.
     pub fn too_large(&self) {
@@ -146,6 +158,21 @@ impl RelayMetrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (sink, m) in &sinks {
                 let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(sink), get(m));
+            }
+        }
+        let name = "steward_relay_phase_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Wall time a sink spent in each phase of its batches (poll, publish, broker_ack, db_ack).\n# TYPE {name} counter"
+        );
+        for (sink, m) in &sinks {
+            let p = m.phases.lock().unwrap_or_else(|p| p.into_inner());
+            for (phase, secs) in p.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{sink=\"{}\",phase=\"{phase}\"}} {secs}",
+                    label(sink)
+                );
             }
         }
         let name = "steward_relay_delivery_latency_seconds";

@@ -158,6 +158,12 @@ async fn batch(
     fence: i64,
     m: &SinkMetrics,
 ) -> anyhow::Result<usize> {
+    let mut clock = std::time::Instant::now();
+    let mut lap = |m: &SinkMetrics, phase: &'static str| {
+        let now = std::time::Instant::now();
+        m.phase(phase, (now - clock).as_secs_f64());
+        clock = now;
+    };
     let events = super::poll(
         ctx,
         sink,
@@ -166,6 +172,7 @@ async fn batch(
         false,
     )
     .await?;
+    lap(m, "poll");
     let Some(last) = events.last().map(|e| e.id) else {
         return Ok(0);
     };
@@ -216,18 +223,21 @@ async fn batch(
         m.in_flight_add(1);
         acks.push_back(ack.into_future());
     }
+    lap(m, "publish");
     while let Some(r) = acks.next().await {
         m.in_flight_add(-1);
         if let Err(err) = r {
             failed.get_or_insert(err);
         }
     }
+    lap(m, "broker_ack");
     if let Some(err) = failed {
         return Err(anyhow::anyhow!(
             "the broker did not acknowledge a publish: {err}"
         ));
     }
     super::ack(ctx, sink, fence, Some(last), None, None).await?;
+    lap(m, "db_ack");
     let now = super::unix_now();
     for e in &events {
         m.delivered(now - e.occurred_at);

@@ -114,11 +114,16 @@ pub async fn run(
             retry = None;
             known_head = false;
         }
-        // A retry's wait first: nothing later goes out before the event that failed.
+        // A retry's wait first: nothing later goes out before the event that failed. It is
+        // waited in steps of at most 5 s, the endpoint read again after each, so that a
+        // redeliver() cuts it short.
         if let Some(r) = &retry {
             let now = Instant::now();
-            if r.next > now && !super::pause(r.next - now, &mut stop).await {
-                return Stop::Asked;
+            if r.next > now {
+                if !super::pause((r.next - now).min(Duration::from_secs(5)), &mut stop).await {
+                    return Stop::Asked;
+                }
+                continue;
             }
         }
         let step = batch(
