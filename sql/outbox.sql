@@ -180,8 +180,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN QUERY SELECT * FROM steward._poll(steward._consumer(consumer), max_events); END $$;
 
--- poll() for the consumer `k` (the relay's sinks call it too, steward.relay_poll).
-CREATE FUNCTION steward._poll(k steward.consumers, max_events int)
+-- poll() for the consumer `k` (the relay's sinks call it too, steward.relay_poll). With `ahead`,
+-- the caller has put k's position after the events it read last and not acked yet: what follows
+-- them in the batch being delivered, and nothing of a batch not opened yet (the consumer's row is
+-- not written), so that a relay reads its next events while the last are in flight.
+CREATE FUNCTION steward._poll(k steward.consumers, max_events int, ahead boolean DEFAULT false)
 RETURNS SETOF steward.outbox
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -238,6 +241,9 @@ BEGIN
             IF n > 0 OR cardinality(txs) > 0 THEN
                 RETURN;
             END IF;
+        END IF;
+        IF ahead THEN
+            RETURN;
         END IF;
         -- No batch, or it is delivered: the next one is what has become visible since.
         upto := steward._snapshot();

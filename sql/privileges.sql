@@ -93,7 +93,7 @@ REVOKE ALL ON FUNCTION
     steward._internal_batch_find(uuid, text, text, text, bigint),
     steward._internal_batch_behind(uuid, text, text, text, bigint),
     steward._consumer_at(text, uuid, boolean),
-    steward._poll(steward.consumers, integer),
+    steward._poll(steward.consumers, integer, boolean),
     steward._ack(steward.consumers, bigint),
     steward._seek(steward.consumers, timestamptz),
     steward._internal_webhook_secret(),
@@ -104,6 +104,7 @@ REVOKE ALL ON FUNCTION
     steward.relay_claim(text, text[], interval),
     steward.relay_release(text, text, bigint),
     steward.relay_poll(text, text, bigint, integer),
+    steward.relay_poll_ahead(text, text, bigint, xid8, bigint, integer),
     steward.relay_ack(text, text, bigint, bigint, jsonb, text)
 FROM PUBLIC;
 -- The relay's functions check membership themselves too.
@@ -111,6 +112,7 @@ GRANT EXECUTE ON FUNCTION
     steward.relay_claim(text, text[], interval),
     steward.relay_release(text, text, bigint),
     steward.relay_poll(text, text, bigint, integer),
+    steward.relay_poll_ahead(text, text, bigint, xid8, bigint, integer),
     steward.relay_ack(text, text, bigint, bigint, jsonb, text)
 TO steward_relay;
 -- steward's trigger functions fire for everyone, but only the DBA may attach them: without

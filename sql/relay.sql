@@ -442,6 +442,32 @@ BEGIN
 END
 $$;
 
+-- The events after (after_txid, after_id), an event relay_poll or relay_poll_ahead returned and
+-- the sink has not acked yet, in the batch being delivered: a relay reads them while the events
+-- before are in flight. Nothing, once the batch is read to its end (relay_poll, after the ack,
+-- opens the next).
+CREATE FUNCTION steward.relay_poll_ahead(sink text, relay text, fence bigint, after_txid xid8,
+                                         after_id bigint, max_events int)
+RETURNS SETOF steward.outbox
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k steward.consumers;
+BEGIN
+    PERFORM steward._relay_holds(sink, relay, fence);
+    k := steward._sink_consumer(sink, false);
+    IF k.batch IS NULL OR after_txid IS NULL OR after_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM steward.change_log c WHERE c.txid = after_txid AND c.id = after_id AND c.evented) THEN
+        RETURN;
+    END IF;
+    k.pos_txid := after_txid;
+    k.pos_id := after_id;
+    RETURN QUERY SELECT * FROM steward._poll(k, max_events, ahead => true);
+END
+$$;
+
 -- What a sink has taken: the attempts made (a JSON array of {event_id, attempt, status,
 -- http_status, error, at}), the sink's cursor moved past `through_id` (NULL: not moved), and,
 -- with `disable`, a webhook endpoint disabled for that reason (410 Gone). One transaction, under

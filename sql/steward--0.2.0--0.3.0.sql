@@ -647,7 +647,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN QUERY SELECT * FROM steward._poll(steward._consumer(consumer), max_events); END $$;
 
-CREATE OR REPLACE FUNCTION steward._poll(k steward.consumers, max_events int)
+CREATE OR REPLACE FUNCTION steward._poll(k steward.consumers, max_events int, ahead boolean DEFAULT false)
 RETURNS SETOF steward.outbox
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -704,6 +704,9 @@ BEGIN
             IF n > 0 OR cardinality(txs) > 0 THEN
                 RETURN;
             END IF;
+        END IF;
+        IF ahead THEN
+            RETURN;
         END IF;
         -- No batch, or it is delivered: the next one is what has become visible since.
         upto := steward._snapshot();
@@ -1346,6 +1349,32 @@ BEGIN
 END
 $$;
 
+-- The events after (after_txid, after_id), an event relay_poll or relay_poll_ahead returned and
+-- the sink has not acked yet, in the batch being delivered: a relay reads them while the events
+-- before are in flight. Nothing, once the batch is read to its end (relay_poll, after the ack,
+-- opens the next).
+CREATE FUNCTION steward.relay_poll_ahead(sink text, relay text, fence bigint, after_txid xid8,
+                                         after_id bigint, max_events int)
+RETURNS SETOF steward.outbox
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k steward.consumers;
+BEGIN
+    PERFORM steward._relay_holds(sink, relay, fence);
+    k := steward._sink_consumer(sink, false);
+    IF k.batch IS NULL OR after_txid IS NULL OR after_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM steward.change_log c WHERE c.txid = after_txid AND c.id = after_id AND c.evented) THEN
+        RETURN;
+    END IF;
+    k.pos_txid := after_txid;
+    k.pos_id := after_id;
+    RETURN QUERY SELECT * FROM steward._poll(k, max_events, ahead => true);
+END
+$$;
+
 -- What a sink has taken: the attempts made (a JSON array of {event_id, attempt, status,
 -- http_status, error, at}), the sink's cursor moved past `through_id` (NULL: not moved), and,
 -- with `disable`, a webhook endpoint disabled for that reason (410 Gone). One transaction, under
@@ -1429,7 +1458,7 @@ REVOKE ALL ON FUNCTION steward.expose(regclass, text, name[]), steward.unexpose(
 GRANT SELECT ON steward.exposed_resources TO PUBLIC;
 REVOKE ALL ON FUNCTION
     steward._consumer_at(text, uuid, boolean),
-    steward._poll(steward.consumers, integer),
+    steward._poll(steward.consumers, integer, boolean),
     steward._ack(steward.consumers, bigint),
     steward._seek(steward.consumers, timestamptz),
     steward._internal_webhook_secret(),
@@ -1440,11 +1469,13 @@ REVOKE ALL ON FUNCTION
     steward.relay_claim(text, text[], interval),
     steward.relay_release(text, text, bigint),
     steward.relay_poll(text, text, bigint, integer),
+    steward.relay_poll_ahead(text, text, bigint, xid8, bigint, integer),
     steward.relay_ack(text, text, bigint, bigint, jsonb, text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     steward.relay_claim(text, text[], interval),
     steward.relay_release(text, text, bigint),
     steward.relay_poll(text, text, bigint, integer),
+    steward.relay_poll_ahead(text, text, bigint, xid8, bigint, integer),
     steward.relay_ack(text, text, bigint, bigint, jsonb, text)
 TO steward_relay;

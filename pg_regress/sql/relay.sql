@@ -122,6 +122,19 @@ SELECT l.relay AS acme_relay, l.fence AS acme_fence FROM steward.relay_leases l
  WHERE l.sink = 'webhook:' || :'acme_hook' \gset
 SELECT event_type, payload->>'title' AS title
   FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 10) ORDER BY id;
+-- Reading ahead: what follows an event read and not acked yet, without moving the cursor (a
+-- relay reads its next batch while the last is in flight); nothing past the batch's end.
+SELECT txid AS first_txid, id AS first_id
+  FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 1) \gset
+SELECT payload->>'title' AS ahead
+  FROM steward.relay_poll_ahead('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, :'first_txid', :first_id, 10);
+SELECT payload->>'title' AS still_first
+  FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 1);
+SELECT max(txid::text) AS last_txid, max(id) AS last_id
+  FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 10) \gset
+SELECT count(*) AS past_the_end
+  FROM steward.relay_poll_ahead('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, :'last_txid', :last_id, 10);
+SELECT public.masked($$SELECT * FROM steward.relay_poll_ahead('webhook:$$ || :'acme_hook' || $$', 'relay-x', $$ || :acme_fence || $$, '$$ || :'first_txid' || $$', $$ || :first_id || $$, 10)$$);
 -- Only the holder, under its fence: ST409 otherwise.
 SELECT public.masked($$SELECT * FROM steward.relay_poll('webhook:$$ || :'acme_hook' || $$', 'relay-x', $$ || :acme_fence || $$, 10)$$);
 SELECT public.masked($$SELECT steward.relay_ack('webhook:$$ || :'acme_hook' || $$', '$$ || :'acme_relay' || $$', $$ || (:acme_fence + 1000) || $$, NULL)$$);

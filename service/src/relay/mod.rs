@@ -43,6 +43,7 @@ pub struct Ctx {
 /// One event as a sink reads it.
 pub struct Event {
     pub id: i64,
+    pub txid: String,
     pub event_id: String,
     pub tenant_id: Option<String>,
     pub event_type: String,
@@ -180,40 +181,57 @@ pub async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// The next events of a sink, with each one's body as the sink sends it.
+/// The next events of a sink, with each one's body as the sink sends it; with `after` (an event
+/// read last and not acked yet: its txid and id), those that follow it in the batch being
+/// delivered, without moving the cursor (`steward.relay_poll_ahead`).
 pub async fn poll(
     ctx: &Ctx,
     sink: &str,
     fence: i64,
     max: i32,
     webhook: bool,
+    after: Option<(&str, i64)>,
 ) -> anyhow::Result<Vec<Event>> {
     // A webhook's body is Standard Webhooks' shape (type, timestamp, data: the event); a NATS
     // message is the event itself (the subject names its tenant and type).
-    const NATS: &str = "SELECT o.id, o.event_id::text, o.tenant_id::text, o.event_type,
-                               extract(epoch FROM o.occurred_at)::float8, o.headers->>'traceparent',
-                               pg_catalog.row_to_json(o)::text
-                          FROM steward.relay_poll($1, $2, $3, $4) o";
-    const WEBHOOK: &str = "SELECT o.id, o.event_id::text, o.tenant_id::text, o.event_type,
-                                  extract(epoch FROM o.occurred_at)::float8, o.headers->>'traceparent',
-                                  pg_catalog.json_build_object('type', o.event_type, 'timestamp', o.occurred_at,
-                                                               'data', pg_catalog.row_to_json(o))::text
-                             FROM steward.relay_poll($1, $2, $3, $4) o";
+    const COLUMNS: &str = "SELECT o.id, o.txid::text, o.event_id::text, o.tenant_id::text, o.event_type,
+                                  extract(epoch FROM o.occurred_at)::float8, o.headers->>'traceparent',";
+    const NATS_BODY: &str = "pg_catalog.row_to_json(o)::text";
+    const WEBHOOK_BODY: &str = "pg_catalog.json_build_object('type', o.event_type, 'timestamp', o.occurred_at,
+                                                             'data', pg_catalog.row_to_json(o))::text";
+    let body = if webhook { WEBHOOK_BODY } else { NATS_BODY };
     let client = ctx.pool.get().await?;
-    let stmt = client
-        .prepare_cached(if webhook { WEBHOOK } else { NATS })
-        .await?;
-    let rows = client.query(&stmt, &[&sink, &ctx.id, &fence, &max]).await?;
+    let rows = match after {
+        None => {
+            let stmt = client
+                .prepare_cached(&format!(
+                    "{COLUMNS} {body} FROM steward.relay_poll($1, $2, $3, $4) o"
+                ))
+                .await?;
+            client.query(&stmt, &[&sink, &ctx.id, &fence, &max]).await?
+        }
+        Some((txid, id)) => {
+            let stmt = client
+                .prepare_cached(&format!(
+                    "{COLUMNS} {body} FROM steward.relay_poll_ahead($1, $2, $3, $5::text::xid8, $6, $4) o"
+                ))
+                .await?;
+            client
+                .query(&stmt, &[&sink, &ctx.id, &fence, &max, &txid, &id])
+                .await?
+        }
+    };
     Ok(rows
         .iter()
         .map(|r| Event {
             id: r.get(0),
-            event_id: r.get(1),
-            tenant_id: r.get(2),
-            event_type: r.get(3),
-            occurred_at: r.get(4),
-            traceparent: r.get(5),
-            body: r.get(6),
+            txid: r.get(1),
+            event_id: r.get(2),
+            tenant_id: r.get(3),
+            event_type: r.get(4),
+            occurred_at: r.get(5),
+            traceparent: r.get(6),
+            body: r.get(7),
         })
         .collect())
 }

@@ -116,18 +116,24 @@ pub async fn run(
     let mut wake = ctx.wake.clone();
     let mut backoff = Duration::from_millis(100);
     let mut stream_ready = false;
+    // The events read ahead while the last batch was in flight.
+    let mut next: Option<Vec<super::Event>> = None;
     loop {
         if *stop.borrow() {
             return Stop::Asked;
         }
+        let ahead = next.take();
         let step = async {
             if !stream_ready {
                 nats.ensure_stream().await?;
                 stream_ready = true;
             }
-            batch(ctx, nats, sink, fence, m).await
+            batch(ctx, nats, sink, fence, m, ahead).await
         };
-        match step.await {
+        match step.await.map(|(n, read_ahead)| {
+            next = read_ahead.filter(|e| !e.is_empty());
+            n
+        }) {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 if !super::idle(ctx, &mut wake, &mut stop).await {
@@ -150,37 +156,66 @@ pub async fn run(
     }
 }
 
-/// One batch: polled, published, acknowledged by the broker, then acked in the database.
+/// One batch: polled (or read ahead during the last one), published and acknowledged by the
+/// broker while the next batch is read ahead, then acked in the database. Returns how many events
+/// it published and the events read ahead.
 async fn batch(
     ctx: &Ctx,
     nats: &Nats,
     sink: &str,
     fence: i64,
     m: &SinkMetrics,
-) -> anyhow::Result<usize> {
-    let mut clock = std::time::Instant::now();
-    let mut lap = |m: &SinkMetrics, phase: &'static str| {
-        let now = std::time::Instant::now();
-        m.phase(phase, (now - clock).as_secs_f64());
-        clock = now;
+    ahead: Option<Vec<super::Event>>,
+) -> anyhow::Result<(usize, Option<Vec<super::Event>>)> {
+    let max = ctx.args.batch_size.clamp(1, 10_000);
+    let events = match ahead {
+        Some(events) => events,
+        None => {
+            let started = std::time::Instant::now();
+            let events = super::poll(ctx, sink, fence, max, false, None).await?;
+            m.phase("poll", started.elapsed().as_secs_f64());
+            events
+        }
     };
-    let events = super::poll(
-        ctx,
-        sink,
-        fence,
-        ctx.args.batch_size.clamp(1, 10_000),
-        false,
-    )
-    .await?;
-    lap(m, "poll");
-    let Some(last) = events.last().map(|e| e.id) else {
-        return Ok(0);
+    let Some(last) = events.last() else {
+        return Ok((0, None));
     };
+    let started = std::time::Instant::now();
+    let read_ahead = async {
+        let t = std::time::Instant::now();
+        let r = super::poll(ctx, sink, fence, max, false, Some((&last.txid, last.id))).await;
+        m.phase("poll_ahead", t.elapsed().as_secs_f64());
+        r
+    };
+    let (published, read_ahead) = tokio::join!(
+        publish(nats, &events, ctx.args.max_in_flight, m),
+        read_ahead
+    );
+    m.phase("publish_and_broker_ack", started.elapsed().as_secs_f64());
+    published?;
+    let started = std::time::Instant::now();
+    super::ack(ctx, sink, fence, Some(last.id), None, None).await?;
+    m.phase("db_ack", started.elapsed().as_secs_f64());
+    let now = super::unix_now();
+    for e in &events {
+        m.delivered(now - e.occurred_at);
+    }
+    // A read ahead that failed is read again, from the cursor, by the next poll.
+    Ok((events.len(), read_ahead.ok()))
+}
+
+/// Publishes `events` with at most `bound` awaiting the broker's ack, and waits for every ack.
+async fn publish(
+    nats: &Nats,
+    events: &[super::Event],
+    bound: usize,
+    m: &SinkMetrics,
+) -> anyhow::Result<()> {
     let mut acks = FuturesOrdered::new();
     let mut failed = None;
-    let bound = ctx.args.max_in_flight.max(1);
+    let bound = bound.max(1);
     let max_payload = nats.js.client().server_info().max_payload;
-    for e in &events {
+    for e in events {
         // At most `bound` publishes await their ack (each holds one of the context's permits).
         while acks.len() >= bound {
             if let Some(Err(err)) = acks.next().await {
@@ -223,26 +258,18 @@ async fn batch(
         m.in_flight_add(1);
         acks.push_back(ack.into_future());
     }
-    lap(m, "publish");
     while let Some(r) = acks.next().await {
         m.in_flight_add(-1);
         if let Err(err) = r {
             failed.get_or_insert(err);
         }
     }
-    lap(m, "broker_ack");
-    if let Some(err) = failed {
-        return Err(anyhow::anyhow!(
+    match failed {
+        Some(err) => Err(anyhow::anyhow!(
             "the broker did not acknowledge a publish: {err}"
-        ));
+        )),
+        None => Ok(()),
     }
-    super::ack(ctx, sink, fence, Some(last), None, None).await?;
-    lap(m, "db_ack");
-    let now = super::unix_now();
-    for e in &events {
-        m.delivered(now - e.occurred_at);
-    }
-    Ok(events.len())
 }
 
 #[cfg(test)]

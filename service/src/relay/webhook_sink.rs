@@ -277,7 +277,7 @@ async fn batch(
     known_head: &mut bool,
 ) -> anyhow::Result<Step> {
     let max = ctx.args.batch_size.clamp(1, 100);
-    let events = super::poll(ctx, sink, fence, max, true).await?;
+    let events = super::poll(ctx, sink, fence, max, true, None).await?;
     if events.is_empty() {
         return Ok(Step::Idle);
     }
