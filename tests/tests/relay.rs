@@ -1173,3 +1173,42 @@ fn tenants_can_neither_stall_nor_poison_nor_hijack_the_relay() {
         .unwrap();
     assert!(whole.body.len() > 2_000_000);
 }
+
+#[test]
+fn the_relay_binary_documents_every_flag_with_its_variable() {
+    let bin = std::env::var("STEWARD_SERVICE_BIN")
+        .expect("STEWARD_SERVICE_BIN is set by cargo xtask test");
+    let out = std::process::Command::new(&bin)
+        .args(["relay", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, var) in [
+        ("--database-url", "STEWARD_DATABASE_URL"),
+        ("--consumer", "STEWARD_CONSUMER"),
+        ("--nats-url", "STEWARD_NATS_URL"),
+        ("--stream", "STEWARD_STREAM"),
+        ("--allow-private-targets", "STEWARD_ALLOW_PRIVATE_TARGETS"),
+        ("--metrics-listen", "STEWARD_METRICS_LISTEN"),
+        ("--retry-schedule", "STEWARD_RETRY_SCHEDULE"),
+        ("--lease-ttl-ms", "STEWARD_LEASE_TTL_MS"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(var),
+            "{flag} / {var}:\n{help}"
+        );
+    }
+    // A bad schedule or CIDR stops it at once, saying which flag.
+    for (flag, value) in [
+        ("--retry-schedule", "5 fortnights"),
+        ("--allow-private-targets", "localhost"),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(["relay", "--database-url", "host=/nonexistent", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}

@@ -521,16 +521,34 @@ pub fn run_all(cluster: &Cluster, rounds: usize) -> Result<String> {
         })?;
         drop(r);
         let at = seen.at.lock().unwrap();
-        let mut v: Vec<f64> = commits
+        let t0 = commits.first().map(|c| c.1).unwrap_or_else(Instant::now);
+        let timed: Vec<(f64, f64)> = commits
             .iter()
             .skip(RATE_PER_S as usize)
             .filter_map(|(id, t)| {
-                at.get(id)
-                    .map(|a| a.saturating_duration_since(*t).as_secs_f64() * 1000.0)
+                at.get(id).map(|a| {
+                    (
+                        (*t - t0).as_secs_f64(),
+                        a.saturating_duration_since(*t).as_secs_f64() * 1000.0,
+                    )
+                })
             })
             .collect();
+        let mut v: Vec<f64> = timed.iter().map(|x| x.1).collect();
         let (p50, p99) = (percentile(&mut v, 0.5), percentile(&mut v, 0.99));
-        println!("  {sink}: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        let (p90, max) = (percentile(&mut v, 0.9), percentile(&mut v, 1.0));
+        // When the slowest happened (seconds into the run): spikes at a period point at it.
+        let mut slow = timed.clone();
+        slow.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        let when: Vec<String> = slow
+            .iter()
+            .take(12)
+            .map(|(t, l)| format!("{t:.2}s:{l:.0}ms"))
+            .collect();
+        println!(
+            "  {sink}: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; slowest at {}",
+            when.join(" ")
+        );
         let verdict = match (sink, p99 <= 25.0) {
             ("NATS", true) => "≤ 25 ms: met",
             ("NATS", false) => "≤ 25 ms: **not met**",
