@@ -459,7 +459,17 @@ BEGIN
     PERFORM steward._relay_holds(sink, relay, fence);
     k := steward._sink_consumer(sink, false);
     IF k.batch IS NULL OR after_txid IS NULL OR after_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM steward.change_log c WHERE c.txid = after_txid AND c.id = after_id AND c.evented) THEN
+       OR NOT EXISTS (SELECT 1 FROM steward.change_log c
+                       WHERE c.txid = after_txid AND c.id = after_id AND c.evented
+                         AND (k.tenant_id IS NULL OR c.tenant_id = k.tenant_id)) THEN
+        RETURN;
+    END IF;
+    -- Only a position ack() would move the cursor to now: in the transaction being delivered,
+    -- after the position, or in a transaction after it that poll() can have returned. Anything
+    -- else (the cursor moved meanwhile) reads nothing ahead: the relay polls from the cursor.
+    IF NOT ((k.pos_txid IS NOT NULL AND after_txid = k.pos_txid AND after_id > k.pos_id)
+            OR after_txid = ANY (steward._internal_batch_find(k.tenant_id, k.done::text, k.batch::text,
+                                                              k.pos_txid::text, after_id)::text[]::xid8[])) THEN
         RETURN;
     END IF;
     k.pos_txid := after_txid;
@@ -471,16 +481,18 @@ $$;
 -- What a sink has taken: the attempts made (a JSON array of {event_id, attempt, status,
 -- http_status, error, at}), the sink's cursor moved past `through_id` (NULL: not moved), and,
 -- with `disable`, a webhook endpoint disabled for that reason (410 Gone). One transaction, under
--- the caller's lease.
+-- the caller's lease. Returns whether the cursor now stands at `through_id` (false: it was
+-- behind it already, moved by someone else, e.g. a seek; what the relay read ahead is void).
 CREATE FUNCTION steward.relay_ack(sink text, relay text, fence bigint, through_id bigint,
                                   attempts jsonb DEFAULT NULL, disable text DEFAULT NULL)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k steward.consumers;
+    k     steward.consumers;
+    after steward.consumers;
 BEGIN
     PERFORM steward._relay_holds(sink, relay, fence);
     k := steward._sink_consumer(sink, true);
@@ -500,8 +512,13 @@ BEGIN
          WHERE w.endpoint_id::text = substr(sink, 9);
         DELETE FROM steward.relay_leases l WHERE l.sink = relay_ack.sink;
     END IF;
-    IF through_id IS NOT NULL THEN
-        PERFORM steward._ack(k, through_id);
+    IF through_id IS NULL THEN
+        RETURN false;
     END IF;
+    PERFORM steward._ack(k, through_id);
+    after := steward._sink_consumer(sink, false);
+    -- (An ack of what is behind the cursor changes nothing.)
+    RETURN (after.done::text, after.batch::text, after.pos_txid, after.pos_id)
+           IS DISTINCT FROM (k.done::text, k.batch::text, k.pos_txid, k.pos_id);
 END
 $$;

@@ -130,10 +130,13 @@ SELECT payload->>'title' AS ahead
   FROM steward.relay_poll_ahead('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, :'first_txid', :first_id, 10);
 SELECT payload->>'title' AS still_first
   FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 1);
-SELECT max(txid::text) AS last_txid, max(id) AS last_id
-  FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 10) \gset
+SELECT txid AS last_txid, id AS last_id
+  FROM steward.relay_poll('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, 10)
+ ORDER BY id DESC LIMIT 1 \gset
 SELECT count(*) AS past_the_end
   FROM steward.relay_poll_ahead('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, :'last_txid', :last_id, 10);
+SELECT count(*) AS from_a_foreign_position
+  FROM steward.relay_poll_ahead('webhook:' || :'acme_hook', :'acme_relay', :acme_fence, '1', 1, 10);
 SELECT public.masked($$SELECT * FROM steward.relay_poll_ahead('webhook:$$ || :'acme_hook' || $$', 'relay-x', $$ || :acme_fence || $$, '$$ || :'first_txid' || $$', $$ || :first_id || $$, 10)$$);
 -- Only the holder, under its fence: ST409 otherwise.
 SELECT public.masked($$SELECT * FROM steward.relay_poll('webhook:$$ || :'acme_hook' || $$', 'relay-x', $$ || :acme_fence || $$, 10)$$);

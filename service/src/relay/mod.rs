@@ -245,22 +245,23 @@ pub async fn ack(
     through: Option<i64>,
     attempts: Option<serde_json::Value>,
     disable: Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     if through.is_none() && attempts.is_none() && disable.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     let client = ctx.pool.get().await?;
     let stmt = client
         .prepare_cached("SELECT steward.relay_ack($1, $2, $3, $4, $5::text::jsonb, $6)")
         .await?;
     let attempts = attempts.map(|a| a.to_string());
-    client
-        .execute(
+    let moved: bool = client
+        .query_one(
             &stmt,
             &[&sink, &ctx.id, &fence, &through, &attempts, &disable],
         )
-        .await?;
-    Ok(())
+        .await?
+        .get(0);
+    Ok(moved)
 }
 
 /// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None: a header value is never

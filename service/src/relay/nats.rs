@@ -194,14 +194,24 @@ async fn batch(
     m.phase("publish_and_broker_ack", started.elapsed().as_secs_f64());
     published?;
     let started = std::time::Instant::now();
-    super::ack(ctx, sink, fence, Some(last.id), None, None).await?;
+    let moved = super::ack(ctx, sink, fence, Some(last.id), None, None).await?;
     m.phase("db_ack", started.elapsed().as_secs_f64());
     let now = super::unix_now();
     for e in &events {
         m.delivered(now - e.occurred_at);
     }
-    // A read ahead that failed is read again, from the cursor, by the next poll.
-    Ok((events.len(), read_ahead.ok()))
+    // What was read ahead follows the cursor only if this ack moved it there (not if someone
+    // else moved it meanwhile, a seek); a read ahead that failed is read again, from the cursor,
+    // by the next poll.
+    let read_ahead = match read_ahead {
+        Ok(events) if moved => Some(events),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(sink, error = %format!("{e:#}"), "reading ahead failed; polling instead");
+            None
+        }
+    };
+    Ok((events.len(), read_ahead))
 }
 
 /// Publishes `events` with at most `bound` awaiting the broker's ack, and waits for every ack.
