@@ -120,6 +120,8 @@ TO steward_relay;
 REVOKE ALL ON FUNCTION
     steward._internal_row_guard(),
     steward._internal_update_guard(),
+    steward._internal_row_guard_and_log(),
+    steward._internal_update_guard_and_log(),
     steward._internal_truncate_guard(),
     steward._internal_catalog_changed(),
     steward._internal_check_signing_key(text, text, bytea, jsonb, bigint),

@@ -904,6 +904,18 @@ CREATE FUNCTION steward._internal_webhook_secret()
  STRICT PARALLEL RESTRICTED
 AS '$libdir/steward', $function$_internal_webhook_secret_wrapper$function$;
 
+-- The guards that also write the record, for the statements whose records the guards write
+-- (extension/src/changelog.rs, ADR 002 as amended by issue 21): swapped in by the executor hook,
+-- in one statement's copy of a table's trigger list, never attached.
+CREATE FUNCTION steward._internal_row_guard_and_log()
+ RETURNS trigger
+ LANGUAGE c
+AS '$libdir/steward', $function$_internal_row_guard_and_log_wrapper$function$;
+CREATE FUNCTION steward._internal_update_guard_and_log()
+ RETURNS trigger
+ LANGUAGE c
+AS '$libdir/steward', $function$_internal_update_guard_and_log_wrapper$function$;
+
 -- BEGIN relay.sql (the relay's tables and functions, verbatim)
 -- The relay's side of the database (steward-service relay, docs/relay-guide.md, ADR 013):
 -- webhook endpoints and their secrets, the append-only record of delivery attempts, and the
@@ -1483,6 +1495,8 @@ REVOKE ALL ON FUNCTION
     steward._sink_consumer(text, boolean),
     steward._relay_holds(text, text, bigint),
     steward._append_only_guard(),
+    steward._internal_row_guard_and_log(),
+    steward._internal_update_guard_and_log(),
     steward.relay_claim(text, text[], interval),
     steward.relay_release(text, text, bigint),
     steward.relay_poll(text, text, bigint, integer),

@@ -395,6 +395,7 @@ thread_local! {
 pub(crate) fn relcache_invalidated(relid: pg_sys::Oid) {
     // A rename invalidates the table's entry: its name is looked up again.
     TABLE_NAMES.with_borrow_mut(|m| crate::catalog::forget(m, relid));
+    direct_invalidated(relid);
     LOG_LAYOUT.with_borrow_mut(|c| {
         if relid == pg_sys::InvalidOid || c.layout.is_some_and(|(oid, _)| oid == relid) {
             c.generation += 1;
@@ -704,14 +705,6 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
         Ok(PgTriggerOperation::Delete) => (data.tg_trigtuple, std::ptr::null_mut()),
         _ => return Ok(()),
     };
-    if !old.is_null()
-        && !new.is_null()
-        // SAFETY: the trigger's relation is open for the duration of the trigger call.
-        && crate::govern::unchanged(old, new, unsafe { (*data.tg_relation).rd_att })
-    {
-        return Ok(()); // an update that changed nothing writes nothing
-    }
-    let context = tenancy::context()?;
     let args = crate::govern::Args::of(trigger)?;
     let shape = crate::govern::shape(trigger, || crate::govern::Expect {
         version: None,
@@ -721,6 +714,29 @@ fn log_row(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
             crate::govern::Need::No
         })
     })?;
+    record_change(trigger, old, new, &args, &shape)
+}
+
+/// Writes the record of one change to a row of the trigger's table: `old` is NULL for an
+/// INSERT, `new` for a DELETE. An update that changed nothing writes nothing. Called by the AFTER
+/// trigger with the rows as written, and by the guards (BEFORE) with the rows as they will be
+/// written, where [`direct_statement`] made that certain.
+pub(crate) fn record_change(
+    trigger: &PgTrigger<'_>,
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    args: &crate::govern::Args<'_>,
+    shape: &crate::govern::Shape,
+) -> crate::errors::Result<()> {
+    let data = trigger.trigger_data();
+    if !old.is_null()
+        && !new.is_null()
+        // SAFETY: the trigger's relation is open for the duration of the trigger call.
+        && crate::govern::unchanged(old, new, unsafe { (*data.tg_relation).rd_att })
+    {
+        return Ok(()); // an update that changed nothing writes nothing
+    }
+    let context = tenancy::context()?;
     let tgoid = trigger.trigger().tgoid;
     // SAFETY: the trigger's relation and tuples are valid for the duration of the trigger call;
     // the FmgrInfo kept per trigger lives in TopMemoryContext.
@@ -830,4 +846,334 @@ fn _internal_log_row<'a>(
 ) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
     or_raise(log_row(trigger));
     Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records from the BEFORE guards (ADR 002, amended by issue 21). The AFTER trigger above is
+// always correct: it sees the rows as written. It also costs an entry in the AFTER-trigger queue
+// per row, a second trigger call, and fetching the rows again at the end of the statement. Where
+// the row a guard returns is certainly the row that will be written, the guard writes the record
+// itself and the statement does without the AFTER trigger. That is decided per statement, when
+// the executor starts it, from its plan and the table's triggers; the decision is made in the
+// statement's own copy of the trigger list (each result relation has one), so it holds for
+// exactly that statement and no other.
+// ---------------------------------------------------------------------------------------------
+
+/// A governed table whose statements may have their records written by the guards: its
+/// steward triggers, and which of its statements' kinds qualify.
+#[derive(Clone, Copy)]
+struct Direct {
+    log_trigger: pg_sys::Oid,
+    log_fn: pg_sys::Oid,
+    /// (trigger OID, its function, the function that guards and records) for the row guard
+    /// (INSERT, DELETE) and the update guard.
+    row_guard: (pg_sys::Oid, pg_sys::Oid, pg_sys::Oid),
+    update_guard: (pg_sys::Oid, pg_sys::Oid, pg_sys::Oid),
+    insert: bool,
+    update: bool,
+    delete: bool,
+}
+
+thread_local! {
+    /// Per table, what [`direct_for`] found; None: its statements keep the AFTER trigger. An
+    /// entry goes when the table's relcache entry is invalidated (any trigger, column or
+    /// constraint change); the generation moves on with every invalidation, so that a lookup
+    /// an invalidation overtook does not store what it found.
+    static DIRECT: RefCell<(u64, HashMap<pg_sys::Oid, Option<Direct>>)> =
+        RefCell::new((0, HashMap::new()));
+}
+
+fn direct_invalidated(relid: pg_sys::Oid) {
+    DIRECT.with_borrow_mut(|(generation, m)| {
+        *generation += 1;
+        crate::catalog::forget(m, relid);
+    });
+}
+
+/// The OID of `steward.<name>()` (a trigger function: no arguments), InvalidOid if there is none.
+///
+/// # Safety
+///
+/// Call inside a transaction (catalog lookups).
+unsafe fn trigger_function(name: &CStr) -> pg_sys::Oid {
+    // SAFETY: the name list is built of String nodes over NUL-terminated strings that outlive
+    // the lookup; missing_ok, so an absent function raises nothing.
+    unsafe {
+        let names = pg_sys::lappend(
+            pg_sys::lappend(
+                std::ptr::null_mut(),
+                pg_sys::makeString(pg_sys::pstrdup(c"steward".as_ptr())).cast(),
+            ),
+            pg_sys::makeString(pg_sys::pstrdup(name.as_ptr())).cast(),
+        );
+        pg_sys::LookupFuncName(names, 0, std::ptr::null(), true)
+    }
+}
+
+const ROW: i16 = pg_sys::TRIGGER_TYPE_ROW as i16;
+const BEFORE: i16 = pg_sys::TRIGGER_TYPE_BEFORE as i16;
+const INSERT: i16 = pg_sys::TRIGGER_TYPE_INSERT as i16;
+const DELETE: i16 = pg_sys::TRIGGER_TYPE_DELETE as i16;
+const UPDATE: i16 = pg_sys::TRIGGER_TYPE_UPDATE as i16;
+const INSTEAD: i16 = pg_sys::TRIGGER_TYPE_INSTEAD as i16;
+const DISABLED: std::ffi::c_char = pg_sys::TRIGGER_DISABLED as std::ffi::c_char;
+
+/// The triggers of a trigger list.
+///
+/// # Safety
+///
+/// `td` is a valid trigger list (a relation's or a result relation's copy).
+unsafe fn triggers<'a>(td: *mut pg_sys::TriggerDesc) -> &'a mut [pg_sys::Trigger] {
+    // SAFETY: a TriggerDesc holds numtriggers triggers at `triggers`.
+    unsafe {
+        if td.is_null() || (*td).numtriggers <= 0 || (*td).triggers.is_null() {
+            return &mut [];
+        }
+        std::slice::from_raw_parts_mut((*td).triggers, (*td).numtriggers as usize)
+    }
+}
+
+/// The arguments of a trigger, as strings.
+///
+/// # Safety
+///
+/// `t` is a valid trigger of a trigger list.
+unsafe fn trigger_args(t: &pg_sys::Trigger) -> Vec<&CStr> {
+    // SAFETY: tgargs holds tgnargs NUL-terminated strings when it is not NULL.
+    unsafe {
+        if t.tgargs.is_null() {
+            return Vec::new();
+        }
+        (0..t.tgnargs.max(0) as usize)
+            .map(|i| CStr::from_ptr(*t.tgargs.add(i)))
+            .collect()
+    }
+}
+
+/// Whether the table's statements may have their records written by the guards, and how: its
+/// steward triggers as govern() attached them (no condition, enabled alike, the same
+/// arguments), a plain table (not a partition: an UPDATE may move a row out of one, and the
+/// guards of the partition it leaves see an UPDATE that is written as a DELETE and an INSERT),
+/// no stored generated columns (computed after the BEFORE triggers), and for each kind of
+/// statement, no BEFORE ROW trigger of the table that fires after the guard (it could change
+/// or skip the row the guard recorded).
+///
+/// # Safety
+///
+/// `rel` is an open relation; call inside a transaction.
+unsafe fn direct_for(rel: pg_sys::Relation) -> Option<Direct> {
+    // SAFETY: rel is open: its class row, descriptor and trigger list are valid.
+    unsafe {
+        let form = &*(*rel).rd_rel;
+        if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || form.relispartition {
+            return None;
+        }
+        let constr = (*(*rel).rd_att).constr;
+        if !constr.is_null() && (*constr).has_generated_stored {
+            return None;
+        }
+        // Every catalog lookup first: a lookup may process invalidations, which may rebuild
+        // the relation's trigger list.
+        let [log_fn, row_fn, update_fn, row_fast, update_fast] = [
+            c"_internal_log_row",
+            c"_internal_row_guard",
+            c"_internal_update_guard",
+            c"_internal_row_guard_and_log",
+            c"_internal_update_guard_and_log",
+        ]
+        .map(|name| trigger_function(name));
+        if [log_fn, row_fn, update_fn, row_fast, update_fast].contains(&pg_sys::InvalidOid) {
+            return None;
+        }
+        let all = triggers((*rel).trigdesc);
+        let find = |func: pg_sys::Oid, tgtype: i16| {
+            all.iter().position(|t| {
+                t.tgfoid == func
+                    && t.tgtype == tgtype
+                    && t.tgqual.is_null()
+                    && t.tgoldtable.is_null()
+                    && t.tgnewtable.is_null()
+                    && t.tgnattr == 0
+            })
+        };
+        let log = find(log_fn, ROW | INSERT | UPDATE | DELETE)?;
+        let row_guard = find(row_fn, ROW | BEFORE | INSERT | DELETE)?;
+        let update_guard = find(update_fn, ROW | BEFORE | UPDATE)?;
+        let enabled = all[log].tgenabled;
+        let args = trigger_args(&all[log]);
+        for g in [row_guard, update_guard] {
+            if all[g].tgenabled != enabled || trigger_args(&all[g]) != args {
+                return None;
+            }
+        }
+        if enabled == DISABLED {
+            return None;
+        }
+        // Trigger lists are sorted by name, the order BEFORE ROW triggers fire in.
+        let later_before_row = |guard: usize, event: i16| {
+            all[guard + 1..].iter().any(|t| {
+                t.tgtype & (ROW | BEFORE) == ROW | BEFORE
+                    && t.tgtype & INSTEAD == 0
+                    && t.tgtype & event != 0
+                    && t.tgenabled != DISABLED
+            })
+        };
+        Some(Direct {
+            log_trigger: all[log].tgoid,
+            log_fn: all[log].tgfoid,
+            row_guard: (all[row_guard].tgoid, all[row_guard].tgfoid, row_fast),
+            update_guard: (
+                all[update_guard].tgoid,
+                all[update_guard].tgfoid,
+                update_fast,
+            ),
+            insert: !later_before_row(row_guard, INSERT),
+            update: !later_before_row(update_guard, UPDATE),
+            delete: !later_before_row(row_guard, DELETE),
+        })
+    }
+}
+
+/// Called when the executor has started a statement: each INSERT, UPDATE or DELETE in it (the
+/// statement's own, and those of its WITH clauses) whose target qualifies has its records
+/// written by the guards. Not for INSERT ... ON CONFLICT (the guard of an INSERT runs before the
+/// conflict is found: the row may not be inserted, or be an UPDATE of another row) and not for
+/// MERGE; their statements keep the AFTER trigger.
+///
+/// # Safety
+///
+/// `query` is the query the executor has just started (ExecutorStart done, not EXPLAIN only).
+pub(crate) unsafe fn direct_statement(query: *mut pg_sys::QueryDesc) {
+    // SAFETY: a started query's plan state tree and executor state are valid until it ends.
+    unsafe {
+        let estate = (*query).estate;
+        if estate.is_null() {
+            return;
+        }
+        direct_node((*query).planstate);
+        let subplans = (*estate).es_subplanstates;
+        if !subplans.is_null() {
+            for i in 0..(*subplans).length as usize {
+                direct_node((*(*subplans).elements.add(i)).ptr_value.cast());
+            }
+        }
+    }
+}
+
+/// # Safety
+///
+/// `node` is NULL or a plan state node of a started query.
+unsafe fn direct_node(node: *mut pg_sys::PlanState) {
+    // SAFETY: a ModifyTableState's plan is a ModifyTable, and it holds mt_nrels result
+    // relations; each one's relation is open and its trigger list is its own copy, which only
+    // this statement uses.
+    unsafe {
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_ModifyTableState {
+            return;
+        }
+        let mt = node.cast::<pg_sys::ModifyTableState>();
+        let plan = (*node).plan.cast::<pg_sys::ModifyTable>();
+        if plan.is_null() || (*plan).onConflictAction != pg_sys::OnConflictAction::ONCONFLICT_NONE {
+            return;
+        }
+        let op = (*mt).operation;
+        if !matches!(
+            op,
+            pg_sys::CmdType::CMD_INSERT | pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
+        ) {
+            return;
+        }
+        for i in 0..(*mt).mt_nrels.max(0) as usize {
+            let rri = (*mt).resultRelInfo.add(i);
+            let td = (*rri).ri_TrigDesc;
+            let rel = (*rri).ri_RelationDesc;
+            if td.is_null() || rel.is_null() {
+                continue;
+            }
+            let relid = (*rel).rd_id;
+            let (generation, known) = DIRECT.with_borrow(|(g, m)| (*g, m.get(&relid).copied()));
+            let direct = match known {
+                Some(known) => known,
+                None => {
+                    let found = direct_for(rel);
+                    DIRECT.with_borrow_mut(|(g, m)| {
+                        if *g == generation {
+                            m.insert(relid, found);
+                        }
+                    });
+                    found
+                }
+            };
+            if let Some(d) = direct {
+                take_over(td, &d, op);
+            }
+        }
+    }
+}
+
+/// In one statement's copy of a table's trigger list: the guard becomes the guard that also
+/// records, and the AFTER trigger is off. Nothing is changed unless the copy holds the triggers
+/// `d` describes, as they were.
+///
+/// # Safety
+///
+/// `td` is the trigger list of a result relation of a started statement, not yet fired.
+unsafe fn take_over(td: *mut pg_sys::TriggerDesc, d: &Direct, op: pg_sys::CmdType::Type) {
+    let (guard, event) = match op {
+        pg_sys::CmdType::CMD_INSERT if d.insert => (d.row_guard, INSERT),
+        pg_sys::CmdType::CMD_DELETE if d.delete => (d.row_guard, DELETE),
+        pg_sys::CmdType::CMD_UPDATE if d.update => (d.update_guard, UPDATE),
+        _ => return,
+    };
+    // SAFETY: the caller's trigger list; its triggers are modified in place, before any fired
+    // (the function of a trigger is looked up at its first call).
+    unsafe {
+        let all = triggers(td);
+        let Some(g) = all.iter().position(|t| t.tgoid == guard.0) else {
+            return;
+        };
+        let Some(l) = all.iter().position(|t| t.tgoid == d.log_trigger) else {
+            return;
+        };
+        if all[g].tgfoid != guard.1 || all[l].tgfoid != d.log_fn || all[l].tgenabled == DISABLED {
+            return;
+        }
+        all[g].tgfoid = guard.2;
+        all[l].tgenabled = DISABLED;
+        // The queue is skipped altogether when no other AFTER ROW trigger of this event is left.
+        let others = all.iter().any(|t| {
+            t.tgtype & (ROW | BEFORE | INSTEAD) == ROW
+                && t.tgtype & event != 0
+                && t.tgenabled != DISABLED
+        });
+        match event {
+            INSERT => (*td).trig_insert_after_row = others,
+            UPDATE => (*td).trig_update_after_row = others,
+            _ => (*td).trig_delete_after_row = others,
+        }
+    }
+}
+
+/// The guards that record run only where [`take_over`] put them: in a statement's copy of the
+/// trigger list, for a trigger whose catalog entry runs the plain guard. Attached by CREATE
+/// TRIGGER (only a superuser could: EXECUTE is revoked), they would record beside the AFTER
+/// trigger.
+pub(crate) fn check_taken_over(trigger: &PgTrigger<'_>) -> crate::errors::Result<()> {
+    let t = trigger.trigger();
+    // SAFETY: the firing trigger's relation is open; its relcache trigger list is the catalog's.
+    let catalog = unsafe { triggers((*trigger.trigger_data().tg_relation).trigdesc) }
+        .iter()
+        .find(|c| c.tgoid == t.tgoid)
+        .map(|c| c.tgfoid);
+    match catalog {
+        Some(f) if f != t.tgfoid => Ok(()),
+        _ => Err(StewardError::forbidden(
+            format!(
+                "trigger {} runs a function of steward's that only steward attaches, for one \
+                 statement at a time",
+                trigger.name().unwrap_or("?")
+            ),
+            "Drop the trigger; steward.govern() attaches the table's triggers.",
+        )),
+    }
 }

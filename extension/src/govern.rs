@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, Uuid};
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgTupleDesc, Uuid};
 
 use crate::audit::with_cell;
 use crate::errors::{or_raise, StewardError};
@@ -751,6 +751,85 @@ fn _internal_update_guard<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
     Ok(or_raise(update_guard(trigger)))
+}
+
+/// The row guard of a statement whose records the guards write (changelog::direct_statement):
+/// the guard, then the record of the row it lets through. A soft delete records nothing here:
+/// its UPDATE records itself.
+fn row_guard_and_log<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    crate::changelog::check_taken_over(trigger)?;
+    let Some(row) = row_guard(trigger)? else {
+        return Ok(None);
+    };
+    let args = Args::of(trigger)?;
+    let shape = shape(trigger, || {
+        args.expect(if args.soft_delete {
+            Need::Required
+        } else {
+            Need::No
+        })
+    })?;
+    let data = trigger.trigger_data();
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
+    let row = row.into_pg();
+    match trigger.op() {
+        Ok(PgTriggerOperation::Insert) => {
+            crate::changelog::record_change(trigger, std::ptr::null_mut(), row, &args, &shape)?
+        }
+        Ok(PgTriggerOperation::Delete) => {
+            crate::changelog::record_change(trigger, row, std::ptr::null_mut(), &args, &shape)?
+        }
+        _ => {}
+    }
+    // SAFETY: the tuple the guard returned, of the trigger's relation.
+    Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, row) }))
+}
+
+/// BEFORE INSERT OR DELETE FOR EACH ROW, for one statement: the row guard, and the record.
+#[pg_trigger]
+fn _internal_row_guard_and_log<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    Ok(or_raise(row_guard_and_log(trigger)))
+}
+
+/// The update guard of a statement whose records the guards write: the guard, then the record
+/// of the old row and the row as it will be written (the version raised).
+fn update_guard_and_log<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
+    crate::changelog::check_taken_over(trigger)?;
+    let Some(row) = update_guard(trigger)? else {
+        return Ok(None);
+    };
+    let args = Args::of(trigger)?;
+    // The update guard's shape has deleted_at if it is there; the record of a soft-deleting
+    // table needs it.
+    let shape = shape(trigger, || args.expect(Need::IfPresent))?;
+    if args.soft_delete && shape.deleted_at.is_none() {
+        return Err(changed(
+            &qualified_name(trigger),
+            "its soft-delete column \"deleted_at\" is gone or no longer timestamptz".into(),
+        ));
+    }
+    let data = trigger.trigger_data();
+    // SAFETY: the trigger's relation is open for the duration of the trigger call.
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
+    let row = row.into_pg();
+    crate::changelog::record_change(trigger, data.tg_trigtuple, row, &args, &shape)?;
+    // SAFETY: the tuple the guard returned, of the trigger's relation.
+    Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, row) }))
+}
+
+/// BEFORE UPDATE FOR EACH ROW, for one statement: the update guard, and the record.
+#[pg_trigger]
+fn _internal_update_guard_and_log<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    Ok(or_raise(update_guard_and_log(trigger)))
 }
 
 /// AFTER INSERT, UPDATE, DELETE or TRUNCATE FOR EACH STATEMENT on steward's own catalogs: every

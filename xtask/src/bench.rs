@@ -21,6 +21,9 @@ struct Workload {
     script: &'static str,
     clients: u32,
     user: &'static str,
+    /// Transactions per client (`pgbench -t`) instead of the settings' seconds: for shapes that
+    /// use up their rows (DELETE) or grow their tables fast (bulk loads).
+    transactions: Option<u32>,
 }
 
 /// Workloads measured together: in every round each runs once, in an order that rotates from
@@ -43,6 +46,7 @@ fn w(name: &'static str, script: &'static str, clients: u32) -> Workload {
         script,
         clients,
         user: "bench_tenant",
+        transactions: None,
     }
 }
 
@@ -52,6 +56,53 @@ fn quiet(name: &'static str, script: &'static str, clients: u32) -> Workload {
         user: "bench_quiet",
         ..w(name, script, clients)
     }
+}
+
+/// A shape of write, run four ways: bench/write_<file>_{plain,floor,governed,handwritten}.sql
+/// (tables from bench/write_setup.sql and bench/write_shapes_setup.sql).
+struct Shape {
+    file: &'static str,
+    title: &'static str,
+    user: &'static str,
+    /// Transactions per run, shared among the clients; None: the settings' seconds.
+    per_run: Option<u32>,
+}
+
+impl Shape {
+    fn transactions(&self, clients: u32) -> Option<u32> {
+        self.per_run.map(|n| (n / clients).max(1))
+    }
+}
+
+/// Rows of each DELETE table (bench/write_shapes_setup.sql), and the DELETEs of one run: at
+/// most MAX_ROUNDS rounds of both client counts fit.
+const DELETE_ROWS: u32 = 1_000_000;
+const DELETES_PER_RUN: u32 = 40_000;
+
+fn write_shapes() -> Vec<Shape> {
+    let shape = |file, title, per_run| Shape {
+        file,
+        title,
+        user: "bench_tenant",
+        per_run,
+    };
+    vec![
+        shape("insert", "INSERT of one row", None),
+        shape("update", "UPDATE of one row by key", None),
+        shape("delete", "DELETE of one row by key", Some(DELETES_PER_RUN)),
+        shape(
+            "softdelete",
+            "DELETE of one row by key, soft_delete",
+            Some(DELETES_PER_RUN),
+        ),
+        shape("update100", "UPDATE of 100 rows a statement", None),
+        shape("insertselect", "INSERT ... SELECT of 1,000 rows", Some(200)),
+        // One COPY per client; as bench_loader (COPY FROM is refused where RLS applies).
+        Shape {
+            user: "bench_loader",
+            ..shape("copy", "COPY of 100,000 rows", Some(1))
+        },
+    ]
 }
 
 fn groups() -> Vec<Group> {
@@ -64,24 +115,29 @@ fn groups() -> Vec<Group> {
         ],
         ratios: vec![("governed", "explicit WHERE", Some(0.95))],
     }];
-    for op in ["insert", "update"] {
+    for shape in write_shapes() {
         for clients in [2, 8] {
             let script = |kind: &str| -> &'static str {
-                Box::leak(format!("bench/write_{op}_{kind}.sql").into_boxed_str())
+                Box::leak(format!("bench/write_{}_{kind}.sql", shape.file).into_boxed_str())
+            };
+            let way = |name: &'static str, kind: &str| Workload {
+                user: shape.user,
+                transactions: shape.transactions(clients),
+                ..w(name, script(kind), clients)
             };
             groups.push(Group {
-                title: format!("{} by key, {clients} clients", op.to_uppercase()),
+                title: format!("Write: {}, {clients} clients", shape.title),
                 workloads: vec![
-                    w("(a) plain", script("plain"), clients),
-                    w("(b) floor", script("floor"), clients),
+                    way("(a) plain", "plain"),
+                    way("(b) floor", "floor"),
                     // Versions, audit and row events, with steward's defaults (wake-ups on, sent
                     // by the waker: the bench cluster preloads steward).
-                    w("(c) governed", script("governed"), clients),
-                    w("(d) PL/pgSQL", script("handwritten"), clients),
+                    way("(c) governed", "governed"),
+                    way("(d) PL/pgSQL", "handwritten"),
                 ],
                 ratios: vec![
                     ("(c) governed", "(b) floor", Some(0.9)),
-                    ("(c) governed", "(d) PL/pgSQL", Some(1.2)),
+                    ("(c) governed", "(d) PL/pgSQL", Some(1.05)),
                     ("(b) floor", "(a) plain", None),
                     ("(d) PL/pgSQL", "(a) plain", None),
                     ("(c) governed", "(a) plain", None),
@@ -131,18 +187,25 @@ pub fn bench(args: &[String]) -> Result<()> {
     ensure_base()?;
     // PgQ, the established in-database queue, for the outbox comparisons.
     ensure_packages(&["postgresql-15-pgq3"])?;
+    // Most of the write shapes' rows and the DELETE tables' sequences are sized for this many
+    // rounds (settings' rounds, doubled when the spread is wide).
+    const _: () = assert!(DELETES_PER_RUN * 2 * 10 <= DELETE_ROWS);
     install_extension(true)?;
     let conf = "shared_buffers = 1GB\nmax_connections = 50\nfsync = off\n\
                 synchronous_commit = off\njit = off\nautovacuum = off\n\
                 shared_preload_libraries = 'steward'";
     let mut cluster = Cluster::create("bench", None, conf)?;
     cluster.start()?;
-    step("loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to write)");
+    step(
+        "loading the benchmark data (100 tenants, 1,000,000 rows to page; 4 × 100,000 rows to \
+         write, 8 × 1,000,000 to delete)",
+    );
     cluster.create_database(
         DB,
         &[
             "bench/tenant_page_setup.sql",
             "bench/write_setup.sql",
+            "bench/write_shapes_setup.sql",
             "bench/outbox_setup.sql",
             "bench/service_setup.sql",
         ],
@@ -166,7 +229,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         ));
         let n = g.workloads.len();
         let mut tps: Vec<Vec<f64>> = vec![Vec::new(); n];
-        for round in 0..settings.rounds {
+        let index = |name: &str| {
+            g.workloads
+                .iter()
+                .position(|w| w.name == name)
+                .expect("named workload")
+        };
+        let mut round = 0;
+        let wide: Vec<String> = loop {
             // Rotate the order each round, and reverse it every other round, so that no
             // workload always follows the same one (a workload can leave work behind for the
             // next: dirty buffers, a checkpoint, a notification queue).
@@ -183,13 +253,28 @@ pub fn bench(args: &[String]) -> Result<()> {
                 );
                 tps[i].push(t);
             }
-        }
-        let index = |name: &str| {
-            g.workloads
+            round += 1;
+            if round < settings.rounds {
+                continue;
+            }
+            // A ratio whose rounds spread wider than ±15% around its median cannot decide a
+            // goal: more rounds, up to twice the settings'.
+            let wide: Vec<String> = g
+                .ratios
                 .iter()
-                .position(|w| w.name == name)
-                .expect("named workload")
+                .filter(|(c, b, _)| spread(&per_round(&tps, index(c), index(b))) > MAX_SPREAD)
+                .map(|(c, b, _)| format!("{c} ÷ {b}"))
+                .collect();
+            if wide.is_empty() || round >= settings.rounds * 2 {
+                break wide;
+            }
+            println!(
+                "  wider than ±{:.0}% after {round} rounds: {}; one more round",
+                MAX_SPREAD * 100.0,
+                wide.join(", ")
+            );
         };
+        check_rows_left(&cluster)?;
         writeln!(report, "\n### {}\n", g.title)?;
         writeln!(report, "| workload | tps (median) |\n|---|---|")?;
         for (i, wl) in g.workloads.iter().enumerate() {
@@ -197,8 +282,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
         writeln!(report, "\n| ratio | median (range) | goal |\n|---|---|---|")?;
         for (cand, base, goal) in &g.ratios {
-            let (c, b) = (index(cand), index(base));
-            let per_round: Vec<f64> = tps[c].iter().zip(&tps[b]).map(|(x, y)| x / y).collect();
+            let per_round = per_round(&tps, index(cand), index(base));
             let med = median(&per_round);
             let lo = per_round.iter().cloned().fold(f64::INFINITY, f64::min);
             let hi = per_round.iter().cloned().fold(0.0, f64::max);
@@ -212,6 +296,17 @@ pub fn bench(args: &[String]) -> Result<()> {
                 report,
                 "| {cand} ÷ {base} | **{med:.3}** ({lo:.3} – {hi:.3}) | {verdict} |"
             )?;
+        }
+        writeln!(report, "\n{round} rounds.")?;
+        if !wide.is_empty() {
+            let note = format!(
+                "Wider than ±{:.0}% around the median after {round} rounds (the cap): {}. \
+                 Those ratios cannot decide their goals on this run.",
+                MAX_SPREAD * 100.0,
+                wide.join(", ")
+            );
+            println!("  {note}");
+            writeln!(report, "**{note}**")?;
         }
     }
     if only
@@ -256,13 +351,11 @@ fn pgbench(cluster: &Cluster, w: &Workload, s: &Settings) -> Result<f64> {
         "-j",
         &w.clients.min(2).to_string(),
     ])
-    .args([
-        "-T",
-        &s.seconds.to_string(),
-        "-D",
-        &format!("tenant={TENANT}"),
-        "-f",
-    ])
+    .args(match w.transactions {
+        Some(t) => ["-t".to_string(), t.to_string()],
+        None => ["-T".to_string(), s.seconds.to_string()],
+    })
+    .args(["-D", &format!("tenant={TENANT}"), "-f"])
     .arg(repo_root().join(w.script))
     .arg(DB);
     let out = output(&mut cmd).with_context(|| format!("pgbench {}", w.name))?;
@@ -279,6 +372,52 @@ fn pgbench(cluster: &Cluster, w: &Workload, s: &Settings) -> Result<f64> {
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no tps in pgbench output:\n{out}"))
+}
+
+/// How far a ratio's rounds may spread around their median (either way, as a fraction of it)
+/// before the bench runs more rounds.
+const MAX_SPREAD: f64 = 0.15;
+
+/// The candidate ÷ baseline ratio of each round.
+fn per_round(tps: &[Vec<f64>], candidate: usize, baseline: usize) -> Vec<f64> {
+    tps[candidate]
+        .iter()
+        .zip(&tps[baseline])
+        .map(|(x, y)| x / y)
+        .collect()
+}
+
+/// The larger of (highest ÷ median − 1) and (1 − lowest ÷ median).
+fn spread(v: &[f64]) -> f64 {
+    let med = median(v);
+    if v.is_empty() || med <= 0.0 {
+        return 0.0;
+    }
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(0.0, f64::max);
+    (hi / med - 1.0).max(1.0 - lo / med)
+}
+
+/// The DELETE shapes take their rows from sequences: a sequence past the rows would make
+/// DELETEs that find nothing, and a faster workload that measures nothing.
+fn check_rows_left(cluster: &Cluster) -> Result<()> {
+    let out = output(cluster.psql(DB).args([
+        "-tA",
+        "-c",
+        &format!(
+            "SELECT string_agg(sequencename, ', ') FROM pg_sequences \
+              WHERE schemaname = 'bench' AND sequencename LIKE '%\\_next' \
+                AND last_value >= {DELETE_ROWS}"
+        ),
+    ]))?;
+    if !out.trim().is_empty() {
+        bail!(
+            "the DELETE shapes ran out of rows ({}): raise DELETE_ROWS in bench.rs and \
+             bench/write_shapes_setup.sql",
+            out.trim()
+        );
+    }
+    Ok(())
 }
 
 pub fn median(v: &[f64]) -> f64 {

@@ -213,6 +213,12 @@ unsafe extern "C-unwind" fn on_executor_start(query: *mut pg_sys::QueryDesc, efl
             None => pg_sys::standard_ExecutorStart(query, eflags),
         }
     }
+    // The statement is started and nothing of it has run: where it can, its guards write its
+    // records (changelog.rs).
+    if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
+        // SAFETY: the query ExecutorStart has just started.
+        unsafe { crate::changelog::direct_statement(query) };
+    }
 }
 
 /// # Safety

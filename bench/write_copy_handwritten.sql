@@ -1,0 +1,1 @@
+COPY bench.c_handwritten (title, qty) FROM 'bench_copy.csv' WITH (FORMAT csv);

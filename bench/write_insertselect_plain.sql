@@ -1,0 +1,1 @@
+INSERT INTO bench.w_plain (tenant_id, title, qty) SELECT :tenant, 'bulk item', g FROM generate_series(1, 1000) g;

@@ -1,0 +1,1 @@
+UPDATE bench.s_plain SET deleted_at = now() WHERE id = (SELECT nextval('bench.s_plain_next'));

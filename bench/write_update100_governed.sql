@@ -1,0 +1,2 @@
+\set s random(0, 999) * 100
+UPDATE bench.w_governed SET qty = qty + 1 WHERE id > :s AND id <= :s + 100;
