@@ -59,7 +59,10 @@ GRANT SELECT, UPDATE ON bench.s_plain, bench.s_floor, bench.s_governed, bench.s_
 -- migration role loads a tenant's data. The floor (b) is one plain statement reading the same
 -- file through file_fdw and writing the rows and their records (INSERT ... SELECT ...
 -- RETURNING into the log), as the INSERT floor does.
-COPY (SELECT 'copied item ' || g, g FROM generate_series(1, 100000) g) TO 'bench_copy.csv' WITH (FORMAT csv);
+DO $$ BEGIN
+  EXECUTE format('COPY (SELECT ''copied item '' || g, g FROM generate_series(1, 100000) g) TO %L WITH (FORMAT csv)',
+                 current_setting('data_directory') || '/bench_copy.csv');
+END $$;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_loader') THEN
     CREATE ROLE bench_loader LOGIN BYPASSRLS IN ROLE bench_tenant;

@@ -18,6 +18,24 @@ use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, Uuid};
 use crate::errors::{or_raise, StewardError};
 use crate::tenancy;
 
+extern "C-unwind" {
+    /// commands/sequence.h: the next value of a sequence, by OID; `check_permissions` false
+    /// skips the caller's USAGE/UPDATE check (steward draws the log's ids for its own records).
+    /// Called through [`next_id`] only, which guards the FFI boundary.
+    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
+
+/// The next value of sequence `seq`, with no privilege check.
+///
+/// # Safety
+///
+/// `seq` is a sequence's OID; call inside a transaction.
+unsafe fn next_id(seq: pg_sys::Oid) -> i64 {
+    // SAFETY: a Postgres function that may raise an ERROR: the boundary turns that into a Rust
+    // panic that pgrx reports as the ERROR, as for every pg_sys function.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(seq, false)) }
+}
+
 /// A new UUIDv7: a millisecond timestamp, then random bits; sorts by creation time.
 #[pg_extern(volatile, parallel_safe)]
 fn _internal_uuid_v7() -> pgrx::Uuid {
@@ -131,24 +149,82 @@ unsafe fn row_jsonb(
     }
 }
 
-/// `row` (a row as jsonb) without the keys `drop`: `row - drop`.
+thread_local! {
+    /// `to_jsonb` for a column's type, by type OID (as [`to_jsonb_for`] makes it).
+    static VALUE_TO_JSONB: RefCell<HashMap<pg_sys::Oid, usize>> = RefCell::new(HashMap::new());
+}
+
+/// `{"qty": 20}`: the columns `columns` (0-based attribute indexes) of a row as a jsonb object,
+/// each value as `to_jsonb(value)` makes it: what `to_jsonb(row)` holds under their names,
+/// without converting the rest of the row.
 ///
 /// # Safety
 ///
-/// `row` is a jsonb datum valid in the current memory context.
-unsafe fn without_keys(row: pg_sys::Datum, drop: Vec<String>) -> pg_sys::Datum {
-    if drop.is_empty() {
-        return row;
-    }
-    let drop = drop.into_datum().expect("a text[]");
-    // SAFETY: row is a jsonb datum and drop a text[] datum: what jsonb - text[] takes.
+/// `tuple` is a valid tuple of `tupdesc`, and `columns` are below its `natts`.
+unsafe fn columns_jsonb(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    columns: &[usize],
+) -> pg_sys::Datum {
+    // SAFETY: attributes are read from the caller's tuple with its descriptor; each value goes
+    // to the to_jsonb made for its type; the parse state's names and values (jsonb containers of
+    // this memory context) outlive it: JsonbValueToJsonb copies them.
     unsafe {
-        pg_sys::OidFunctionCall2Coll(
-            pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
-            pg_sys::InvalidOid,
-            row,
-            drop,
-        )
+        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+        pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+            std::ptr::null_mut(),
+        );
+        let mut names = Vec::with_capacity(columns.len());
+        for &i in columns {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            names.push(CStr::from_ptr(attr.attname.data.as_ptr()));
+        }
+        for (&i, name) in columns.iter().zip(&names) {
+            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+            let bytes = name.to_bytes();
+            let mut k = pg_sys::JsonbValue {
+                type_: pg_sys::jbvType::jbvString,
+                ..Default::default()
+            };
+            k.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+                len: bytes.len() as i32,
+                val: bytes.as_ptr().cast_mut().cast(),
+            };
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
+            let mut isnull = false;
+            let value = pg_sys::heap_getattr(tuple, (i + 1) as i32, tupdesc, &mut isnull);
+            let mut v = pg_sys::JsonbValue::default();
+            if isnull {
+                v.type_ = pg_sys::jbvType::jbvNull;
+            } else {
+                let typid = attr.atttypid;
+                let finfo = VALUE_TO_JSONB.with_borrow(|m| m.get(&typid).copied());
+                let finfo = match finfo {
+                    Some(f) => f as *mut pg_sys::FmgrInfo,
+                    None => {
+                        let f = to_jsonb_for(typid);
+                        VALUE_TO_JSONB.with_borrow_mut(|m| m.insert(typid, f as usize));
+                        f
+                    }
+                };
+                let j = pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, value);
+                let j = pg_sys::pg_detoast_datum(j.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
+                v.type_ = pg_sys::jbvType::jbvBinary;
+                v.val.binary = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_4 {
+                    len: (pgrx::varlena::varsize_any(j.cast()) - pg_sys::VARHDRSZ) as i32,
+                    data: &mut (*j).root,
+                };
+            }
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
+        }
+        let object = pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+            std::ptr::null_mut(),
+        );
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object))
     }
 }
 
@@ -214,6 +290,47 @@ fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64
     row_hash(rel, unsafe { jsonb_text(row_key.datum()) }.as_bytes())
 }
 
+/// A jsonb string value over `text` (which must outlive the value's use).
+fn jsonb_string(text: &str) -> pg_sys::JsonbValue {
+    let mut v = pg_sys::JsonbValue {
+        type_: pg_sys::jbvType::jbvString,
+        ..Default::default()
+    };
+    v.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+        len: text.len() as i32,
+        val: text.as_ptr().cast_mut().cast(),
+    };
+    v
+}
+
+/// A jsonb array of strings, built without text: `["qty", "version"]`.
+///
+/// # Safety
+///
+/// Call inside a transaction: the jsonb is palloc'd in the current memory context.
+unsafe fn jsonb_string_array(items: &[String]) -> pg_sys::Datum {
+    // SAFETY: the parse state is built by pushJsonbValue from values whose strings outlive it
+    // (JsonbValueToJsonb copies them into the result).
+    unsafe {
+        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+        pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY,
+            std::ptr::null_mut(),
+        );
+        for item in items {
+            let mut v = jsonb_string(item);
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut v);
+        }
+        let array = pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_END_ARRAY,
+            std::ptr::null_mut(),
+        );
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(array))
+    }
+}
+
 /// `{"id": 42}`: the key's columns taken from the row's jsonb; with its row hash.
 ///
 /// # Safety
@@ -221,9 +338,9 @@ fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64
 /// `row` is the row's jsonb datum (from [`row_jsonb`]), valid in the current memory context.
 unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sys::Datum, i64) {
     // SAFETY: row is the row's jsonb datum; every datum built here is a jsonb or text datum of
-    // this memory context.
+    // this memory context; the parse state's strings (the key's names) outlive it.
     unsafe {
-        let mut parts = Vec::with_capacity(pk.len());
+        let mut values = Vec::with_capacity(pk.len());
         for column in pk {
             let name = column.into_datum().expect("text");
             let value = pg_sys::OidFunctionCall2Coll(
@@ -232,19 +349,57 @@ unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sy
                 row,
                 name,
             );
-            parts.push(format!(
-                "{}: {}",
-                serde_json::Value::from(*column),
-                jsonb_text(value)
-            ));
+            values.push(value);
         }
-        let key = jsonb_from_text(&format!("{{{}}}", parts.join(", ")));
+        // The usual key's values are scalars (numbers, strings, uuids): the object is built
+        // directly. A key column that is an array or a composite goes through text.
+        let mut scalars = Vec::with_capacity(values.len());
+        for value in &values {
+            let jsonb = pg_sys::pg_detoast_datum(value.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
+            let mut v = pg_sys::JsonbValue::default();
+            if !pg_sys::JsonbExtractScalar(&mut (*jsonb).root, &mut v) {
+                break;
+            }
+            scalars.push(v);
+        }
+        let key = if scalars.len() == values.len() {
+            let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+            pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+                std::ptr::null_mut(),
+            );
+            for (column, mut v) in pk.iter().zip(scalars) {
+                let mut k = jsonb_string(column);
+                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
+                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
+            }
+            let object = pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+                std::ptr::null_mut(),
+            );
+            pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object))
+        } else {
+            let parts: Vec<String> = pk
+                .iter()
+                .zip(&values)
+                .map(|(column, value)| {
+                    format!(
+                        "{}: {}",
+                        serde_json::Value::from(*column),
+                        jsonb_text(*value)
+                    )
+                })
+                .collect();
+            jsonb_from_text(&format!("{{{}}}", parts.join(", ")))
+        };
         (key, row_hash(rel, jsonb_text(key).as_bytes()))
     }
 }
 
 /// The names of the columns whose bytes differ between two versions of a row, and of those
-/// that are the same.
+/// that are the same; and the (0-based) attribute indexes of the ones that differ.
 ///
 /// # Safety
 ///
@@ -254,11 +409,11 @@ pub(crate) unsafe fn compare_columns(
     old: *mut pg_sys::HeapTupleData,
     new: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<String>, Vec<String>, Vec<usize>) {
     // SAFETY: old and new are valid tuples of the relation described by tupdesc (the trigger's),
     // and attribute numbers stay below natts.
     unsafe {
-        let (mut changed, mut same_cols) = (Vec::new(), Vec::new());
+        let (mut changed, mut same_cols, mut changed_at) = (Vec::new(), Vec::new(), Vec::new());
         let natts = (*tupdesc).natts as usize;
         for i in 0..natts {
             let attr = &*(*tupdesc).attrs.as_ptr().add(i);
@@ -297,9 +452,12 @@ pub(crate) unsafe fn compare_columns(
             let name = CStr::from_ptr(attr.attname.data.as_ptr())
                 .to_string_lossy()
                 .into_owned();
+            if !same {
+                changed_at.push(i);
+            }
             if same { &mut same_cols } else { &mut changed }.push(name);
         }
-        (changed, same_cols)
+        (changed, same_cols, changed_at)
     }
 }
 
@@ -646,15 +804,10 @@ impl Record {
                 }
             };
             let log_desc = (*log).rd_att;
-            // The record is steward's write, not the caller's: nextval checks privileges.
-            let id = tenancy::as_extension_owner(|| {
-                pg_sys::OidFunctionCall1Coll(
-                    pg_sys::Oid::from(pg_sys::F_NEXTVAL),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(layout.id_sequence),
-                )
-            });
-            self.set(Col::Id, Some(id));
+            // The record is steward's write, not the caller's: the log's own sequence, without
+            // the privilege check nextval() makes (the caller has no right to it, nor needs one).
+            let id = next_id(layout.id_sequence);
+            self.set(Col::Id, Some(pg_sys::Datum::from(id)));
             // steward's transaction id: the cluster's plus the offset (xids.rs).
             let txid = match crate::xids::shifted(pg_sys::GetTopFullTransactionId().value) {
                 Ok(txid) => txid,
@@ -750,7 +903,9 @@ pub(crate) fn record_change(
                 })
                 .to_jsonb
         });
-        let mut old_json = (!old.is_null()).then(|| row_jsonb(finfo, old, tupdesc));
+        // An update's old row is not made whole: only its changed columns are stored.
+        let update = !old.is_null() && !new.is_null();
+        let mut old_json = (!old.is_null() && !update).then(|| row_jsonb(finfo, old, tupdesc));
         let new_json = (!new.is_null()).then(|| row_jsonb(finfo, new, tupdesc));
         let any_row = new_json.or(old_json).expect("a row");
         let (row_key, key_hash) = key_jsonb((*table).rd_id, any_row, &args.key);
@@ -762,7 +917,7 @@ pub(crate) fn record_change(
         };
         let mut changed = None;
         if action == "UPDATE" {
-            let (names, unchanged) = compare_columns(old, new, tupdesc);
+            let (names, _, changed_at) = compare_columns(old, new, tupdesc);
             if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
                 if let Some(attnum) = shape.deleted_at {
                     let (mut onull, mut nnull) = (false, false);
@@ -775,11 +930,9 @@ pub(crate) fn record_change(
                     }
                 }
             }
-            changed = Some(jsonb_from_text(
-                &serde_json::to_string(&names).expect("names as JSON"),
-            ));
+            changed = Some(jsonb_string_array(&names));
             // The new row is stored whole; of the old one, only what the update replaced.
-            old_json = old_json.map(|o| without_keys(o, unchanged));
+            old_json = Some(columns_jsonb(old, tupdesc, &changed_at));
         }
         let event_type = format!("{}.{suffix}", args.event_name);
 
