@@ -398,8 +398,94 @@ unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sy
     }
 }
 
-/// The names of the columns whose bytes differ between two versions of a row, and of those
-/// that are the same; and the (0-based) attribute indexes of the ones that differ.
+/// Whether column `i` (0-based) holds the same value in two versions of a row: the same bytes,
+/// or, where either side is compressed or stored out of line (a BEFORE trigger's new row is
+/// neither yet, the stored old row may be both), the same bytes once decompressed.
+///
+/// # Safety
+///
+/// `old` and `new` are valid tuples of `tupdesc`, and `i` is below its `natts`.
+unsafe fn same_value(
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    i: usize,
+) -> bool {
+    // SAFETY: the caller's tuples and descriptor; a varlena is read within its own length, and
+    // detoasted copies are palloc'd in the current memory context.
+    unsafe {
+        let attr = &*(*tupdesc).attrs.as_ptr().add(i);
+        let (mut onull, mut nnull) = (false, false);
+        let ov = pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
+        let nv = pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
+        let bytes = |p: *mut pg_sys::varlena| {
+            std::slice::from_raw_parts(p.cast::<u8>(), pgrx::varlena::varsize_any(p))
+        };
+        match (onull, nnull) {
+            (true, true) => true,
+            (false, false) if attr.attbyval => ov == nv,
+            (false, false) if attr.attlen > 0 => {
+                let n = attr.attlen as usize;
+                std::slice::from_raw_parts(ov.cast_mut_ptr::<u8>(), n)
+                    == std::slice::from_raw_parts(nv.cast_mut_ptr::<u8>(), n)
+            }
+            (false, false) if attr.attlen == -1 => {
+                let (op, np) = (
+                    ov.cast_mut_ptr::<pg_sys::varlena>(),
+                    nv.cast_mut_ptr::<pg_sys::varlena>(),
+                );
+                if bytes(op) == bytes(np) {
+                    return true;
+                }
+                // compressed inline (4-byte header, compressed) or a pointer elsewhere (1-byte
+                // header, external)
+                let extended = |p: *mut pg_sys::varlena| {
+                    pgrx::varlena::varatt_is_4b_c(p) || pgrx::varlena::varatt_is_1b_e(p)
+                };
+                if !extended(op) && !extended(np) {
+                    return false;
+                }
+                let (op, np) = (
+                    pg_sys::pg_detoast_datum_packed(op),
+                    pg_sys::pg_detoast_datum_packed(np),
+                );
+                pgrx::varlena::varsize_any_exhdr(op) == pgrx::varlena::varsize_any_exhdr(np)
+                    && std::slice::from_raw_parts(
+                        pgrx::varlena::vardata_any(op).cast::<u8>(),
+                        pgrx::varlena::varsize_any_exhdr(op),
+                    ) == std::slice::from_raw_parts(
+                        pgrx::varlena::vardata_any(np).cast::<u8>(),
+                        pgrx::varlena::varsize_any_exhdr(np),
+                    )
+            }
+            (false, false) => {
+                CStr::from_ptr(ov.cast_mut_ptr()) == CStr::from_ptr(nv.cast_mut_ptr())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether two versions of a row hold the same value in every column ([`same_value`]).
+///
+/// # Safety
+///
+/// `old` and `new` are valid tuples of `tupdesc`.
+pub(crate) unsafe fn same_values(
+    old: *mut pg_sys::HeapTupleData,
+    new: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+) -> bool {
+    // SAFETY: the caller's tuples and descriptor; attribute indexes stay below natts.
+    unsafe {
+        (0..(*tupdesc).natts as usize).all(|i| {
+            (*(*tupdesc).attrs.as_ptr().add(i)).attisdropped || same_value(old, new, tupdesc, i)
+        })
+    }
+}
+
+/// The names of the columns whose value differs between two versions of a row
+/// ([`same_value`]), and their (0-based) attribute indexes.
 ///
 /// # Safety
 ///
@@ -409,55 +495,24 @@ pub(crate) unsafe fn compare_columns(
     old: *mut pg_sys::HeapTupleData,
     new: *mut pg_sys::HeapTupleData,
     tupdesc: pg_sys::TupleDesc,
-) -> (Vec<String>, Vec<String>, Vec<usize>) {
+) -> (Vec<String>, Vec<usize>) {
     // SAFETY: old and new are valid tuples of the relation described by tupdesc (the trigger's),
     // and attribute numbers stay below natts.
     unsafe {
-        let (mut changed, mut same_cols, mut changed_at) = (Vec::new(), Vec::new(), Vec::new());
-        let natts = (*tupdesc).natts as usize;
-        for i in 0..natts {
+        let (mut changed, mut changed_at) = (Vec::new(), Vec::new());
+        for i in 0..(*tupdesc).natts as usize {
             let attr = &*(*tupdesc).attrs.as_ptr().add(i);
-            if attr.attisdropped {
+            if attr.attisdropped || same_value(old, new, tupdesc, i) {
                 continue;
             }
-            let (mut onull, mut nnull) = (false, false);
-            let ov = pg_sys::heap_getattr(old, (i + 1) as i32, tupdesc, &mut onull);
-            let nv = pg_sys::heap_getattr(new, (i + 1) as i32, tupdesc, &mut nnull);
-            let same = match (onull, nnull) {
-                (true, true) => true,
-                (false, false) if attr.attbyval => ov == nv,
-                (false, false) if attr.attlen > 0 => {
-                    let n = attr.attlen as usize;
-                    std::slice::from_raw_parts(ov.cast_mut_ptr::<u8>(), n)
-                        == std::slice::from_raw_parts(nv.cast_mut_ptr::<u8>(), n)
-                }
-                (false, false) if attr.attlen == -1 => {
-                    let (op, np) = (
-                        ov.cast_mut_ptr::<pg_sys::varlena>(),
-                        nv.cast_mut_ptr::<pg_sys::varlena>(),
-                    );
-                    let (ol, nl) = (
-                        pgrx::varlena::varsize_any(op),
-                        pgrx::varlena::varsize_any(np),
-                    );
-                    ol == nl
-                        && std::slice::from_raw_parts(op.cast::<u8>(), ol)
-                            == std::slice::from_raw_parts(np.cast::<u8>(), nl)
-                }
-                (false, false) => {
-                    CStr::from_ptr(ov.cast_mut_ptr()) == CStr::from_ptr(nv.cast_mut_ptr())
-                }
-                _ => false,
-            };
-            let name = CStr::from_ptr(attr.attname.data.as_ptr())
-                .to_string_lossy()
-                .into_owned();
-            if !same {
-                changed_at.push(i);
-            }
-            if same { &mut same_cols } else { &mut changed }.push(name);
+            changed.push(
+                CStr::from_ptr(attr.attname.data.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            changed_at.push(i);
         }
-        (changed, same_cols, changed_at)
+        (changed, changed_at)
     }
 }
 
@@ -917,7 +972,7 @@ pub(crate) fn record_change(
         };
         let mut changed = None;
         if action == "UPDATE" {
-            let (names, _, changed_at) = compare_columns(old, new, tupdesc);
+            let (names, changed_at) = compare_columns(old, new, tupdesc);
             if args.soft_delete && names.iter().any(|n| n == "deleted_at") {
                 if let Some(attnum) = shape.deleted_at {
                     let (mut onull, mut nnull) = (false, false);
@@ -1043,23 +1098,25 @@ fn direct_invalidated(relid: pg_sys::Oid) {
     });
 }
 
-/// The OID of `steward.<name>()` (a trigger function: no arguments), InvalidOid if there is none.
+/// The OID of `<ns>.<name>()` (a trigger function: no arguments), InvalidOid if there is none.
+/// A syscache lookup: no privilege is checked (the caller may have no USAGE on the schema).
 ///
 /// # Safety
 ///
 /// Call inside a transaction (catalog lookups).
-unsafe fn trigger_function(name: &CStr) -> pg_sys::Oid {
-    // SAFETY: the name list is built of String nodes over NUL-terminated strings that outlive
-    // the lookup; missing_ok, so an absent function raises nothing.
+unsafe fn trigger_function(ns: pg_sys::Oid, name: &CStr) -> pg_sys::Oid {
+    // SAFETY: the keys are a NUL-terminated name, an empty oidvector of this memory context and
+    // a namespace OID, as the PROCNAMEARGSNSP cache takes them.
     unsafe {
-        let names = pg_sys::lappend(
-            pg_sys::lappend(
-                std::ptr::null_mut(),
-                pg_sys::makeString(pg_sys::pstrdup(c"steward".as_ptr())).cast(),
-            ),
-            pg_sys::makeString(pg_sys::pstrdup(name.as_ptr())).cast(),
-        );
-        pg_sys::LookupFuncName(names, 0, std::ptr::null(), true)
+        let no_args = pg_sys::buildoidvector(std::ptr::null(), 0);
+        pg_sys::GetSysCacheOid(
+            pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as i32,
+            pg_sys::Anum_pg_proc_oid as i16,
+            pg_sys::Datum::from(name.as_ptr()),
+            pg_sys::Datum::from(no_args),
+            pg_sys::Datum::from(ns),
+            pg_sys::Datum::from(0),
+        )
     }
 }
 
@@ -1125,8 +1182,17 @@ unsafe fn direct_for(rel: pg_sys::Relation) -> Option<Direct> {
         if !constr.is_null() && (*constr).has_generated_stored {
             return None;
         }
-        // Every catalog lookup first: a lookup may process invalidations, which may rebuild
-        // the relation's trigger list.
+        // steward's functions are found by syscache lookups, which check no privilege (the
+        // statement's role may have no USAGE on the schema, and the table may not be steward's
+        // at all); they come before the trigger list is read: a lookup may process
+        // invalidations, which may rebuild it. The answer is kept per table.
+        if triggers((*rel).trigdesc).is_empty() {
+            return None;
+        }
+        let ns = pg_sys::get_namespace_oid(c"steward".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return None;
+        }
         let [log_fn, row_fn, update_fn, row_fast, update_fast] = [
             c"_internal_log_row",
             c"_internal_row_guard",
@@ -1134,7 +1200,7 @@ unsafe fn direct_for(rel: pg_sys::Relation) -> Option<Direct> {
             c"_internal_row_guard_and_log",
             c"_internal_update_guard_and_log",
         ]
-        .map(|name| trigger_function(name));
+        .map(|name| trigger_function(ns, name));
         if [log_fn, row_fn, update_fn, row_fast, update_fast].contains(&pg_sys::InvalidOid) {
             return None;
         }
@@ -1200,8 +1266,12 @@ pub(crate) unsafe fn direct_statement(query: *mut pg_sys::QueryDesc) {
     // SAFETY: a started query's plan state tree and executor state are valid until it ends.
     unsafe {
         let estate = (*query).estate;
-        if estate.is_null() {
-            return;
+        let planned = (*query).plannedstmt;
+        if estate.is_null()
+            || planned.is_null()
+            || ((*query).operation == pg_sys::CmdType::CMD_SELECT && !(*planned).hasModifyingCTE)
+        {
+            return; // a read: nothing to look at (reads are the hot path of every tenant page)
         }
         direct_node((*query).planstate);
         let subplans = (*estate).es_subplanstates;

@@ -140,6 +140,31 @@ MERGE INTO app.items t USING (VALUES (101)) AS s(id) ON t.id = s.id
 SELECT action, item, new_row->>'title' AS title FROM app.items_log WHERE item IN ('100', '101', '5000') AND record > (SELECT max(record) - 3 FROM app.items_log) ORDER BY record;
 SELECT count(*) AS rows_whose_last_record_differs FROM app.items_drift;
 
+-- An UPDATE whose join meets the same row twice changes it once: one record (after the one of
+-- the 100-row UPDATE above).
+UPDATE app.items SET qty = qty + 1 FROM (VALUES (102), (102)) AS v(id) WHERE app.items.id = v.id;
+SELECT action, old_row->>'qty' AS old_qty, new_row->>'qty' AS new_qty FROM app.items_log
+ WHERE item = '102' AND action = 'UPDATE';
+-- One statement, two WITH clauses on the same table: the one with ON CONFLICT keeps the AFTER
+-- trigger, the other has its guard record. One record each.
+WITH i AS (INSERT INTO app.items (id, title, qty) VALUES (103, 'conflict', 1), (6000, 'new', 1)
+           ON CONFLICT DO NOTHING RETURNING id)
+UPDATE app.items SET title = 'both' WHERE id = 104;
+SELECT action, item, new_row->>'title' AS title FROM app.items_log
+ WHERE item IN ('103', '104', '6000') AND record > (SELECT max(record) - 2 FROM app.items_log) ORDER BY item;
+-- A value stored compressed and set to the same value: no change, no record, no new version
+-- (the guard's new row is not compressed yet; the values are compared, not only the bytes).
+\c - postgres
+CREATE TABLE app.notes (tenant_id uuid NOT NULL, id int NOT NULL, body text, PRIMARY KEY (tenant_id, id));
+GRANT SELECT, INSERT, UPDATE ON app.notes TO acme_app;
+SELECT steward.govern('app.notes');
+\c - acme_app
+INSERT INTO app.notes (id, body) VALUES (1, repeat('compressible ', 300));
+SELECT pg_column_compression(body) AS stored, version FROM app.notes;
+UPDATE app.notes SET body = body || '' WHERE id = 1 RETURNING version;
+UPDATE app.notes SET body = body || '.' WHERE id = 1 RETURNING version;
+SELECT action, changed FROM steward.audit_log WHERE table_name = 'app.notes' ORDER BY id;
+
 -- A stored generated column is computed after the BEFORE triggers: the record has its value.
 \c - postgres
 CREATE TABLE app.priced (
@@ -195,3 +220,17 @@ UPDATE app.items SET qty = 3 WHERE id = 1;
 \echo :LAST_ERROR_SQLSTATE
 \c - postgres
 DROP TRIGGER forge ON app.items;
+
+-- A role without USAGE on steward's schema writes a table steward does not govern (one with a
+-- trigger: a foreign key's): steward's look at the statement checks no privilege of it.
+REVOKE USAGE ON SCHEMA steward FROM PUBLIC;
+CREATE ROLE plain_writer;
+CREATE TABLE public.parents (id int PRIMARY KEY);
+CREATE TABLE public.children (id int PRIMARY KEY, parent int REFERENCES public.parents);
+GRANT SELECT, INSERT ON public.parents, public.children TO plain_writer;
+SET ROLE plain_writer;
+INSERT INTO public.parents VALUES (1);
+INSERT INTO public.children VALUES (1, 1);
+RESET ROLE;
+SELECT count(*) AS children FROM public.children;
+GRANT USAGE ON SCHEMA steward TO PUBLIC;

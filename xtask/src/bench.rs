@@ -106,15 +106,20 @@ fn write_shapes() -> Vec<Shape> {
 }
 
 fn groups() -> Vec<Group> {
-    let mut groups = vec![Group {
-        title: "10-row page by tenant: governed (RLS) vs explicit WHERE tenant_id = $1, 2 clients"
-            .into(),
-        workloads: vec![
-            w("explicit WHERE", "bench/tenant_page_baseline.sql", 2),
-            w("governed", "bench/tenant_page_governed.sql", 2),
-        ],
-        ratios: vec![("governed", "explicit WHERE", Some(0.95))],
-    }];
+    let mut groups: Vec<Group> = [2, 8]
+        .into_iter()
+        .map(|clients| Group {
+            title: format!(
+                "10-row page by tenant: governed (RLS) vs explicit WHERE tenant_id = $1, \
+                 {clients} clients"
+            ),
+            workloads: vec![
+                w("explicit WHERE", "bench/tenant_page_baseline.sql", clients),
+                w("governed", "bench/tenant_page_governed.sql", clients),
+            ],
+            ratios: vec![("governed", "explicit WHERE", Some(0.95))],
+        })
+        .collect();
     for shape in write_shapes() {
         for clients in [2, 8] {
             let script = |kind: &str| -> &'static str {
@@ -211,18 +216,20 @@ pub fn bench(args: &[String]) -> Result<()> {
         ],
     )?;
 
-    // `--only WORD` keeps the groups whose title contains WORD (for quick iterations; the
-    // report then holds only those).
-    let only = args
+    // `--only WORD[,WORD...]` keeps the groups whose title contains one of the words (for quick
+    // iterations; the report then holds only those).
+    let words: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
-        .cloned();
+        .map(|w| w.split(',').map(str::to_string).collect());
+    let wanted = |title: &str| {
+        words
+            .as_ref()
+            .is_none_or(|ws| ws.iter().any(|w| title.contains(w.as_str())))
+    };
     let mut report = String::new();
-    for g in groups()
-        .into_iter()
-        .filter(|g| only.as_deref().is_none_or(|o| g.title.contains(o)))
-    {
+    for g in groups().into_iter().filter(|g| wanted(&g.title)) {
         step(&format!(
             "{} ({} rounds, {} s per workload)",
             g.title, settings.rounds, settings.seconds
@@ -257,11 +264,12 @@ pub fn bench(args: &[String]) -> Result<()> {
             if round < settings.rounds {
                 continue;
             }
-            // A ratio whose rounds spread wider than ±15% around its median cannot decide a
-            // goal: more rounds, up to twice the settings'.
+            // A ratio with a goal whose rounds spread wider than ±15% around its median cannot
+            // decide it: more rounds, up to twice the settings'.
             let wide: Vec<String> = g
                 .ratios
                 .iter()
+                .filter(|(_, _, goal)| goal.is_some())
                 .filter(|(c, b, _)| spread(&per_round(&tps, index(c), index(b))) > MAX_SPREAD)
                 .map(|(c, b, _)| format!("{c} ÷ {b}"))
                 .collect();
@@ -309,23 +317,17 @@ pub fn bench(args: &[String]) -> Result<()> {
             writeln!(report, "**{note}**")?;
         }
     }
-    if only
-        .as_deref()
-        .is_none_or(|o| "Outbox drain latency".contains(o))
-    {
+    if wanted("Outbox drain latency") {
         report.push_str(&crate::bench_outbox::run(&cluster, settings.rounds)?);
     }
-    if only
-        .as_deref()
-        .is_none_or(|o| "The web API service".contains(o))
-    {
+    if wanted("The web API service") {
         report.push_str(&crate::bench_service::run_all(
             &cluster,
             settings.rounds,
             settings.seconds,
         )?);
     }
-    if only.as_deref().is_none_or(|o| "The relay".contains(o)) {
+    if wanted("The relay") {
         report.push_str(&crate::bench_relay::run_all(&cluster, settings.rounds)?);
     }
     cluster.stop();

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Some("upgrade-draft") if args.len() == 2 => upgrade::draft(&args[1]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | test [SUITE [NAME]] | demo [--stop] | bench [--quick] [--only WORD] | upgrade-draft FROM>"
+                "usage: cargo xtask <setup | test [SUITE [NAME]] | demo [--stop] | bench [--quick] [--only WORD[,WORD]] | upgrade-draft FROM>"
             );
             return ExitCode::from(2);
         }
