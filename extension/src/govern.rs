@@ -750,83 +750,83 @@ fn _internal_update_guard<'a>(
     Ok(or_raise(update_guard(trigger)))
 }
 
-/// The row guard of a statement whose records the guards write (changelog::direct_statement):
-/// the guard, then the record of the row it lets through. A soft delete records nothing here:
-/// its UPDATE records itself.
-fn row_guard_and_log<'a>(
+/// A guard, for a statement whose records the guards write (changelog::direct_statement): the
+/// guard itself, then the record of the row it lets through. `rows` says, of the row the guard
+/// returns, what the record's old and new rows are (None: no record here).
+fn guard_and_record<'a>(
     trigger: &'a PgTrigger<'a>,
+    guard: GuardFn<'a>,
+    need: fn(&Args<'_>) -> Need,
+    rows: impl FnOnce(*mut pg_sys::HeapTupleData) -> Option<Rows>,
 ) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
     crate::changelog::check_taken_over(trigger)?;
-    let Some(row) = row_guard(trigger)? else {
+    let Some(row) = guard(trigger)? else {
         return Ok(None);
     };
     let args = Args::of(trigger)?;
-    let shape = shape(trigger, || {
-        args.expect(if args.soft_delete {
-            Need::Required
-        } else {
-            Need::No
-        })
-    })?;
-    let data = trigger.trigger_data();
-    // SAFETY: the trigger's relation is open for the duration of the trigger call.
-    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
-    let row = row.into_pg();
-    match trigger.op() {
-        Ok(PgTriggerOperation::Insert) => {
-            crate::changelog::record_change(trigger, std::ptr::null_mut(), row, &args, &shape)?
-        }
-        Ok(PgTriggerOperation::Delete) => {
-            crate::changelog::record_change(trigger, row, std::ptr::null_mut(), &args, &shape)?
-        }
-        _ => {}
-    }
-    // SAFETY: the tuple the guard returned, of the trigger's relation.
-    Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, row) }))
-}
-
-/// BEFORE INSERT OR DELETE FOR EACH ROW, for one statement: the row guard, and the record.
-#[pg_trigger]
-fn _internal_row_guard_and_log<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
-    Ok(or_raise(row_guard_and_log(trigger)))
-}
-
-/// The update guard of a statement whose records the guards write: the guard, then the record
-/// of the old row and the row as it will be written (the version raised).
-fn update_guard_and_log<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>> {
-    crate::changelog::check_taken_over(trigger)?;
-    let Some(row) = update_guard(trigger)? else {
-        return Ok(None);
-    };
-    let args = Args::of(trigger)?;
-    // The update guard's shape has deleted_at if it is there; the record of a soft-deleting
-    // table needs it.
-    let shape = shape(trigger, || args.expect(Need::IfPresent))?;
+    let shape = shape(trigger, || args.expect(need(&args)))?;
+    // The update guard's shape has deleted_at only if it is there; the record of a
+    // soft-deleting table needs it.
     if args.soft_delete && shape.deleted_at.is_none() {
         return Err(changed(
             &qualified_name(trigger),
             "its soft-delete column \"deleted_at\" is gone or no longer timestamptz".into(),
         ));
     }
-    let data = trigger.trigger_data();
     // SAFETY: the trigger's relation is open for the duration of the trigger call.
-    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
+    let tupdesc =
+        unsafe { PgTupleDesc::from_pg_unchecked((*trigger.trigger_data().tg_relation).rd_att) };
     let row = row.into_pg();
-    crate::changelog::record_change(trigger, data.tg_trigtuple, row, &args, &shape)?;
+    if let Some((old, new)) = rows(row) {
+        crate::changelog::record_change(trigger, old, new, &args, &shape)?;
+    }
     // SAFETY: the tuple the guard returned, of the trigger's relation.
     Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, row) }))
 }
 
-/// BEFORE UPDATE FOR EACH ROW, for one statement: the update guard, and the record.
+type GuardFn<'a> =
+    fn(&'a PgTrigger<'a>) -> crate::errors::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>>;
+/// A record's old and new row (NULL for the side an INSERT or DELETE has not).
+type Rows = (*mut pg_sys::HeapTupleData, *mut pg_sys::HeapTupleData);
+
+/// BEFORE INSERT OR DELETE FOR EACH ROW, for one statement: the row guard, and the record. A soft
+/// delete records nothing here (the guard returns no row): its UPDATE records itself.
+#[pg_trigger]
+fn _internal_row_guard_and_log<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
+    let need = |args: &Args<'_>| {
+        if args.soft_delete {
+            Need::Required
+        } else {
+            Need::No
+        }
+    };
+    Ok(or_raise(guard_and_record(
+        trigger,
+        row_guard,
+        need,
+        |row| match trigger.op() {
+            Ok(PgTriggerOperation::Insert) => Some((std::ptr::null_mut(), row)),
+            Ok(PgTriggerOperation::Delete) => Some((row, std::ptr::null_mut())),
+            _ => None,
+        },
+    )))
+}
+
+/// BEFORE UPDATE FOR EACH ROW, for one statement: the update guard, and the record of the old
+/// row and the row as it will be written (the version raised).
 #[pg_trigger]
 fn _internal_update_guard_and_log<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, StewardError> {
-    Ok(or_raise(update_guard_and_log(trigger)))
+    let old = trigger.trigger_data().tg_trigtuple;
+    Ok(or_raise(guard_and_record(
+        trigger,
+        update_guard,
+        |_| Need::IfPresent,
+        |row| Some((old, row)),
+    )))
 }
 
 /// AFTER INSERT, UPDATE, DELETE or TRUNCATE FOR EACH STATEMENT on steward's own catalogs: every
