@@ -176,22 +176,9 @@ unsafe fn columns_jsonb(
             pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
             std::ptr::null_mut(),
         );
-        let mut names = Vec::with_capacity(columns.len());
         for &i in columns {
             let attr = &*(*tupdesc).attrs.as_ptr().add(i);
-            names.push(CStr::from_ptr(attr.attname.data.as_ptr()));
-        }
-        for (&i, name) in columns.iter().zip(&names) {
-            let attr = &*(*tupdesc).attrs.as_ptr().add(i);
-            let bytes = name.to_bytes();
-            let mut k = pg_sys::JsonbValue {
-                type_: pg_sys::jbvType::jbvString,
-                ..Default::default()
-            };
-            k.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
-                len: bytes.len() as i32,
-                val: bytes.as_ptr().cast_mut().cast(),
-            };
+            let mut k = jsonb_string(CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes());
             pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
             let mut isnull = false;
             let value = pg_sys::heap_getattr(tuple, (i + 1) as i32, tupdesc, &mut isnull);
@@ -219,12 +206,7 @@ unsafe fn columns_jsonb(
             }
             pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
         }
-        let object = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-            std::ptr::null_mut(),
-        );
-        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object))
+        jsonb_finish(&mut state, pg_sys::JsonbIteratorToken::WJB_END_OBJECT)
     }
 }
 
@@ -291,7 +273,7 @@ fn _internal_row_hash(rel: pg_sys::Oid, row_key: crate::outbox::RawJsonb) -> i64
 }
 
 /// A jsonb string value over `text` (which must outlive the value's use).
-fn jsonb_string(text: &str) -> pg_sys::JsonbValue {
+fn jsonb_string(text: &[u8]) -> pg_sys::JsonbValue {
     let mut v = pg_sys::JsonbValue {
         type_: pg_sys::jbvType::jbvString,
         ..Default::default()
@@ -301,6 +283,23 @@ fn jsonb_string(text: &str) -> pg_sys::JsonbValue {
         val: text.as_ptr().cast_mut().cast(),
     };
     v
+}
+
+/// Ends the array or object `state` is building with `end` and returns it as a jsonb datum.
+///
+/// # Safety
+///
+/// `state` holds an open array (`end` WJB_END_ARRAY) or object (WJB_END_OBJECT) whose values'
+/// strings are still valid; the jsonb is palloc'd in the current memory context.
+unsafe fn jsonb_finish(
+    state: &mut *mut pg_sys::JsonbParseState,
+    end: pg_sys::JsonbIteratorToken::Type,
+) -> pg_sys::Datum {
+    // SAFETY: as the caller promises; JsonbValueToJsonb copies the values into the result.
+    unsafe {
+        let built = pg_sys::pushJsonbValue(state, end, std::ptr::null_mut());
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(built))
+    }
 }
 
 /// A jsonb array of strings, built without text: `["qty", "version"]`.
@@ -319,15 +318,10 @@ unsafe fn jsonb_string_array(items: &[String]) -> pg_sys::Datum {
             std::ptr::null_mut(),
         );
         for item in items {
-            let mut v = jsonb_string(item);
+            let mut v = jsonb_string(item.as_bytes());
             pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut v);
         }
-        let array = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_ARRAY,
-            std::ptr::null_mut(),
-        );
-        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(array))
+        jsonb_finish(&mut state, pg_sys::JsonbIteratorToken::WJB_END_ARRAY)
     }
 }
 
@@ -370,16 +364,11 @@ unsafe fn key_jsonb(rel: pg_sys::Oid, row: pg_sys::Datum, pk: &[&str]) -> (pg_sy
                 std::ptr::null_mut(),
             );
             for (column, mut v) in pk.iter().zip(scalars) {
-                let mut k = jsonb_string(column);
+                let mut k = jsonb_string(column.as_bytes());
                 pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
                 pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
             }
-            let object = pg_sys::pushJsonbValue(
-                &mut state,
-                pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-                std::ptr::null_mut(),
-            );
-            pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object))
+            jsonb_finish(&mut state, pg_sys::JsonbIteratorToken::WJB_END_OBJECT)
         } else {
             let parts: Vec<String> = pk
                 .iter()
